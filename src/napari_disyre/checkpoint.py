@@ -1,0 +1,458 @@
+"""Loading and saving restoration checkpoints, safely and in the official layout.
+
+Three forms are read by the one function :func:`load_checkpoint`:
+
+* the official layout, a diffusers pipeline folder written by ``DISYREPipeline.save_pretrained``:
+  ``model_index.json``, ``unet/config.json`` + ``unet/diffusion_pytorch_model.safetensors`` (older
+  diffusers: ``.bin``), ``scheduler/scheduler_config.json``;
+* the same folder with this project's ``disyre.json`` beside them (preprocessing, contrast, grid,
+  provenance, healthy score distribution): what ``napari-disyre train`` writes, still loadable by the
+  official code;
+* a single ``.safetensors`` file whose metadata holds the three JSON documents.
+
+Nothing is unpickled: weights come from safetensors, or from ``.bin`` with ``weights_only=True``.
+The official repository's Python classes are never needed: the scheduler JSON is read here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import CheckpointError
+from .files import atomic_output
+from .preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
+from .schedule import Schedule
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import UNet2DModel
+
+Layout = Literal["official", "napari-disyre", "single-file"]
+Method = Literal["mean-single-step", "multi-step-restoration"]
+
+METADATA_FILE = "disyre.json"
+WEIGHTS_SAFETENSORS = "diffusion_pytorch_model.safetensors"
+WEIGHTS_BIN = "diffusion_pytorch_model.bin"
+FORMAT_NAME = "napari-disyre"
+FORMAT_VERSION = 1
+
+DOWN_BLOCKS = frozenset(
+    {
+        "DownBlock2D",
+        "ResnetDownsampleBlock2D",
+        "AttnDownBlock2D",
+        "SkipDownBlock2D",
+        "AttnSkipDownBlock2D",
+        "DownEncoderBlock2D",
+        "AttnDownEncoderBlock2D",
+    }
+)
+UP_BLOCKS = frozenset(
+    {
+        "UpBlock2D",
+        "ResnetUpsampleBlock2D",
+        "AttnUpBlock2D",
+        "SkipUpBlock2D",
+        "AttnSkipUpBlock2D",
+        "UpDecoderBlock2D",
+        "AttnUpDecoderBlock2D",
+    }
+)
+_LEGACY_ATTENTION = re.compile(r"^(.*attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
+_LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint says about itself beyond its weights (``disyre.json``).
+
+    Official checkpoints carry none of this; they get the official preprocessing and defaults.
+    ``healthy_score_quantiles`` maps quantile levels ("0.99", "0.999") to anomaly scores measured on
+    healthy validation voxels, from which the widget suggests a threshold.
+    """
+
+    contrast: str | None = None
+    preprocessing: Preprocessing = OFFICIAL_PREPROCESSING
+    steps: int = 4
+    method: Method = "mean-single-step"
+    weight_foreground: bool = True
+    healthy_score_quantiles: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["preprocessing"] = self.preprocessing.to_dict()
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str) -> CheckpointInfo:
+        if d.get("format") != FORMAT_NAME:
+            raise CheckpointError(
+                f"{source}: not a napari-disyre metadata file (format is {d.get('format')!r})."
+            )
+        if int(d.get("format_version", 0)) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{source}: written by a newer napari-disyre (format version {d['format_version']}); "
+                "upgrade napari-disyre to read it."
+            )
+        try:
+            method = d.get("method", "mean-single-step")
+            if method not in ("mean-single-step", "multi-step-restoration"):
+                raise ValueError(f"unknown method {method!r}")
+            return cls(
+                contrast=d.get("contrast"),
+                preprocessing=Preprocessing.from_dict(d.get("preprocessing", {})),
+                steps=int(d.get("steps", 4)),
+                method=method,
+                weight_foreground=bool(d.get("weight_foreground", True)),
+                healthy_score_quantiles={
+                    str(k): float(v) for k, v in d.get("healthy_score_quantiles", {}).items()
+                },
+                training=dict(d.get("training", {})),
+                description=str(d.get("description", "")),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{source}: malformed napari-disyre metadata ({exc}).") from exc
+
+
+@dataclass
+class Checkpoint:
+    """A loaded restoration network with its schedule and metadata (weights in float32 on the CPU)."""
+
+    unet: UNet2DModel
+    schedule: Schedule
+    info: CheckpointInfo
+    source: Path | None = None
+    layout: Layout = "official"
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """Sliding-window size: the UNet's ``sample_size`` (an int or a pair in its config)."""
+        return sample_size_pair(self.unet.config.sample_size)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.unet.parameters())
+
+    @property
+    def name(self) -> str:
+        return self.source.name if self.source is not None else "in-memory model"
+
+    def summary(self) -> str:
+        """One line for the widget and the CLI: contrast, size, window, grid."""
+        pre = self.info.preprocessing
+        grid = (f"{'x'.join(f'{s:g}' for s in pre.spacing)} mm" if pre.spacing else "scan's own grid") + (
+            f", {pre.orientation}" if pre.orientation else ""
+        )
+        return (
+            f"{self.name}: {self.info.contrast or 'contrast not stated'}, "
+            f"{self.n_parameters / 1e6:.1f} M parameters, {self.window[0]}x{self.window[1]} windows, {grid} "
+            f"({self.layout} layout)"
+        )
+
+    def with_info(self, **changes: Any) -> Checkpoint:
+        return replace(self, info=replace(self.info, **changes))
+
+
+def sample_size_pair(sample_size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    if isinstance(sample_size, int):
+        return (sample_size, sample_size)
+    size = tuple(int(s) for s in sample_size)
+    if len(size) != 2:
+        raise CheckpointError(f"sample_size must be an int or two ints, got {sample_size!r}")
+    return size  # type: ignore[return-value]
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Load any supported checkpoint form; every problem is a :class:`CheckpointError` naming the file."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found.")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(
+                f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
+                "scheduler/) or a single .safetensors file written by napari-disyre."
+            )
+        return _load_single_file(path)
+    return _load_folder(path)
+
+
+def _load_folder(folder: Path) -> Checkpoint:
+    unet_dir = folder / "unet"
+    if not unet_dir.is_dir():
+        hint = (
+            " This looks like the unet/ subfolder itself: give its parent folder."
+            if (folder / "config.json").exists()
+            else " Point to the folder that holds model_index.json, unet/ and scheduler/."
+        )
+        raise CheckpointError(f"{folder}: no unet/ folder, so this is not a DISYRE checkpoint.{hint}")
+    config = _read_json(unet_dir / "config.json", "UNet config")
+    schedule = Schedule.from_json(
+        _require(folder / "scheduler" / "scheduler_config.json", "scheduler config")
+    )
+    info_path = folder / METADATA_FILE
+    info = (
+        CheckpointInfo.from_dict(_read_json(info_path, "napari-disyre metadata"), str(info_path))
+        if info_path.exists()
+        else CheckpointInfo()
+    )
+    unet = build_unet(config, str(unet_dir / "config.json"))
+    state = _read_weights(unet_dir)
+    _load_state(unet, state, str(unet_dir))
+    layout: Layout = "napari-disyre" if info_path.exists() else "official"
+    return Checkpoint(unet=unet, schedule=schedule, info=info, source=folder, layout=layout)
+
+
+def _load_single_file(path: Path) -> Checkpoint:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from exc
+    missing = [
+        k for k in ("napari_disyre.unet_config", "napari_disyre.scheduler_config") if k not in metadata
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{path}: this .safetensors file holds weights only (no {', '.join(missing)} in its metadata), "
+            "so the network cannot be rebuilt. Use a checkpoint folder, or a file saved by napari-disyre."
+        )
+    config = _parse_json(metadata["napari_disyre.unet_config"], f"{path} (UNet config)")
+    schedule = Schedule.from_config(
+        _parse_json(metadata["napari_disyre.scheduler_config"], f"{path} (scheduler config)"),
+        source=str(path),
+    )
+    info = (
+        CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path))
+        if "napari_disyre.info" in metadata
+        else CheckpointInfo()
+    )
+    unet = build_unet(config, str(path))
+    _load_state(unet, state, str(path))
+    return Checkpoint(unet=unet, schedule=schedule, info=info, source=path, layout="single-file")
+
+
+def validate_unet_config(config: dict[str, Any], source: str) -> None:
+    """Refuse what DISYRE cannot run, with the reason: wrong class, channels or block types."""
+    cls = config.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        raise CheckpointError(
+            f"{source}: describes a {cls}; DISYRE checkpoints hold a diffusers UNet2DModel."
+        )
+    for key in ("in_channels", "out_channels"):
+        channels = config.get(key, 3)
+        if channels != 1:
+            raise CheckpointError(
+                f"{source}: the UNet has {key} = {channels}, but DISYRE restores single-channel MRI slices "
+                "(one contrast per model), so it needs 1. This checkpoint was made for something else."
+            )
+    for key, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
+        blocks = config.get(key)
+        if not isinstance(blocks, list | tuple) or not blocks:
+            raise CheckpointError(f"{source}: {key} is missing or empty.")
+        unknown = [b for b in blocks if b not in known]
+        if unknown:
+            raise CheckpointError(
+                f"{source}: unsupported UNet block type(s) {', '.join(map(repr, unknown))} in {key}; "
+                f"supported: {', '.join(sorted(known))}."
+            )
+    sample_size_pair(config.get("sample_size", 128))
+
+
+def build_unet(config: dict[str, Any], source: str) -> UNet2DModel:
+    """A float32 UNet2DModel from its config (random weights until a state dict is loaded)."""
+    validate_unet_config(config, source)
+    from diffusers import UNet2DModel
+
+    clean = {k: v for k, v in config.items() if not k.startswith("_")}
+    try:
+        unet = UNet2DModel.from_config(clean)
+    except Exception as exc:  # diffusers raises assorted errors for inconsistent configs
+        raise CheckpointError(
+            f"{source}: the UNet config is inconsistent ({type(exc).__name__}: {exc})."
+        ) from exc
+    return unet.float().eval()
+
+
+def _read_weights(unet_dir: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    safetensors_path = unet_dir / WEIGHTS_SAFETENSORS
+    bin_path = unet_dir / WEIGHTS_BIN
+    if safetensors_path.exists():
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(safetensors_path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{safetensors_path}: corrupt or truncated weights ({exc}).") from exc
+    if bin_path.exists():
+        try:
+            state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle refusal, truncation, zip errors
+            raise CheckpointError(
+                f"{bin_path}: cannot be read safely ({type(exc).__name__}: {exc}). Only plain tensors are "
+                "accepted (weights_only=True); re-save the model with safetensors."
+            ) from exc
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{bin_path}: expected a state dict, found {type(state).__name__}.")
+        return state
+    raise CheckpointError(f"{unet_dir}: no {WEIGHTS_SAFETENSORS} (or {WEIGHTS_BIN}) weights file.")
+
+
+def _load_state(unet: UNet2DModel, state: dict[str, torch.Tensor], source: str) -> None:
+    state = {_modern_key(k): v for k, v in state.items()}
+    expected = unet.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            details.append(
+                f"{len(wrong_shape)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} "
+                f"instead of {tuple(expected[k].shape)})"
+            )
+        raise CheckpointError(f"{source}: the weights do not fit the UNet config: {'; '.join(details)}.")
+    unet.load_state_dict(state, strict=True)
+
+
+def _modern_key(key: str) -> str:
+    """Rename attention weights of pre-0.14 diffusers (query/key/value/proj_attn) to today's names."""
+    match = _LEGACY_ATTENTION.match(key)
+    if match is None:
+        return key
+    prefix, old, kind = match.groups()
+    return f"{prefix}.{_LEGACY_NAMES[old]}.{kind}"
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise CheckpointError(f"{path}: {what} missing; the checkpoint folder is incomplete.")
+    return path
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    _require(path, what)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read the {what} ({exc}).") from exc
+    return _parse_json(text, f"{path} ({what})")
+
+
+def _parse_json(text: str, source: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{source}: not valid JSON ({exc}).") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{source}: expected a JSON object.")
+    return value
+
+
+# -- saving --------------------------------------------------------------------------------------
+
+
+def unet_config_dict(unet: UNet2DModel) -> dict[str, Any]:
+    """The UNet's config as the official pipeline expects it (``sample_size`` as a list)."""
+    import diffusers
+
+    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    config["sample_size"] = list(sample_size_pair(config.get("sample_size", 128)))
+    for key, value in list(config.items()):
+        if isinstance(value, tuple):
+            config[key] = list(value)
+    return {"_class_name": "UNet2DModel", "_diffusers_version": diffusers.__version__, **config}
+
+
+def save_checkpoint(
+    path: str | Path,
+    checkpoint: Checkpoint,
+    *,
+    overwrite: bool = False,
+    weights_dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``checkpoint`` as a folder in the official layout plus ``disyre.json``, or as a single
+    ``.safetensors`` file when ``path`` ends with that extension. Atomic; no silent overwrite.
+
+    ``weights_dtype`` (e.g. ``torch.float16``) shrinks the file; the loader casts back to float32.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {
+        k: (v.to(weights_dtype) if weights_dtype is not None else v).detach().cpu().contiguous()
+        for k, v in checkpoint.unet.state_dict().items()
+    }
+    unet_config = unet_config_dict(checkpoint.unet)
+    scheduler_config = checkpoint.schedule.to_config()
+    info = checkpoint.info.to_dict()
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        if path.suffix == ".safetensors":
+            save_file(
+                state,
+                str(tmp),
+                metadata={
+                    "napari_disyre.unet_config": json.dumps(unet_config),
+                    "napari_disyre.scheduler_config": json.dumps(scheduler_config),
+                    "napari_disyre.info": json.dumps(info),
+                },
+            )
+        else:
+            _write_folder(tmp, state, unet_config, scheduler_config, info)
+    return path
+
+
+def _write_folder(
+    folder: Path,
+    state: dict[str, torch.Tensor],
+    unet_config: dict[str, Any],
+    scheduler_config: dict[str, Any],
+    info: dict[str, Any],
+) -> None:
+    from safetensors.torch import save_file
+
+    (folder / "unet").mkdir(parents=True)
+    (folder / "scheduler").mkdir()
+    version = unet_config["_diffusers_version"]
+    model_index = {
+        "_class_name": "DISYREPipeline",
+        "_diffusers_version": version,
+        "scheduler": ["diffusion.scheduler", "DISYREScheduler"],
+        "unet": ["diffusers", "UNet2DModel"],
+    }
+    _write_json(folder / "model_index.json", model_index)
+    _write_json(folder / "unet" / "config.json", unet_config)
+    save_file(state, str(folder / "unet" / WEIGHTS_SAFETENSORS))
+    _write_json(
+        folder / "scheduler" / "scheduler_config.json", {**scheduler_config, "_diffusers_version": version}
+    )
+    _write_json(folder / METADATA_FILE, info)
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
