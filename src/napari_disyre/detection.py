@@ -1,0 +1,144 @@
+"""Anomaly detection on a whole scan: the one pipeline the CLI, the library and the widget share.
+
+scan -> foreground -> model grid (checkpoint's spacing/orientation) -> intensities in [0, 1] ->
+crop to the non-zero box (as the official evaluation does) -> slices along the checkpoint's axis ->
+restoration engine -> back onto the scan's exact voxel grid, zero outside the brain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .checkpoint import Checkpoint
+from .devices import autocast_dtype, resolve_device
+from .engine import Progress, RestorationSettings, restore, run_to_end
+from .nifti import Volume
+from .postprocess import suggest_threshold
+from .preprocessing import ModelInput, foreground_bbox, prepare_scan
+
+
+@dataclass
+class Detection:
+    """What detection produced, on the scan's own voxel grid."""
+
+    scan: Volume
+    anomaly_map: np.ndarray  # float32, 0 outside the brain
+    foreground: np.ndarray  # bool
+    restorations: list[np.ndarray] = field(default_factory=list)  # per step, intensities in [0, 1]
+    timesteps: list[int] = field(default_factory=list)
+    settings: RestorationSettings = field(default_factory=RestorationSettings)
+    device: str = "cpu"
+    batch_size: int = 0
+    seconds: float = 0.0
+    suggested_threshold: float = 0.0
+
+
+def default_settings(checkpoint: Checkpoint, **overrides: object) -> RestorationSettings:
+    """The checkpoint's own defaults (steps, method, foreground weighting), with ``overrides`` applied
+    where they are not None."""
+    info = checkpoint.info
+    base = RestorationSettings(steps=info.steps, method=info.method, weight_foreground=info.weight_foreground)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def iter_detect(
+    scan: Volume,
+    checkpoint: Checkpoint,
+    settings: RestorationSettings | None = None,
+    *,
+    brain_mask: np.ndarray | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    keep_restorations: bool = True,
+    crop: bool = True,
+) -> Generator[Progress, None, Detection]:
+    """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.engine.Progress` as it goes.
+
+    Per-step restorations in the progress events and the result are on the scan's grid. Stop
+    iterating to cancel.
+    """
+    started = time.perf_counter()
+    settings = settings or default_settings(checkpoint)
+    if settings.steps > checkpoint.schedule.num_train_timesteps:
+        from .errors import DisyreError
+
+        raise DisyreError(
+            f"{settings.steps} steps asked, but this checkpoint's schedule has only "
+            f"{checkpoint.schedule.num_train_timesteps} timesteps: choose 1 to {checkpoint.schedule.num_train_timesteps}."
+        )
+    spec = checkpoint.info.preprocessing
+    prepared = prepare_scan(scan.data, scan.affine, spec, brain_mask)
+    box = foreground_bbox(prepared.image > 0) if crop else tuple(slice(None) for _ in prepared.image.shape)
+    slices = np.moveaxis(prepared.image[box], spec.slice_axis, 0)
+    torch_device = resolve_device(device)
+    engine = restore(
+        slices,
+        checkpoint.unet,
+        checkpoint.schedule,
+        settings,
+        device=torch_device,
+        autocast=autocast_dtype(torch_device, precision),
+        batch_size=batch_size,
+        keep_restorations=keep_restorations,
+    )
+    to_scan = _ScanMapper(prepared, box, spec.slice_axis)
+    while True:
+        try:
+            progress = next(engine)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if progress.restoration is not None:
+            progress = dataclasses.replace(progress, restoration=to_scan(progress.restoration, masked=False))
+        yield progress
+    anomaly = to_scan(result.anomaly_map, masked=True)
+    return Detection(
+        scan=scan,
+        anomaly_map=anomaly,
+        foreground=prepared.scan_foreground,
+        restorations=[to_scan(r, masked=False) for r in result.restorations],
+        timesteps=result.timesteps,
+        settings=settings,
+        device=str(torch_device),
+        batch_size=result.batch_size,
+        seconds=time.perf_counter() - started,
+        suggested_threshold=suggest_threshold(
+            anomaly, prepared.scan_foreground, checkpoint.info.healthy_score_quantiles
+        ),
+    )
+
+
+def detect(
+    scan: Volume,
+    checkpoint: Checkpoint,
+    settings: RestorationSettings | None = None,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    **options: object,
+) -> Detection:
+    """:func:`iter_detect` run to the end (``options`` as there)."""
+    return run_to_end(iter_detect(scan, checkpoint, settings, **options), on_progress)  # type: ignore[arg-type]
+
+
+class _ScanMapper:
+    """Puts a slice stack computed on the cropped model grid back onto the scan's voxel grid."""
+
+    def __init__(self, prepared: ModelInput, box: tuple[slice, ...], axis: int):
+        self.prepared = prepared
+        self.box = box
+        self.axis = axis
+
+    def __call__(self, stack: np.ndarray, *, masked: bool) -> np.ndarray:
+        volume = np.zeros(self.prepared.image.shape, dtype=np.float32)
+        volume[self.box] = np.moveaxis(stack, 0, self.axis)
+        out = self.prepared.grid.to_source(volume, order=1).astype(np.float32, copy=False)
+        if masked:
+            out[~self.prepared.scan_foreground] = 0
+        return out

@@ -1,0 +1,93 @@
+"""From an anomaly map to a segmentation: brain masking, smoothing, thresholding, small components
+removed, and a per-lesion table with volumes in mL and world-space centroids.
+
+Components are 26-connected (face, edge or corner neighbours), as FSL's cluster and ITK-SNAP count
+them, so a lesion drawn diagonally across slices stays one lesion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage import measure, morphology
+
+#: Healthy-voxel score quantile used as the default threshold when the checkpoint records one.
+DEFAULT_HEALTHY_QUANTILE = "0.999"
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One connected component of the mask."""
+
+    label: int
+    voxels: int
+    volume_ml: float
+    peak_score: float
+    mean_score: float
+    centroid_world: tuple[float, float, float]  # scanner/world mm (RAS+ as nibabel reports it)
+    centroid_voxel: tuple[float, float, float]  # array indices
+
+    def as_row(self) -> dict[str, float | int | str]:
+        row = asdict(self)
+        for key in ("centroid_world", "centroid_voxel"):
+            row[key] = " ".join(f"{v:.1f}" for v in row[key])
+        return row
+
+
+def smooth_map(anomaly_map: np.ndarray, median_size: int = 0) -> np.ndarray:
+    """Median-filter the map (``median_size`` voxels per axis; 0 or 1: unchanged) to drop speckle."""
+    if median_size <= 1:
+        return anomaly_map
+    return ndimage.median_filter(anomaly_map, size=median_size)
+
+
+def threshold_mask(
+    anomaly_map: np.ndarray,
+    threshold: float,
+    *,
+    min_size: int = 0,
+    region: np.ndarray | None = None,
+) -> np.ndarray:
+    """Voxels scoring above ``threshold`` inside ``region``, without components smaller than ``min_size``."""
+    mask = anomaly_map > threshold
+    if region is not None:
+        mask &= region.astype(bool)
+    if min_size > 1:
+        mask = morphology.remove_small_objects(mask, max_size=min_size - 1, connectivity=mask.ndim)
+    return mask
+
+
+def lesion_table(mask: np.ndarray, anomaly_map: np.ndarray, affine: np.ndarray) -> list[Lesion]:
+    """Connected components of ``mask``, largest first, measured on ``anomaly_map``."""
+    labels = measure.label(mask, connectivity=mask.ndim)
+    voxel_ml = abs(float(np.linalg.det(affine[:3, :3]))) / 1000.0
+    lesions = []
+    for region in measure.regionprops(labels, intensity_image=anomaly_map):
+        centroid = np.asarray(region.centroid, dtype=np.float64)
+        world = affine[:3, :3] @ centroid + affine[:3, 3]
+        lesions.append(
+            Lesion(
+                label=int(region.label),
+                voxels=int(region.area),
+                volume_ml=float(region.area * voxel_ml),
+                peak_score=float(region.intensity_max),
+                mean_score=float(region.intensity_mean),
+                centroid_world=tuple(float(v) for v in world),  # type: ignore[arg-type]
+                centroid_voxel=tuple(float(v) for v in centroid),  # type: ignore[arg-type]
+            )
+        )
+    lesions.sort(key=lambda lesion: lesion.voxels, reverse=True)
+    return lesions
+
+
+def suggest_threshold(
+    anomaly_map: np.ndarray, foreground: np.ndarray, healthy_quantiles: dict[str, float] | None = None
+) -> float:
+    """A starting threshold: the checkpoint's healthy 99.9th percentile score when it records one,
+    else the 99th percentile of this scan's brain scores (which flags 1 % of the brain: adjust it)."""
+    if healthy_quantiles and DEFAULT_HEALTHY_QUANTILE in healthy_quantiles:
+        return float(healthy_quantiles[DEFAULT_HEALTHY_QUANTILE])
+    inside = anomaly_map[foreground]
+    return float(np.quantile(inside, 0.99)) if inside.size else 0.0

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny random networks of the official block types, synthetic scans, checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+TINY_UNET = dict(
+    sample_size=[32, 32],
+    in_channels=1,
+    out_channels=1,
+    layers_per_block=1,
+    block_out_channels=(8, 16, 16),
+    down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)
+
+
+def make_unet(seed: int = 0, **overrides):
+    """A tiny random UNet2DModel of the official block types (float32, eval mode)."""
+    import torch
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    return UNet2DModel(**{**TINY_UNET, **overrides}).eval()
+
+
+@pytest.fixture
+def tiny_unet():
+    return make_unet()
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_unet):
+    from napari_disyre.checkpoint import Checkpoint, CheckpointInfo
+    from napari_disyre.schedule import Schedule
+
+    return Checkpoint(unet=tiny_unet, schedule=Schedule(), info=CheckpointInfo())
+
+
+def synthetic_brain(shape=(40, 44, 12), seed: int = 0, lesion: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """An ellipsoid 'brain' with smooth texture and a bright blob; returns (intensities, lesion mask)."""
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    radius = sum((g / r) ** 2 for g, r in zip(grids, (0.8, 0.85, 0.9), strict=True))
+    brain = radius < 1
+    from scipy.ndimage import gaussian_filter
+
+    texture = gaussian_filter(rng.normal(size=shape), 1.5)
+    data = np.where(brain, 300 + 60 * texture / texture.std(), 0).astype(np.float32)
+    blob = sum((g - c) ** 2 for g, c in zip(grids, (0.25, -0.2, 0.0), strict=True)) < 0.06
+    blob &= brain
+    if lesion:
+        data[blob] += 250
+    return data, blob
+
+
+@pytest.fixture
+def nifti_scan(tmp_path):
+    """A synthetic scan saved as NIfTI with an oblique, anisotropic affine."""
+    data, lesion = synthetic_brain()
+    affine = oblique_affine()
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+def oblique_affine() -> np.ndarray:
+    """An anisotropic (0.9 x 1.1 x 2.5 mm) affine rotated 20 degrees about two axes, LPS-ish."""
+    a, b = np.deg2rad(20), np.deg2rad(-15)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    affine = np.eye(4)
+    affine[:3, :3] = rz @ rx @ np.diag([-0.9, -1.1, 2.5])
+    affine[:3, 3] = [30.5, -12.25, 7.0]
+    return affine
