@@ -404,40 +404,34 @@ def save_checkpoint(
     from safetensors.torch import save_file
 
     path = Path(path)
-    state = {
-        k: (v.to(weights_dtype) if weights_dtype is not None else v).detach().cpu().contiguous()
-        for k, v in checkpoint.unet.state_dict().items()
-    }
-    unet_config = unet_config_dict(checkpoint.unet)
-    scheduler_config = checkpoint.schedule.to_config()
-    info = checkpoint.info.to_dict()
     with atomic_output(path, overwrite=overwrite) as tmp:
         if path.suffix == ".safetensors":
             save_file(
-                state,
+                _state(checkpoint, weights_dtype),
                 str(tmp),
                 metadata={
-                    "napari_disyre.unet_config": json.dumps(unet_config),
-                    "napari_disyre.scheduler_config": json.dumps(scheduler_config),
-                    "napari_disyre.info": json.dumps(info),
+                    "napari_disyre.unet_config": json.dumps(unet_config_dict(checkpoint.unet)),
+                    "napari_disyre.scheduler_config": json.dumps(checkpoint.schedule.to_config()),
+                    "napari_disyre.info": json.dumps(checkpoint.info.to_dict()),
                 },
             )
         else:
-            _write_folder(tmp, state, unet_config, scheduler_config, info)
+            tmp.mkdir()
+            write_checkpoint_files(tmp, checkpoint, weights_dtype=weights_dtype)
     return path
 
 
-def _write_folder(
-    folder: Path,
-    state: dict[str, torch.Tensor],
-    unet_config: dict[str, Any],
-    scheduler_config: dict[str, Any],
-    info: dict[str, Any],
+def write_checkpoint_files(
+    folder: Path, checkpoint: Checkpoint, *, weights_dtype: torch.dtype | None = None
 ) -> None:
+    """Write (or replace) the checkpoint's files in ``folder``, each one atomically.
+
+    Other content of the folder is left alone, which lets training keep its state in ``training/``
+    while it refreshes the model beside it.
+    """
     from safetensors.torch import save_file
 
-    (folder / "unet").mkdir(parents=True)
-    (folder / "scheduler").mkdir()
+    unet_config = unet_config_dict(checkpoint.unet)
     version = unet_config["_diffusers_version"]
     model_index = {
         "_class_name": "DISYREPipeline",
@@ -445,14 +439,26 @@ def _write_folder(
         "scheduler": ["diffusion.scheduler", "DISYREScheduler"],
         "unet": ["diffusers", "UNet2DModel"],
     }
-    _write_json(folder / "model_index.json", model_index)
+    (folder / "unet").mkdir(parents=True, exist_ok=True)
+    (folder / "scheduler").mkdir(exist_ok=True)
+    with atomic_output(folder / "unet" / WEIGHTS_SAFETENSORS, overwrite=True) as tmp:
+        save_file(_state(checkpoint, weights_dtype), str(tmp))
     _write_json(folder / "unet" / "config.json", unet_config)
-    save_file(state, str(folder / "unet" / WEIGHTS_SAFETENSORS))
     _write_json(
-        folder / "scheduler" / "scheduler_config.json", {**scheduler_config, "_diffusers_version": version}
+        folder / "scheduler" / "scheduler_config.json",
+        {**checkpoint.schedule.to_config(), "_diffusers_version": version},
     )
-    _write_json(folder / METADATA_FILE, info)
+    _write_json(folder / METADATA_FILE, checkpoint.info.to_dict())
+    _write_json(folder / "model_index.json", model_index)
+
+
+def _state(checkpoint: Checkpoint, weights_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    return {
+        k: (v.to(weights_dtype) if weights_dtype is not None else v).detach().cpu().contiguous()
+        for k, v in checkpoint.unet.state_dict().items()
+    }
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:
-    path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n")
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(value, indent=2) + "\n")

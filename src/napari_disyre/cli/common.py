@@ -1,0 +1,75 @@
+"""Options and helpers that several subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint",
+        "-c",
+        type=Path,
+        default=None,
+        help="checkpoint folder (official layout or napari-disyre) or .safetensors file "
+        "(default: the bundled demo T1 model)",
+    )
+
+
+def add_restoration_options(parser: argparse.ArgumentParser) -> None:
+    from ..devices import DEVICE_CHOICES, PRECISION_CHOICES
+    from ..engine import METHODS
+
+    group = parser.add_argument_group("restoration")
+    group.add_argument(
+        "--steps", "-s", type=int, default=None, help="restoration steps S (default: the checkpoint's, 4)"
+    )
+    group.add_argument(
+        "--method", choices=METHODS, default=None, help="default: the checkpoint's (mean-single-step)"
+    )
+    group.add_argument(
+        "--timesteps",
+        choices=("official", "exact"),
+        default="official",
+        help="'official' reproduces the official timestep quirks (prev(t) = t - T//S); "
+        "'exact' runs exactly S evenly spaced steps",
+    )
+    group.add_argument(
+        "--no-weight-foreground", action="store_true", help="do not scale scores by the foreground fraction"
+    )
+    group.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    group.add_argument(
+        "--precision", choices=PRECISION_CHOICES, default="auto", help="auto: bf16/fp16 on CUDA, else float32"
+    )
+    group.add_argument(
+        "--batch-size", type=int, default=None, help="windows per batch (default: from free memory)"
+    )
+    group.add_argument(
+        "--no-crop", action="store_true", help="do not crop to the non-zero box before sliding windows"
+    )
+
+
+def restoration_settings(args: argparse.Namespace, checkpoint):
+    from ..detection import default_settings
+
+    return default_settings(
+        checkpoint,
+        steps=args.steps,
+        method=args.method,
+        spacing=args.timesteps,
+        weight_foreground=False if args.no_weight_foreground else None,
+    )
+
+
+def open_checkpoint(path: Path | None):
+    from ..checkpoint import load_checkpoint
+    from ..sample_data import demo_checkpoint_path
+
+    return load_checkpoint(path if path is not None else demo_checkpoint_path())
+
+
+def progress_bar(total: int, desc: str, quiet: bool = False):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="%", disable=quiet, dynamic_ncols=True, leave=False)

@@ -1,0 +1,162 @@
+"""``napari-disyre train``: a restoration model from a folder of healthy scans."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from ..presets import PRESETS
+
+    parser = commands.add_parser(
+        "train",
+        help="train a model on healthy scans",
+        description="Train a DISYRE restoration network on the healthy scans found in HEALTHY_DIR. "
+        "The output folder is a checkpoint in the official layout plus napari-disyre metadata, a CSV log "
+        "and a resumable training state.",
+    )
+    parser.add_argument("healthy_dir", type=Path, metavar="HEALTHY_DIR")
+    parser.add_argument(
+        "--out", "-o", type=Path, required=True, metavar="CKPT", help="checkpoint folder to write"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="small",
+        help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
+    )
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--pattern", default="**/*.nii*", help="glob for scans under HEALTHY_DIR (default: all NIfTI)"
+    )
+    data.add_argument(
+        "--mask-name", default=None, help="file name of each scan's brain mask, beside the scan"
+    )
+    data.add_argument(
+        "--exclude-label-name",
+        default=None,
+        help="file name of a lesion label beside each scan: slices touching it are not used (tumour-free slices)",
+    )
+    data.add_argument("--val-dir", type=Path, default=None, help="held-out healthy scans for validation")
+    data.add_argument(
+        "--val-count",
+        type=int,
+        default=None,
+        help="hold out the last N scans (sorted by path) for validation (default: 10%%, none below 5 scans)",
+    )
+    data.add_argument(
+        "--contrast", default=None, help="contrast recorded in the checkpoint (default: from file names)"
+    )
+    data.add_argument("--allow-mixed-contrasts", action="store_true")
+    data.add_argument("--description", default="", help="free text stored in the checkpoint")
+    opt = parser.add_argument_group("optimisation")
+    opt.add_argument("--batch-size", type=int, default=None)
+    opt.add_argument("--crop", type=int, default=None, help="training crop size in pixels")
+    opt.add_argument("--lr", type=float, default=1e-4)
+    opt.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
+    opt.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=None,
+        metavar=("X", "Y", "Z"),
+        help="voxel spacing of the model grid in mm (default: the preset's)",
+    )
+    opt.add_argument("--validate-every", type=int, default=500)
+    opt.add_argument("--save-every", type=int, default=1000)
+    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..contrasts import check_same_contrast
+    from ..training import TrainingConfig, train
+
+    scans = find_scans(args.healthy_dir, args.pattern, args.mask_name, args.exclude_label_name)
+    if args.val_dir is not None:
+        validation = find_scans(args.val_dir, args.pattern, args.mask_name, args.exclude_label_name)
+    else:
+        count = args.val_count if args.val_count is not None else (len(scans) // 10 if len(scans) >= 5 else 0)
+        if count >= len(scans):
+            raise InputError(f"--val-count {count} leaves no training scans out of {len(scans)}")
+        scans, validation = scans[: len(scans) - count], scans[len(scans) - count :]
+    contrast = args.contrast
+    if contrast is None and not args.allow_mixed_contrasts:
+        contrast = check_same_contrast([s.path for s in [*scans, *validation]])
+    config = TrainingConfig(
+        preset=args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        learning_rate=args.lr,
+        ema=args.ema,
+        validate_every=args.validate_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        contrast=contrast,
+        spacing=tuple(args.spacing) if args.spacing else None,
+        device=args.device,
+        description=args.description,
+    )
+    print(
+        f"{len(scans)} training scan(s), {len(validation)} validation scan(s): "
+        + ", ".join(s.name for s in validation)
+        if validation
+        else f"{len(scans)} training scan(s), no validation scans"
+    )
+    report = train(
+        scans,
+        validation,
+        args.out,
+        config,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        allow_mixed_contrasts=args.allow_mixed_contrasts,
+    )
+    print(
+        f"saved {report.output} after {report.steps_done} steps in {report.seconds / 60:.1f} min; "
+        f"loss {report.first_loss:.4f} -> {report.last_loss:.4f}"
+        + (f", validation loss {report.last_val_loss:.4f}" if report.last_val_loss is not None else "")
+    )
+    if report.healthy_score_quantiles:
+        print(
+            f"healthy 99.9th percentile score: {report.healthy_score_quantiles.get('0.999', float('nan')):.4f}"
+        )
+    return 0
+
+
+def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: str | None):
+    """The scans under ``folder`` matching ``pattern``, each with its sibling mask and label."""
+    from ..dataset import TrainingScan
+    from ..nifti import is_nifti_path
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder. Give the folder that holds the healthy scans.")
+    skip = {n for n in (mask_name, label_name) if n}
+    candidates = sorted(p for p in folder.glob(pattern) if p.is_file() and p.name not in skip)
+    if not candidates:
+        raise InputError(
+            f"{folder}: no file matches {pattern!r}; the training folder is empty or the pattern is wrong."
+        )
+    not_nifti = [p for p in candidates if not is_nifti_path(p)]
+    if not_nifti:
+        raise InputError(
+            f"{not_nifti[0]}: not a NIfTI file (.nii/.nii.gz), and {len(not_nifti)} such file(s) match {pattern!r}. "
+            "Convert them, or narrow --pattern to the NIfTI scans."
+        )
+    scans = []
+    for path in candidates:
+        mask = path.parent / mask_name if mask_name else None
+        label = path.parent / label_name if label_name else None
+        for extra, what in ((mask, "brain mask"), (label, "exclusion label")):
+            if extra is not None and not extra.exists():
+                raise InputError(f"{extra}: {what} for {path.name} not found.")
+        scans.append(TrainingScan(path=path, brain_mask=mask, exclude_label=label))
+    return scans

@@ -1,0 +1,136 @@
+"""Training data: the usable 2D slices of healthy scans, and an endless stream of corrupted examples.
+
+Scans go through the same :func:`~napari_disyre.preprocessing.prepare_scan` as at detection time, so a
+model never sees data prepared differently from what it will be given. Slices with any non-zero voxel
+along the checkpoint's slicing axis are kept (as officially); with an exclusion label (a lesion
+mask), every slice touching a labelled voxel is dropped, which is how tumour-free slices of patients
+are used for training.
+
+Examples come from one ``numpy.random.Generator``; saving its state with the training state makes a
+resumed run draw exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .anomalies import dag_corrupt
+from .augment import DEFAULT_PROBABILITIES, AugmentationProbabilities, augment_slice
+from .errors import InputError
+from .nifti import load_matching, load_scan
+from .preprocessing import Preprocessing, prepare_scan
+from .schedule import Schedule
+
+
+@dataclass(frozen=True)
+class TrainingScan:
+    """A healthy scan for training, with an optional brain mask and an optional exclusion label."""
+
+    path: Path
+    brain_mask: Path | None = None
+    exclude_label: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class SliceBank:
+    """Every usable slice of a set of scans, on the model grid, as float32 in [0, 1]."""
+
+    slices: list[np.ndarray]
+    volume_of: np.ndarray  # index of the scan each slice comes from
+    scan_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @property
+    def n_volumes(self) -> int:
+        return len(self.scan_names)
+
+    @classmethod
+    def from_scans(
+        cls,
+        scans: Sequence[TrainingScan],
+        spec: Preprocessing,
+        on_scan: Callable[[int, TrainingScan], None] | None = None,
+    ) -> SliceBank:
+        slices: list[np.ndarray] = []
+        volume_of: list[int] = []
+        for index, scan in enumerate(scans):
+            if on_scan is not None:
+                on_scan(index, scan)
+            kept = scan_slices(scan, spec)
+            if not kept:
+                raise InputError(
+                    f"{scan.path}: no usable slice (all slices are empty"
+                    + (" or touch the exclusion label)" if scan.exclude_label else ")")
+                    + "; remove it from the training set."
+                )
+            slices.extend(kept)
+            volume_of.extend([index] * len(kept))
+        return cls(slices=slices, volume_of=np.asarray(volume_of), scan_names=[s.name for s in scans])
+
+
+def scan_slices(scan: TrainingScan, spec: Preprocessing) -> list[np.ndarray]:
+    """The non-empty slices of one scan along ``spec.slice_axis``, minus those touching its label."""
+    volume = load_scan(scan.path)
+    mask = load_matching(scan.brain_mask, volume, what="brain mask") if scan.brain_mask else None
+    prepared = prepare_scan(volume.data, volume.affine, spec, mask)
+    image = np.moveaxis(prepared.image, spec.slice_axis, 0)
+    keep = image.reshape(len(image), -1).any(axis=1)
+    if scan.exclude_label is not None:
+        label = load_matching(scan.exclude_label, volume, what="exclusion label") > 0
+        on_grid = prepared.grid.to_model(label.astype(np.float32), order=1) > 0
+        touched = np.moveaxis(on_grid, spec.slice_axis, 0).reshape(len(image), -1).any(axis=1)
+        keep &= ~touched
+    return [np.ascontiguousarray(s) for s in image[keep]]
+
+
+class CorruptedSlices:
+    """Training examples ``(x_t, x_0, t)``: an augmented healthy crop, its DAG corruption, and the
+    timestep of the corruption level."""
+
+    def __init__(
+        self,
+        bank: SliceBank,
+        schedule: Schedule,
+        rng: np.random.Generator,
+        crop: int = 96,
+        probabilities: AugmentationProbabilities = DEFAULT_PROBABILITIES,
+    ):
+        if len(bank) == 0:
+            raise InputError("no training slices")
+        self.bank = bank
+        self.schedule = schedule
+        self.rng = rng
+        self.crop = (crop, crop)
+        self.probabilities = probabilities
+
+    def example(self) -> tuple[np.ndarray, np.ndarray, float]:
+        index = int(self.rng.integers(len(self.bank)))
+        clean = augment_slice(self.rng, self.bank.slices[index], self.crop, self.probabilities)
+        foreign = self.bank.slices[self._foreign_index(index)]
+        corruption = dag_corrupt(self.rng, clean, foreign)
+        return corruption.image.astype(np.float32), clean.astype(np.float32), corruption.level
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``size`` examples stacked: corrupted (B, 1, h, w), clean (B, 1, h, w), timesteps (B,)."""
+        examples = [self.example() for _ in range(size)]
+        corrupted = np.stack([e[0] for e in examples])[:, None]
+        clean = np.stack([e[1] for e in examples])[:, None]
+        timesteps = self.schedule.level_to_timestep(np.array([e[2] for e in examples], dtype=np.float32))
+        return corrupted, clean, timesteps.astype(np.int64)
+
+    def _foreign_index(self, index: int) -> int:
+        """A slice of another scan when there is one (a foreign patch should be foreign)."""
+        others = np.flatnonzero(self.bank.volume_of != self.bank.volume_of[index])
+        if len(others) == 0:
+            return int(self.rng.integers(len(self.bank)))
+        return int(others[self.rng.integers(len(others))])
