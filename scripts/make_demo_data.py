@@ -50,7 +50,6 @@ def add_lesions(
     t1: np.ndarray, affine: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     brain = t1 > 0
-    white = np.median(t1[t1 > np.percentile(t1[brain], 75)])
     csf = np.percentile(t1[brain], 5)
     out = t1.astype(np.float32)
     lesion = np.zeros(t1.shape, dtype=bool)
