@@ -1,0 +1,317 @@
+"""Evaluate anomaly maps against lesion labels, the way the DISYRE paper reports them.
+
+Three steps, each reusable on its own: pair scans with their labels (:func:`cases_by_name`,
+:func:`cases_in_folders`, :func:`cases_from_csv`); score every case with DISYRE at one or more step
+counts and with the baselines (:func:`score_case`); pool the metrics (:func:`summarise`). Every score
+of a case is measured on the same voxels (the brain mask, else the scan's foreground), so DISYRE and
+the baselines are compared honestly. Qt-free; torch is only imported when DISYRE runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .metrics import (
+    VoxelMetrics,
+    dice_precision_recall,
+    pooled_voxel_metrics,
+    slice_level_metrics,
+    voxel_metrics,
+)
+from .nifti import Volume, is_nifti_path, load_matching, load_scan, save_volume, strip_nifti_extension
+from .preprocessing import foreground_mask
+
+#: Scores that need no model: the scan's own intensity, bright-is-anomalous and dark-is-anomalous.
+BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "intensity": lambda data: data.astype(np.float32),
+    "inverted-intensity": lambda data: -data.astype(np.float32),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labelled scan: ``label > 0`` marks the anomalous voxels; ``brain_mask`` is optional."""
+
+    id: str
+    scan: Path
+    label: Path
+    brain_mask: Path | None = None
+
+
+@dataclass
+class ScoredCase:
+    """A case loaded on its scan's grid with every score computed for it (all float32, same shape)."""
+
+    case: Case
+    scan: Volume
+    label: np.ndarray  # bool
+    region: np.ndarray  # bool: the voxels that count
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodSummary:
+    """Pooled and per-volume results of one score."""
+
+    name: str
+    pooled: VoxelMetrics
+    per_volume: dict[str, VoxelMetrics]
+    slice_level: dict[str, dict[str, float]]
+    seconds_per_volume: float
+    at_threshold: dict[str, float] | None = None  # dice, precision, recall at --threshold
+
+
+def disyre_name(steps: int) -> str:
+    return f"DISYRE S={steps}"
+
+
+# -- pairing --------------------------------------------------------------------------------------
+
+
+def _nifti_files(folder: Path, what: str) -> list[Path]:
+    if not folder.is_dir():
+        raise InputError(f"{folder}: the {what} folder does not exist.")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti_path(p))
+    if not files:
+        raise InputError(f"{folder}: no NIfTI (.nii/.nii.gz) {what} found.")
+    return files
+
+
+def _match(stem: str, candidates: dict[str, Path]) -> Path | None:
+    """The candidate with the same stem, else the only one that extends it or that it extends
+    (``case1`` matches ``case1_seg``); None when there is none or the choice is ambiguous."""
+    if stem in candidates:
+        return candidates[stem]
+    near = [p for s, p in candidates.items() if s.startswith(stem) or stem.startswith(s)]
+    return near[0] if len(near) == 1 else None
+
+
+def cases_by_name(scans: Path, labels: Path, brain_masks: Path | None = None) -> list[Case]:
+    """Pair each scan of the folder ``scans`` with the label (and brain mask) of the same name.
+
+    A label named like the scan, or like the scan with a suffix (``case1`` and ``case1_seg``),
+    matches. Every scan must find its label: unmatched scans are listed in the error, because a
+    silently skipped scan changes the pooled figures.
+    """
+    label_files = {strip_nifti_extension(p.name): p for p in _nifti_files(labels, "labels")}
+    mask_files = (
+        {strip_nifti_extension(p.name): p for p in _nifti_files(brain_masks, "brain masks")}
+        if brain_masks
+        else {}
+    )
+    cases, missing = [], []
+    for scan in _nifti_files(scans, "scans"):
+        stem = strip_nifti_extension(scan.name)
+        label = _match(stem, label_files)
+        if label is None:
+            missing.append(scan.name)
+            continue
+        mask = _match(stem, mask_files) if brain_masks else None
+        if brain_masks and mask is None:
+            raise InputError(f"{scan}: no brain mask named like it in {brain_masks}.")
+        cases.append(Case(stem, scan, label, mask))
+    if missing:
+        raise InputError(
+            f"{len(missing)} scan(s) in {scans} have no label of the same name in {labels}: "
+            + ", ".join(missing)
+            + ". Name each label like its scan, or list the pairs in a CSV (--pairs)."
+        )
+    return cases
+
+
+def cases_in_folders(root: Path, scan_name: str, label_name: str, mask_name: str | None = None) -> list[Case]:
+    """One case per sub-folder of ``root`` holding ``scan_name`` (BraTS- or BIDS-like layouts): the
+    folder name is the case id, the label and brain mask sit beside the scan."""
+    folders = sorted(p.parent for p in root.glob(f"*/{scan_name}")) if root.is_dir() else []
+    if not folders:
+        raise InputError(f"{root}: no sub-folder holds a scan named {scan_name!r}.")
+    cases = []
+    for folder in folders:
+        label = folder / label_name
+        if not label.exists():
+            raise InputError(f"{folder}: the scan {scan_name} has no label {label_name} beside it.")
+        mask = folder / mask_name if mask_name else None
+        if mask is not None and not mask.exists():
+            raise InputError(f"{folder}: no brain mask {mask_name} beside the scan.")
+        cases.append(Case(folder.name, folder / scan_name, label, mask))
+    return cases
+
+
+def cases_from_csv(path: Path) -> list[Case]:
+    """Cases listed in a CSV with the columns ``scan,label`` and optionally ``brain_mask`` and ``id``;
+    relative paths are relative to the CSV's folder."""
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the pairs file ({exc.strerror}).") from exc
+    if not rows or not {"scan", "label"} <= set(rows[0]):
+        raise InputError(f"{path}: a pairs CSV needs a header with the columns scan,label[,brain_mask][,id].")
+
+    def resolve(value: str) -> Path:
+        return (path.parent / value).resolve()
+
+    # Per-patient folders often hold identically named files: then the folder names the case.
+    same_names = len({Path(r["scan"]).name for r in rows}) == 1 and len(rows) > 1
+    cases = []
+    for row in rows:
+        scan = resolve(row["scan"])
+        case_id = row.get("id") or (scan.parent.name if same_names else strip_nifti_extension(scan.name))
+        mask = resolve(row["brain_mask"]) if row.get("brain_mask") else None
+        cases.append(Case(case_id, scan, resolve(row["label"]), mask))
+    return cases
+
+
+# -- scoring --------------------------------------------------------------------------------------
+
+
+def load_case(case: Case) -> ScoredCase:
+    """Load the scan, its label (binarised: label > 0) and the region where metrics count.
+
+    The label and mask must be on the scan's grid (same shape and affine); :func:`load_matching`
+    names both files otherwise.
+    """
+    scan = load_scan(case.scan)
+    label = load_matching(case.label, scan, what="label") > 0
+    mask = load_matching(case.brain_mask, scan, what="brain mask") if case.brain_mask else None
+    region = foreground_mask(scan.data, mask)
+    return ScoredCase(case, scan, label, region)
+
+
+def score_case(
+    scored: ScoredCase,
+    checkpoint=None,
+    steps: Sequence[int] = (),
+    baselines: Sequence[str] = ("intensity",),
+    *,
+    settings=None,
+    maps_dir: Path | None = None,
+    detect_options: dict | None = None,
+    on_progress: Callable[[object], None] | None = None,
+) -> ScoredCase:
+    """Add the baselines' scores and DISYRE's map for each step count in ``steps`` to ``scored``.
+
+    With ``maps_dir``, a map saved there earlier (``<id>_S<steps>_anomaly_map.nii.gz``) is reused
+    instead of running the model, and a newly computed one is saved there, so a second evaluation
+    (other metrics, other baselines) costs no restoration.
+    """
+    for name in baselines:
+        if name not in BASELINES:
+            raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}.")
+        started = time.perf_counter()
+        scored.scores[name] = BASELINES[name](scored.scan.data)
+        scored.seconds[name] = time.perf_counter() - started
+    for s in steps:
+        name = disyre_name(s)
+        saved = maps_dir / f"{scored.case.id}_S{s}_anomaly_map.nii.gz" if maps_dir else None
+        if saved is not None and saved.exists():
+            scored.scores[name] = load_matching(saved, scored.scan, what="saved anomaly map").astype(
+                np.float32
+            )
+            scored.seconds[name] = math.nan  # not measured: the map was computed earlier
+            continue
+        from .detection import default_settings, detect
+
+        run_settings = dataclasses.replace(settings or default_settings(checkpoint), steps=s)
+        mask = (
+            load_matching(scored.case.brain_mask, scored.scan, what="brain mask")
+            if scored.case.brain_mask
+            else None
+        )
+        detection = detect(
+            scored.scan,
+            checkpoint,
+            run_settings,
+            brain_mask=mask,
+            keep_restorations=False,
+            on_progress=on_progress,
+            **(detect_options or {}),
+        )
+        scored.scores[name] = detection.anomaly_map
+        scored.seconds[name] = detection.seconds
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            save_volume(saved, detection.anomaly_map, scored.scan, kind="map")
+    return scored
+
+
+def rank_combination(first: np.ndarray, second: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The mean of two scores' ranks within ``region`` (each in [0, 1]): a scale-free way to ask what
+    a model adds to a strong baseline such as FLAIR intensity. Outside the region the result is 0."""
+    from scipy.stats import rankdata
+
+    combined = np.zeros(first.shape, dtype=np.float32)
+    n = int(region.sum())
+    combined[region] = (rankdata(first[region]) + rankdata(second[region])) / (2.0 * n)
+    return combined
+
+
+# -- summaries ------------------------------------------------------------------------------------
+
+
+def summarise(
+    cases: Sequence[ScoredCase],
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    threshold: float | None = None,
+    slice_axis: int = 2,
+) -> list[MethodSummary]:
+    """Pooled and per-volume metrics of every score the cases share, in the order they were added.
+
+    Per-volume AP and Dice are nan for a case without lesion voxels (undefined, not 0); its voxels
+    still count as negatives in the pooled figures. Slice-level metrics score each slice from the
+    voxels inside the region only.
+    """
+    if not cases:
+        raise InputError("nothing to evaluate: no cases were given.")
+    names = [n for n in cases[0].scores if all(n in c.scores for c in cases)]
+    summaries = []
+    for name in names:
+        per_volume = {c.case.id: voxel_metrics(c.scores[name], c.label, c.region) for c in cases}
+        pooled = pooled_voxel_metrics(
+            ((c.scores[name], c.label, c.region) for c in cases), sample=sample, seed=seed
+        )
+        inside = [_inside(c.scores[name], c.region) for c in cases]
+        slice_level = slice_level_metrics(inside, [c.label & c.region for c in cases], axis=slice_axis)
+        timed = [c.seconds[name] for c in cases if not math.isnan(c.seconds[name])]
+        at_threshold = None
+        if threshold is not None and name.startswith("DISYRE"):
+            dice, precision, recall = _pooled_at_threshold(cases, name, threshold)
+            at_threshold = {"threshold": threshold, "dice": dice, "precision": precision, "recall": recall}
+        summaries.append(
+            MethodSummary(
+                name=name,
+                pooled=pooled,
+                per_volume=per_volume,
+                slice_level=slice_level,
+                seconds_per_volume=float(np.mean(timed)) if timed else math.nan,
+                at_threshold=at_threshold,
+            )
+        )
+    return summaries
+
+
+def _inside(score: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The score with every voxel outside the region set to the region's minimum, so that slice
+    reductions (mean, max, top-100) only see brain voxels."""
+    low = float(score[region].min()) if region.any() else 0.0
+    return np.where(region, score, low)
+
+
+def _pooled_at_threshold(
+    cases: Iterable[ScoredCase], name: str, threshold: float
+) -> tuple[float, float, float]:
+    predicted = np.concatenate([(c.scores[name] > threshold)[c.region] for c in cases])
+    positive = np.concatenate([c.label[c.region] for c in cases])
+    return dice_precision_recall(predicted, positive)

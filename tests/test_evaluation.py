@@ -1,0 +1,155 @@
+"""Evaluation: pairing scans with labels, baselines, pooled metrics and the report, against sklearn."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from napari_disyre.cli import main
+from napari_disyre.errors import InputError
+from napari_disyre.evaluation import (
+    Case,
+    cases_by_name,
+    cases_from_csv,
+    cases_in_folders,
+    load_case,
+    rank_combination,
+    score_case,
+    summarise,
+)
+
+from .conftest import oblique_affine, synthetic_brain
+
+
+def _save(path, data, affine=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data), oblique_affine() if affine is None else affine), path)
+    return path
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    """Two scans with lesions (one labelled with BraTS-like classes 1 and 2) and one healthy scan."""
+    for seed, name in ((0, "a"), (1, "b"), (2, "healthy")):
+        data, lesion = synthetic_brain(seed=seed, lesion=name != "healthy")
+        label = lesion.astype(np.uint8)
+        if name == "b":
+            label[lesion & (np.arange(data.shape[0])[:, None, None] % 2 == 0)] = 2
+        if name == "healthy":
+            label[:] = 0
+        _save(tmp_path / "scans" / f"{name}.nii.gz", data)
+        _save(tmp_path / "labels" / f"{name}_seg.nii.gz", label)
+    return tmp_path
+
+
+def test_pairs_by_name_with_suffix(cohort):
+    cases = cases_by_name(cohort / "scans", cohort / "labels")
+    assert [(c.id, c.label.name) for c in cases] == [
+        ("a", "a_seg.nii.gz"),
+        ("b", "b_seg.nii.gz"),
+        ("healthy", "healthy_seg.nii.gz"),
+    ]
+
+
+def test_scan_without_label_is_listed(cohort):
+    (cohort / "labels" / "b_seg.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"1 scan\(s\).*b\.nii\.gz"):
+        cases_by_name(cohort / "scans", cohort / "labels")
+
+
+def test_label_on_another_grid_names_both_files(cohort):
+    data, lesion = synthetic_brain(seed=0)
+    _save(cohort / "labels" / "a_seg.nii.gz", lesion.astype(np.uint8), affine=np.eye(4))
+    with pytest.raises(InputError, match="a_seg.nii.gz") as error:
+        load_case(cases_by_name(cohort / "scans", cohort / "labels")[0])
+    assert "a.nii.gz" in str(error.value)
+
+
+def test_folder_and_csv_layouts(tmp_path, cohort):
+    for name in ("p1", "p2"):
+        data, lesion = synthetic_brain(seed=3)
+        _save(tmp_path / "patients" / name / "T1.nii.gz", data)
+        _save(tmp_path / "patients" / name / "GOLD.nii.gz", lesion.astype(np.uint8))
+    cases = cases_in_folders(tmp_path / "patients", "T1.nii.gz", "GOLD.nii.gz")
+    assert [c.id for c in cases] == ["p1", "p2"]
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(
+        "scan,label\npatients/p1/T1.nii.gz,patients/p1/GOLD.nii.gz\npatients/p2/T1.nii.gz,patients/p2/GOLD.nii.gz\n"
+    )
+    assert cases_from_csv(pairs) == cases
+    with pytest.raises(InputError, match="no label GOLD2"):
+        cases_in_folders(tmp_path / "patients", "T1.nii.gz", "GOLD2.nii.gz")
+
+
+def test_baseline_metrics_equal_sklearn_pooled_and_per_volume(cohort):
+    scored = [score_case(load_case(c)) for c in cases_by_name(cohort / "scans", cohort / "labels")]
+    (summary,) = summarise(scored)
+    assert summary.name == "intensity"
+    for item in scored[:2]:
+        truth, score = item.label[item.region], item.scan.data[item.region]
+        assert summary.per_volume[item.case.id].ap == pytest.approx(
+            average_precision_score(truth, score), abs=1e-6
+        )
+        assert summary.per_volume[item.case.id].auroc == pytest.approx(roc_auc_score(truth, score), abs=1e-6)
+    truth = np.concatenate([c.label[c.region] for c in scored])
+    score = np.concatenate([c.scan.data[c.region] for c in scored])
+    assert summary.pooled.ap == pytest.approx(average_precision_score(truth, score), abs=1e-6)
+    assert summary.pooled.n_voxels == sum(int(c.region.sum()) for c in scored)  # healthy negatives count
+    # class 2 voxels count as lesion: b's label is binarised
+    assert summary.per_volume["b"].n_positive == int(scored[1].label.sum()) > 0
+    # a healthy scan has no per-volume AP: undefined, not 0
+    assert np.isnan(summary.per_volume["healthy"].ap)
+
+
+def test_rank_combination_is_the_mean_of_ranks():
+    region = np.array([True, True, True, False])
+    combined = rank_combination(np.array([1.0, 3.0, 2.0, 9.0]), np.array([30.0, 10.0, 20.0, 0.0]), region)
+    np.testing.assert_allclose(combined, [(1 + 3) / 6, (3 + 1) / 6, (2 + 2) / 6, 0.0])
+
+
+@pytest.fixture
+def tiny_checkpoint_dir(tmp_path, tiny_checkpoint):
+    from napari_disyre.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
+
+
+def test_cli_report_and_map_reuse(cohort, tiny_checkpoint_dir, monkeypatch, capsys):
+    args = ["evaluate", "--checkpoint", str(tiny_checkpoint_dir), "--scans", str(cohort / "scans"),
+            "--labels", str(cohort / "labels"), "--sweep", "1,2", "--maps", str(cohort / "maps"),
+            "--device", "cpu", "-q"]  # fmt: skip
+    assert main([*args, "--out", str(cohort / "report")]) == 0
+    report = cohort / "report"
+    rows = list(csv.DictReader((report / "metrics.csv").read_text().splitlines()))
+    methods = ["intensity", "inverted-intensity", "DISYRE S=1", "DISYRE S=2"]
+    assert [(r["method"], r["volume"]) for r in rows] == [
+        (m, v) for m in methods for v in ("a", "b", "healthy", "pooled")
+    ]
+    result = json.loads((report / "metrics.json").read_text())
+    assert result["per_volume"]["DISYRE S=1"]["healthy"]["ap"] is None  # undefined, written as null
+    assert sorted(p.name for p in (cohort / "maps").iterdir()) == [
+        f"{v}_S{s}_anomaly_map.nii.gz" for v in ("a", "b", "healthy") for s in (1, 2)
+    ]
+    import matplotlib.image
+
+    for plot in ("pr_curve.png", "dice_vs_threshold.png", "gallery.png"):
+        image = matplotlib.image.imread(report / plot)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+    # a second run reuses the saved maps: the model never runs, the figures are identical
+    monkeypatch.setattr("napari_disyre.detection.detect", lambda *a, **k: pytest.fail("model ran"))
+    assert main([*args, "--out", str(cohort / "report2")]) == 0
+    again = json.loads((cohort / "report2" / "metrics.json").read_text())
+    assert again["pooled"]["DISYRE S=2"]["ap"] == result["pooled"]["DISYRE S=2"]["ap"]
+    # and an existing report is refused before any work
+    capsys.readouterr()
+    assert main([*args, "--out", str(report)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_case_dataclass_is_hashable_for_dedup():
+    assert len({Case("a", "x", "y"), Case("a", "x", "y")}) == 1
