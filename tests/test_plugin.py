@@ -1,0 +1,199 @@
+"""The napari plugin driven as a user would: reader/writer round trip, sample, widget runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_disyre.postprocess import threshold_mask
+
+from .conftest import oblique_affine, synthetic_brain
+
+pytest.importorskip("napari")
+
+
+@pytest.fixture
+def viewer(request):
+    """napari's test viewer where OpenGL is available (a real or virtual display), else the Qt-free
+    ViewerModel: the widget only uses the model's API, and offscreen Qt has no OpenGL for canvases."""
+    import os
+
+    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
+        from napari.components import ViewerModel
+        from napari.plugins import _initialize_plugins
+
+        _initialize_plugins()  # a Viewer does this; the bare model does not
+        return ViewerModel()
+    return request.getfixturevalue("make_napari_viewer")()
+
+
+@pytest.fixture
+def checkpoint_dir(tmp_path, tiny_checkpoint):
+    from napari_disyre.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Messages the widget shows as napari error notifications."""
+    shown: list[str] = []
+    monkeypatch.setattr("napari_disyre.plugin.widget.show_error", shown.append)
+    return shown
+
+
+@pytest.fixture
+def scan_path(tmp_path):
+    data, _ = synthetic_brain(shape=(40, 44, 12))
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, oblique_affine()), path)
+    return path
+
+
+@pytest.fixture
+def widget(qtbot, viewer, scan_path, checkpoint_dir):
+    from napari_disyre.plugin.widget import DetectionWidget
+
+    viewer.open(str(scan_path), plugin="napari-disyre")
+    widget = DetectionWidget(viewer)
+    widget.checkpoint_edit.setText(str(checkpoint_dir))
+    widget.device.setCurrentText("cpu")
+    widget.steps.setValue(2)
+    qtbot.addWidget(widget)
+    return widget
+
+
+def _detect(qtbot, widget):
+    from qtpy.QtCore import Qt
+
+    qtbot.mouseClick(widget.detect_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+
+
+def test_plugin_import_does_not_import_torch():
+    code = (
+        "import sys, napari_disyre.plugin.widget, napari_disyre.plugin.io; sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_reader_writer_round_trip_keeps_data_and_oblique_affine(viewer, scan_path, tmp_path):
+    (layer,) = viewer.open(str(scan_path), plugin="napari-disyre")
+    source = nib.load(scan_path)
+    np.testing.assert_allclose(layer.affine.affine_matrix, source.affine, atol=1e-6)
+    mask = viewer.add_labels(
+        (layer.data > 320).astype(np.uint8), affine=layer.affine, metadata=layer.metadata
+    )
+    out = tmp_path / "mask.nii.gz"
+    viewer.layers.selection = {mask}
+    viewer.layers.save(str(out), selected=True, plugin="napari-disyre")
+    written = nib.load(out)
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-6)
+    assert written.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(np.asarray(written.dataobj), mask.data)
+    (again,) = viewer.open(str(out), plugin="napari-disyre")
+    np.testing.assert_array_equal(again.data, mask.data)
+
+
+def test_sample_data_is_the_bundled_demo(viewer):
+    layers = viewer.open_sample("napari-disyre", "demo_brain")
+    scan, truth = layers
+    assert scan.data.shape == truth.data.shape == (153, 189, 159)
+    assert int(truth.data.sum()) == 19419
+
+
+def test_detect_threshold_rerun_and_export(qtbot, widget, scan_path, tmp_path):
+    viewer = widget.viewer
+    _detect(qtbot, widget)
+    scan = viewer.layers["scan"]
+    restorations, anomaly_map, mask = (
+        viewer.layers[f"scan {n}"] for n in ("restorations", "anomaly map", "anomaly mask")
+    )
+    assert restorations.data.shape == (2, 40, 44, 12)
+    assert anomaly_map.data.shape == mask.data.shape == (40, 44, 12)
+    for layer in (anomaly_map, mask):
+        np.testing.assert_allclose(layer.affine.affine_matrix, scan.affine.affine_matrix)
+    np.testing.assert_allclose(restorations.affine.affine_matrix[1:, 1:], scan.affine.affine_matrix)
+    assert anomaly_map.blending == "additive"
+    # the threshold drives the mask exactly as the core post-processing says
+    detection = widget.detection
+    for threshold, min_size in (
+        (float(np.quantile(anomaly_map.data[detection.foreground], 0.9)), 0),
+        (0.0, 5),
+    ):
+        widget.min_size.setValue(min_size)
+        widget.threshold_box.setValue(threshold)
+        expected = threshold_mask(anomaly_map.data, threshold, min_size=min_size, region=detection.foreground)
+        assert int(mask.data.sum()) == int(expected.sum()) > 0
+        assert widget.table.rowCount() == len(widget.lesions) >= 1
+    widget.jump_to_lesion(0)
+    centroid = scan.data_to_world(np.asarray(widget.lesions[0].centroid_voxel))
+    np.testing.assert_allclose(viewer.dims.point[-3:], centroid, atol=1.0)
+    # export: same affine and voxels as the mask; an existing file is not replaced
+    out = tmp_path / "exported_mask.nii.gz"
+    assert widget.export("mask", str(out)) == out
+    written = nib.load(out)
+    np.testing.assert_allclose(written.affine, nib.load(scan_path).affine, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), mask.data)
+    before = out.read_bytes()
+    widget.threshold_box.setValue(float(anomaly_map.data.max()) * 2)
+    assert widget.export("mask", str(out)) is None and out.read_bytes() == before
+    # a second run replaces the outputs in place
+    n_layers, layer_ids = len(viewer.layers), [id(layer) for layer in viewer.layers]
+    _detect(qtbot, widget)
+    assert len(viewer.layers) == n_layers and [id(layer) for layer in viewer.layers] == layer_ids
+
+
+def test_event_loop_runs_during_detection_and_cancel_keeps_viewer_usable(qtbot, widget, errors):
+    from qtpy.QtCore import QTimer
+
+    widget.steps.setValue(40)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(5)
+    widget.run()
+    assert not widget.detect_button.isEnabled() and widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=30_000)
+    widget.cancel()
+    widget.cancel()  # twice: harmless
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    timer.stop()
+    assert len(ticks) > 5  # the Qt event loop kept running while the model worked
+    assert widget.status.text() == "cancelled" and widget.detection is None
+    assert widget.detect_button.isEnabled() and not errors
+    widget.steps.setValue(1)
+    _detect(qtbot, widget)  # still usable
+    assert widget.detection is not None
+
+
+def test_user_mistakes_give_notifications(qtbot, widget, tmp_path, errors):
+    widget.export("mask", str(tmp_path / "early.nii.gz"))
+    assert "nothing to export" in errors[-1] and not (tmp_path / "early.nii.gz").exists()
+    viewer = widget.viewer
+    widget.checkpoint_edit.setText(str(tmp_path))  # a folder that is not a checkpoint
+    _detect(qtbot, widget)
+    assert str(tmp_path) in errors[-1] and widget.detection is None
+    viewer.add_image(np.ones((20, 20)), name="flat")
+    widget.layer_box.setCurrentText("flat")
+    widget.run()
+    assert "3D scan" in errors[-1]
+    viewer.layers.clear()
+    widget.run()
+    assert "no image layer" in errors[-1]
+    widget.cancel()  # nothing running: no error
+    assert widget.worker is None
+
+
+def test_labels_layer_is_refused():
+    from napari.layers import Labels
+
+    from napari_disyre.errors import InputError
+    from napari_disyre.plugin.layers import volume_from_layer
+
+    with pytest.raises(InputError, match="labels layer"):
+        volume_from_layer(Labels(np.zeros((4, 4, 4), np.uint8), name="mask"))
