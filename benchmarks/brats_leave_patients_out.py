@@ -1,0 +1,121 @@
+"""Train and evaluate FLAIR and T1c models on BraTS 2013, leave-patients-out, both folds.
+
+Each model is trained with ``napari-disyre train`` on the tumour-free axial slices of two patients
+and evaluated with ``napari-disyre evaluate`` on the two others; then the folds swap. The intensity
+baseline is computed by the same evaluate command on the same voxels. Finally the FLAIR model's map
+and the FLAIR intensity are combined (mean of their within-brain ranks) to see what each adds.
+
+The scans stay in ../shared (research licence); models and reports go under --work (not committed).
+Prints the README's Markdown table. Run from the repository root:
+
+    python benchmarks/brats_leave_patients_out.py --steps 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013"
+FOLDS = {
+    "A": (("pat0001", "pat0002"), ("pat0005", "pat0006")),
+    "B": (("pat0005", "pat0006"), ("pat0001", "pat0002")),
+}
+CONTRASTS = {"FLAIR": "Flair_subtrMeanDivStd.nii.gz", "T1c": "T1c_subtrMeanDivStd.nii.gz"}
+MASK, LABEL = "brainmask.nii.gz", "OTMultiClass.nii.gz"
+
+
+def folder(patient: str) -> str:
+    return f"brats_2013_{patient}_1"
+
+
+def run(command: list[str]) -> float:
+    """Run a napari-disyre command, echoing it; returns its wall time in seconds."""
+    print("$", " ".join(command), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - started
+
+
+def train(contrast: str, fold: str, args: argparse.Namespace) -> tuple[Path, float | None]:
+    train_patients, _ = FOLDS[fold]
+    out = args.work / f"{contrast}_fold{fold}"
+    if (out / "disyre.json").exists() and not (out / "training" / "state.pt").exists():
+        return out, None  # finished earlier
+    glob = "brats_2013_pat000[" + "".join(p[-1] for p in train_patients) + "]_1/" + CONTRASTS[contrast]
+    command = [
+        "napari-disyre", "train", str(BRATS), "--out", str(out), "--preset", "small",
+        "--steps", str(args.steps), "--ema", "--pattern", glob, "--mask-name", MASK,
+        "--exclude-label-name", LABEL, "--val-count", "0",
+        "--description", f"BraTS 2013 {contrast}, tumour-free slices of {' + '.join(train_patients)}",
+    ]  # fmt: skip
+    if (out / "training" / "state.pt").exists():
+        command.append("--resume")
+    return out, run(command)
+
+
+def evaluate(contrast: str, fold: str, model: Path, args: argparse.Namespace) -> dict:
+    _, test_patients = FOLDS[fold]
+    report = args.work / f"report_{contrast}_fold{fold}"
+    if not (report / "metrics.json").exists():
+        pairs = args.work / f"pairs_{contrast}_fold{fold}.csv"
+        rows = ["scan,label,brain_mask"] + [
+            ",".join(str(BRATS / folder(p) / name) for name in (CONTRASTS[contrast], LABEL, MASK))
+            for p in test_patients
+        ]
+        pairs.write_text("\n".join(rows) + "\n")
+        run([
+            "napari-disyre", "evaluate", "--checkpoint", str(model), "--pairs", str(pairs),
+            "--steps", str(args.eval_steps), "--baselines", "intensity", "--combine",
+            "--out", str(report), "--note", f"train {'+'.join(FOLDS[fold][0])}, test {'+'.join(test_patients)}",
+        ])  # fmt: skip
+    return json.loads((report / "metrics.json").read_text())
+
+
+def table(results: dict[tuple[str, str], dict], seconds: dict[tuple[str, str], float | None]) -> str:
+    lines = [
+        "| contrast | split (train → test) | score | AP | best Dice | AUROC |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (contrast, fold), result in results.items():
+        train_patients, test_patients = FOLDS[fold]
+        split = f"{'+'.join(train_patients)} → {'+'.join(test_patients)}"
+        for name, pooled in result["pooled"].items():
+            lines.append(
+                f"| {contrast} | {split} | {name} | {pooled['ap']:.3f} | {pooled['best_dice']:.3f} "
+                f"| {pooled['auroc']:.3f} |"
+            )
+    timing = ", ".join(f"{c} fold {f}: {s / 60:.0f} min" for (c, f), s in seconds.items() if s is not None)
+    return "\n".join(lines) + (f"\n\nTraining wall time (this run): {timing}" if timing else "")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/brats"), help="models and reports (not committed)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per model")
+    parser.add_argument("--eval-steps", type=int, default=4, help="restoration steps S at evaluation")
+    parser.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
+    parser.add_argument("--folds", nargs="+", default=list(FOLDS), choices=list(FOLDS))
+    parser.add_argument("--train-only", action="store_true")
+    args = parser.parse_args()
+    if not BRATS.is_dir():
+        print(f"skipped: {BRATS} is absent (the BraTS scans live in ../shared, never in the repository)")
+        return 0
+    args.work.mkdir(parents=True, exist_ok=True)
+    seconds, results = {}, {}
+    for contrast in args.contrasts:
+        for fold in args.folds:
+            model, seconds[contrast, fold] = train(contrast, fold, args)
+            if not args.train_only:
+                results[contrast, fold] = evaluate(contrast, fold, model, args)
+    if results:
+        print(table(results, seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
