@@ -212,7 +212,11 @@ def _plot_gallery(path: Path, cases: Sequence[ScoredCase], name: str, threshold:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ranked = sorted((d, k, c) for c in cases for d, k in _slice_dice(c, name, threshold))
+    # by Dice, then case and slice, so that ties never compare the cases themselves
+    ranked = sorted(
+        ((d, k, c) for c in cases for d, k in _slice_dice(c, name, threshold)),
+        key=lambda item: (item[0], item[2].case.id, item[1]),
+    )
     picks = ranked[:GALLERY_SLICES] + ranked[-GALLERY_SLICES:] if len(ranked) > 2 * GALLERY_SLICES else ranked
     rows = max(len(picks), 1)
     fig, axes = plt.subplots(rows, 4, figsize=(10, 2.6 * rows), squeeze=False)
