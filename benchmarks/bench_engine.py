@@ -59,7 +59,9 @@ def measure(device_name: str, slices: int, batch_size: int | None) -> dict:
     settings = RestorationSettings(steps=1)
     dtype = autocast_dtype(device, "auto")
     # warm-up on one slice (kernel selection, lazy initialisation), not timed
-    run_to_end(restore(volume[:1], unet, Schedule(), settings, device=device, autocast=dtype, batch_size=batch_size))
+    run_to_end(
+        restore(volume[:1], unet, Schedule(), settings, device=device, autocast=dtype, batch_size=batch_size)
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -92,7 +94,9 @@ def run_isolated(device: str, slices: int, batch_size: int | None) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--slices", type=int, default=16, help="slices of the CPU slab")
     parser.add_argument("--gpu-slices", type=int, default=155, help="slices of the CUDA volume")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)

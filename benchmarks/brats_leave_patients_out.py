@@ -94,8 +94,12 @@ def table(results: dict[tuple[str, str], dict], seconds: dict[tuple[str, str], f
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("runs/brats"), help="models and reports (not committed)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("runs/brats"), help="models and reports (not committed)"
+    )
     parser.add_argument("--steps", type=int, default=1500, help="training steps per model")
     parser.add_argument("--eval-steps", type=int, default=4, help="restoration steps S at evaluation")
     parser.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))

@@ -23,8 +23,12 @@ MS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ms-open-ms-data"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/report_ms_t1"), help="report folder (not committed)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/report_ms_t1"), help="report folder (not committed)"
+    )
     parser.add_argument("--sweep", default="1,4", help="restoration step counts S")
     parser.add_argument("--checkpoint", default=None, help="default: the bundled demo T1 model")
     args = parser.parse_args()

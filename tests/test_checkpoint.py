@@ -55,7 +55,9 @@ class DISYREPipeline(DiffusionPipeline):
 
 
 def official_checkpoint(folder, unet, safe_serialization=True):
-    DISYREPipeline(unet=unet, scheduler=DISYREScheduler()).save_pretrained(folder, safe_serialization=safe_serialization)
+    DISYREPipeline(unet=unet, scheduler=DISYREScheduler()).save_pretrained(
+        folder, safe_serialization=safe_serialization
+    )
     return folder
 
 
@@ -76,7 +78,9 @@ def test_official_layout_loads_and_restores_like_the_reference(tmp_path, safe_se
     slices = np.random.default_rng(0).uniform(0, 1, (1, 40, 45)).astype(np.float32)
     for method in ("mean-single-step", "multi-step-restoration"):
         result = run_to_end(
-            restore(slices, checkpoint.unet, checkpoint.schedule, RestorationSettings(method=method), batch_size=1)
+            restore(
+                slices, checkpoint.unet, checkpoint.schedule, RestorationSettings(method=method), batch_size=1
+            )
         )
         expected, _ = restore_slice(unet, slices[0], 4, method, True)
         np.testing.assert_allclose(result.anomaly_map[0], expected, atol=1e-5)
@@ -91,7 +95,9 @@ def test_integer_sample_size_is_accepted(tmp_path):
 def test_project_checkpoint_round_trip(tmp_path, suffix):
     info = CheckpointInfo(
         contrast="T1",
-        preprocessing=Preprocessing(spacing=(1.5, 1.5, 1.5), orientation="RAS", percentile_region="foreground"),
+        preprocessing=Preprocessing(
+            spacing=(1.5, 1.5, 1.5), orientation="RAS", percentile_region="foreground"
+        ),
         steps=6,
         healthy_score_quantiles={"0.999": 0.25},
         training={"training_scans": ["a.nii.gz"]},
@@ -134,18 +140,39 @@ def _official(tmp_path, **unet_overrides):
     "break_it, message",
     [
         (lambda f: __import__("shutil").rmtree(f / "unet"), "no unet/ folder"),
-        (lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").unlink(), "no diffusion_pytorch_model"),
+        (
+            lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").unlink(),
+            "no diffusion_pytorch_model",
+        ),
         (lambda f: (f / "scheduler" / "scheduler_config.json").unlink(), "scheduler config missing"),
         (lambda f: (f / "unet" / "config.json").write_text("{not json"), "not valid JSON"),
-        (lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 20), "corrupt or truncated"),
+        (
+            lambda f: (f / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 20),
+            "corrupt or truncated",
+        ),
         (
             lambda f: _edit_json(f / "unet" / "config.json", down_block_types=["FancyDownBlock2D"] * 3),
             "unsupported UNet block type.*FancyDownBlock2D",
         ),
-        (lambda f: _edit_json(f / "unet" / "config.json", block_out_channels=[8, 16, 32]), "do not fit the UNet config"),
-        (lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", timestep_spacing="leading"), "trailing"),
+        (
+            lambda f: _edit_json(f / "unet" / "config.json", block_out_channels=[8, 16, 32]),
+            "do not fit the UNet config",
+        ),
+        (
+            lambda f: _edit_json(f / "scheduler" / "scheduler_config.json", timestep_spacing="leading"),
+            "trailing",
+        ),
     ],
-    ids=["no-unet", "no-weights", "no-scheduler", "bad-json", "bad-weights", "unknown-block", "wrong-shapes", "spacing"],
+    ids=[
+        "no-unet",
+        "no-weights",
+        "no-scheduler",
+        "bad-json",
+        "bad-weights",
+        "unknown-block",
+        "wrong-shapes",
+        "spacing",
+    ],
 )
 def test_broken_checkpoints_give_one_clear_error(tmp_path, break_it, message):
     folder = _official(tmp_path)

@@ -66,7 +66,10 @@ def test_nifti2_output_keeps_nifti2(tmp_path):
     "make, message",
     [
         (lambda d, p: (p.write_text("not an image"), p)[1], "cannot be read as NIfTI"),
-        (lambda d, p: (p.with_suffix(".png").write_bytes(b"\x89PNG"), p.with_suffix(".png"))[1], "must be a NIfTI file"),
+        (
+            lambda d, p: (p.with_suffix(".png").write_bytes(b"\x89PNG"), p.with_suffix(".png"))[1],
+            "must be a NIfTI file",
+        ),
         (lambda d, p: _write(p, np.stack([d, d], axis=-1)), "4D with 2 volumes"),
         (lambda d, p: _write(p, np.zeros_like(d)), "every voxel of this scan has the value 0"),
         (lambda d, p: _write(p, np.where(d > 350, np.nan, d)), "NaN or infinite voxels"),

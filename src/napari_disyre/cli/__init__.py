@@ -45,7 +45,3 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (detect, train, evaluate, view):
         module.register(commands)
     return parser
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
