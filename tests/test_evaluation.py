@@ -14,6 +14,7 @@ from napari_disyre.cli import main
 from napari_disyre.errors import InputError
 from napari_disyre.evaluation import (
     Case,
+    binarise_label,
     cases_by_name,
     cases_from_csv,
     cases_in_folders,
@@ -183,3 +184,35 @@ def test_gallery_with_tied_slices_across_volumes(tmp_path, tiny_checkpoint_dir):
     per_volume = json.loads((tmp_path / "report" / "metrics.json").read_text())["per_volume"]["DISYRE S=1"]
     assert per_volume["p1"]["ap"] == per_volume["p2"]["ap"]
     assert (tmp_path / "report" / "gallery.png").stat().st_size > 10_000
+
+
+def test_label_values_select_part_of_a_multi_class_label(tmp_path, tiny_checkpoint_dir, capsys):
+    """``--label-values 1,3,4`` counts the BraTS tumour core only; the oedema (2) becomes negative."""
+    data, _ = synthetic_brain(seed=0)
+    label = np.zeros(data.shape, np.uint8)
+    label[10:12, 10:12, 5] = [[1, 2], [3, 4]]
+    label[20, 20, 5] = 2
+    assert binarise_label(label).sum() == 5
+    core = binarise_label(label, [1, 3, 4])
+    assert core.sum() == 3 and not core[20, 20, 5] and not core[10, 11, 5]
+    _save(tmp_path / "scans" / "p.nii.gz", data)
+    _save(tmp_path / "labels" / "p.nii.gz", label)
+    assert (
+        load_case(
+            Case("p", tmp_path / "scans" / "p.nii.gz", tmp_path / "labels" / "p.nii.gz"), [1, 3, 4]
+        ).label.sum()
+        == 3
+    )
+    args = ["evaluate", "--checkpoint", str(tiny_checkpoint_dir), "--scans", str(tmp_path / "scans"),
+            "--labels", str(tmp_path / "labels"), "--baselines", "intensity", "--sweep", "1",
+            "--device", "cpu", "-q"]  # fmt: skip
+    capsys.readouterr()
+    assert main([*args, "--label-values", "1,3,4", "--out", str(tmp_path / "report")]) == 0
+    assert "labels binarised (label in {1, 3, 4})" in capsys.readouterr().out
+    result = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert result["pooled"]["intensity"]["n_positive"] == 3
+    assert result["settings"]["anomalous_labels"] == "label in {1, 3, 4}"
+    assert main([*args, "--label-values", "1,x"]) == 2
+    assert "--label-values takes comma-separated integers" in capsys.readouterr().err
+    assert main([*args, "--label-values", "0"]) == 2
+    assert "0 is background" in capsys.readouterr().err

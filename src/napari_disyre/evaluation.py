@@ -175,17 +175,26 @@ def cases_from_csv(path: Path) -> list[Case]:
 # -- scoring --------------------------------------------------------------------------------------
 
 
-def load_case(case: Case) -> ScoredCase:
-    """Load the scan, its label (binarised: label > 0) and the region where metrics count.
+def load_case(case: Case, label_values: Sequence[int] | None = None) -> ScoredCase:
+    """Load the scan, its label (binarised) and the region where metrics count.
 
-    The label and mask must be on the scan's grid (same shape and affine); :func:`load_matching`
-    names both files otherwise.
+    A voxel is anomalous when its label is > 0 or, with ``label_values``, one of those values: a
+    contrast may show only part of a multi-class lesion (T1c shows the BraTS tumour core, labels 1, 3
+    and 4, not the oedema, 2), and users want both figures. The label and mask must be on the scan's
+    grid (same shape and affine); :func:`load_matching` names both files otherwise.
     """
     scan = load_scan(case.scan)
-    label = load_matching(case.label, scan, what="label") > 0
+    label = binarise_label(load_matching(case.label, scan, what="label"), label_values)
     mask = load_matching(case.brain_mask, scan, what="brain mask") if case.brain_mask else None
     region = foreground_mask(scan.data, mask)
     return ScoredCase(case, scan, label, region)
+
+
+def binarise_label(label: np.ndarray, values: Sequence[int] | None = None) -> np.ndarray:
+    """``label > 0``, or membership in ``values`` when given (boolean, same shape)."""
+    if values is None:
+        return label > 0
+    return np.isin(np.rint(label).astype(np.int64), np.asarray(values, dtype=np.int64))
 
 
 def score_case(

@@ -38,6 +38,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--mask-name", help="per-case sub-folders: file name of the brain mask")
     data.add_argument("--pairs", type=Path, help="CSV with columns scan,label[,brain_mask][,id]")
     data.add_argument("--demo", action="store_true", help="the bundled demo scan and its ground-truth lesion")
+    data.add_argument(
+        "--label-values",
+        help="comma-separated label values that count as anomalous, e.g. 1,3,4 for the BraTS tumour core "
+        "(default: every value > 0)",
+    )
     what = parser.add_argument_group("what to compare")
     what.add_argument("--sweep", help="comma-separated step counts, e.g. 1,2,4,8 (default: --steps)")
     what.add_argument(
@@ -91,6 +96,22 @@ def _int_list(text: str, option: str) -> list[int]:
     return values
 
 
+def _label_values(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--label-values takes comma-separated integers, got {text!r}.") from None
+    if not values or min(values) < 1:
+        raise InputError(f"--label-values takes label values of 1 or more (0 is background), got {text!r}.")
+    return values
+
+
+def _describe(label_values: list[int] | None) -> str:
+    return "label > 0" if label_values is None else "label in {" + ", ".join(map(str, label_values)) + "}"
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import disyre_name, load_case, rank_combination, score_case, summarise
     from ..files import refuse_existing
@@ -99,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         refuse_existing(args.out, args.overwrite)
     cases = _cases(args)
+    label_values = _label_values(args.label_values)
     baselines = (
         []
         if args.baselines.strip() == "none"
@@ -117,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     scored = []
     for case in cases:
         bar.set_postfix_str(case.id)
-        item = load_case(case)
+        item = load_case(case, label_values)
         score_case(item, baselines=baselines)
         for s in steps:
             score_case(
@@ -134,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
     print(
-        f"{len(scored)} volume(s); labels binarised (label > 0); metrics on brain-mask/foreground voxels"
+        f"{len(scored)} volume(s); labels binarised ({_describe(label_values)}); "
+        "metrics on brain-mask/foreground voxels"
         + (
             f", {args.sample_voxels} random voxels per volume (seed {args.seed})"
             if args.sample_voxels
@@ -151,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
             "baselines": baselines,
             "sample_voxels": args.sample_voxels,
             "seed": args.seed,
+            "anomalous_labels": _describe(label_values),
             "note": args.note,
             "command": " ".join(["napari-disyre", *sys.argv[1:]]),
         }
