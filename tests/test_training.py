@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import nibabel as nib
 import numpy as np
@@ -86,15 +87,19 @@ def test_interrupted_run_resumes_exactly(tmp_path, healthy):
 
     def interrupt(step, loss):
         if step == 12:
+            time.sleep(2.0)  # the first session lasts at least 2 s
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         train(scans, validation, tmp_path / "resumed", _config(), progress=False, on_step=interrupt)
-    train(scans, validation, tmp_path / "resumed", _config(), progress=False, resume=True)
+    report = train(scans, validation, tmp_path / "resumed", _config(), progress=False, resume=True)
     straight, resumed = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys()
     for name in straight:
         np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
+    # the wall time recorded with the checkpoint covers both sessions, not only the resumed one
+    recorded = json.loads((tmp_path / "resumed" / "disyre.json").read_text())["training"]["wall_time_s"]
+    assert recorded >= 2.0 and report.seconds >= 2.0
 
 
 @pytest.mark.parametrize("problem", ["empty", "not-nifti", "mixed", "4d", "zeros"])

@@ -194,7 +194,10 @@ def train(
     rng = np.random.default_rng([config.seed, dist.rank])
     step = 0
     if resume:
-        step = _load_state(output / STATE_DIR / STATE_FILE, unet, optimizer, lr_schedule, ema, rng, dist.rank)
+        step, elapsed = _load_state(
+            output / STATE_DIR / STATE_FILE, unet, optimizer, lr_schedule, ema, rng, dist.rank
+        )
+        started -= elapsed  # wall times and the log count the earlier sessions too
     model = dist.wrap(unet)
     stream = CorruptedSlices(bank, schedule, rng, crop=config.crop)
     validation_set = _validation_set(val_bank, schedule, config) if val_bank is not None else None
@@ -240,11 +243,13 @@ def train(
                 )
                 window_losses, tick = [], time.perf_counter()
             if dist.is_main and step % config.save_every == 0 and step < config.steps:
-                _save_state(output, step, unet, optimizer, lr_schedule, ema, rng)
+                _save_state(
+                    output, step, time.perf_counter() - started, unet, optimizer, lr_schedule, ema, rng
+                )
                 _export(output, unet, ema, schedule, config, bank)
     except KeyboardInterrupt:
         if dist.is_main:
-            _save_state(output, step, unet, optimizer, lr_schedule, ema, rng)
+            _save_state(output, step, time.perf_counter() - started, unet, optimizer, lr_schedule, ema, rng)
             print(f"\nInterrupted at step {step}; state saved. Continue with --resume.", file=sys.stderr)
         raise
     finally:
@@ -252,7 +257,7 @@ def train(
         log.close()
     quantiles: dict[str, float] = {}
     if dist.is_main:
-        _save_state(output, step, unet, optimizer, lr_schedule, ema, rng)
+        _save_state(output, step, time.perf_counter() - started, unet, optimizer, lr_schedule, ema, rng)
         quantiles = _export(
             output,
             unet,
@@ -407,11 +412,15 @@ def _ema_weights(unet, ema) -> Iterator[None]:
 # -- saving and resuming --------------------------------------------------------------------------
 
 
-def _save_state(output: Path, step: int, unet, optimizer, lr_schedule, ema, rng: np.random.Generator) -> None:
+def _save_state(
+    output: Path, step: int, elapsed: float, unet, optimizer, lr_schedule, ema, rng: np.random.Generator
+) -> None:
+    """``elapsed`` (seconds since the run first started) lets a resumed run report its whole wall time."""
     import torch
 
     state = {
         "step": step,
+        "elapsed_s": elapsed,
         "unet": unet.state_dict(),
         "optimizer": optimizer.state_dict(),
         "lr_schedule": lr_schedule.state_dict(),
@@ -423,7 +432,10 @@ def _save_state(output: Path, step: int, unet, optimizer, lr_schedule, ema, rng:
         torch.save(state, tmp)
 
 
-def _load_state(path: Path, unet, optimizer, lr_schedule, ema, rng: np.random.Generator, rank: int) -> int:
+def _load_state(
+    path: Path, unet, optimizer, lr_schedule, ema, rng: np.random.Generator, rank: int
+) -> tuple[int, float]:
+    """Restore everything in place; returns the step reached and the wall time spent so far."""
     import torch
 
     try:
@@ -441,7 +453,7 @@ def _load_state(path: Path, unet, optimizer, lr_schedule, ema, rng: np.random.Ge
         ema.load_state_dict(state["ema"])
     if rank == 0:
         rng.bit_generator.state = state["rng"]
-    return int(state["step"])
+    return int(state["step"]), float(state.get("elapsed_s", 0.0))
 
 
 def _export(
