@@ -148,3 +148,17 @@ def test_out_of_memory_with_one_window_is_a_clear_error():
     unet.forward = always_oom
     with pytest.raises(DisyreError, match="out of memory .* even with one window"):
         run_to_end(restore(_stack((1, 32, 32)), unet, Schedule(), batch_size=1))
+
+
+def test_auto_batch_size_is_bounded_by_device_windows_and_memory(monkeypatch):
+    import torch
+
+    from napari_disyre import devices
+
+    monkeypatch.setattr(devices, "available_memory_bytes", lambda device: 10 * 2**30)
+    assert devices.auto_batch_size(torch.device("cpu"), 2**20, 1000) == devices.CPU_BATCH == 4
+    assert devices.auto_batch_size(torch.device("cpu"), 2**20, 3) == 3  # never more than the windows
+    assert devices.auto_batch_size(torch.device("cuda"), 2**20, 10_000) == 512
+    assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 5  # half the free memory
+    monkeypatch.setattr(devices, "available_memory_bytes", lambda device: 0)
+    assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 1
