@@ -3,7 +3,8 @@
 Each model is trained with ``napari-disyre train`` on the tumour-free axial slices of two patients
 and evaluated with ``napari-disyre evaluate`` on the two others; then the folds swap. The intensity
 baseline is computed by the same evaluate command on the same voxels. Finally the FLAIR model's map
-and the FLAIR intensity are combined (mean of their within-brain ranks) to see what each adds.
+and the FLAIR intensity are combined (mean of their within-brain ranks) to see what each adds. The
+T1c models are also scored on the tumour core alone (labels 1, 3, 4), the part of the tumour T1c shows.
 
 The scans stay in ../shared (research licence); models and reports go under --work (not committed).
 Prints the README's Markdown table. Run from the repository root:
@@ -14,10 +15,10 @@ Prints the README's Markdown table. Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013"
@@ -27,25 +28,31 @@ FOLDS = {
 }
 CONTRASTS = {"FLAIR": "Flair_subtrMeanDivStd.nii.gz", "T1c": "T1c_subtrMeanDivStd.nii.gz"}
 MASK, LABEL = "brainmask.nii.gz", "OTMultiClass.nii.gz"
+CORE_LABELS = (1, 3, 4)  # BraTS tumour core; 2 is the oedema, bright on FLAIR, barely visible on T1c
 
 
 def folder(patient: str) -> str:
     return f"brats_2013_{patient}_1"
 
 
-def run(command: list[str]) -> float:
-    """Run a napari-disyre command, echoing it; returns its wall time in seconds."""
+def run(command: list[str]) -> None:
+    """Run a napari-disyre command, echoing it."""
     print("$", " ".join(command), flush=True)
-    started = time.perf_counter()
     subprocess.run(command, check=True)
-    return time.perf_counter() - started
 
 
-def train(contrast: str, fold: str, args: argparse.Namespace) -> tuple[Path, float | None]:
+def _last_log_row(model: Path) -> dict[str, str]:
+    """The last row of the model's training log (step, loss, ..., elapsed_s); empty when none."""
+    log = model / "training" / "log.csv"
+    rows = list(csv.DictReader(log.read_text().splitlines())) if log.exists() else []
+    return rows[-1] if rows else {}
+
+
+def train(contrast: str, fold: str, args: argparse.Namespace) -> Path:
     train_patients, _ = FOLDS[fold]
     out = args.work / f"{contrast}_fold{fold}"
-    if (out / "disyre.json").exists() and not (out / "training" / "state.pt").exists():
-        return out, None  # finished earlier
+    if int(_last_log_row(out).get("step", 0)) >= args.steps:
+        return out  # finished earlier
     glob = "brats_2013_pat000[" + "".join(p[-1] for p in train_patients) + "]_1/" + CONTRASTS[contrast]
     command = [
         "napari-disyre", "train", str(BRATS), "--out", str(out), "--preset", "small",
@@ -54,13 +61,16 @@ def train(contrast: str, fold: str, args: argparse.Namespace) -> tuple[Path, flo
         "--description", f"BraTS 2013 {contrast}, tumour-free slices of {' + '.join(train_patients)}",
     ]  # fmt: skip
     if (out / "training" / "state.pt").exists():
-        command.append("--resume")
-    return out, run(command)
+        command.append("--resume")  # an interrupted run
+    run(command)
+    return out
 
 
-def evaluate(contrast: str, fold: str, model: Path, args: argparse.Namespace) -> dict:
+def evaluate(contrast: str, fold: str, model: Path, args: argparse.Namespace, core: bool = False) -> dict:
+    """Evaluate on the fold's test patients: whole tumour (label > 0), or with ``core`` the tumour
+    core only (labels 1, 3, 4: necrosis, non-enhancing and enhancing tumour), what T1c shows."""
     _, test_patients = FOLDS[fold]
-    report = args.work / f"report_{contrast}_fold{fold}"
+    report = args.work / f"report_{contrast}{'_core' if core else ''}_fold{fold}"
     if not (report / "metrics.json").exists():
         pairs = args.work / f"pairs_{contrast}_fold{fold}.csv"
         rows = ["scan,label,brain_mask"] + [
@@ -72,13 +82,14 @@ def evaluate(contrast: str, fold: str, model: Path, args: argparse.Namespace) ->
             "napari-disyre", "evaluate", "--checkpoint", str(model), "--pairs", str(pairs),
             "--steps", str(args.eval_steps), "--baselines", "intensity", "--combine",
             "--out", str(report), "--note", f"train {'+'.join(FOLDS[fold][0])}, test {'+'.join(test_patients)}",
-        ])  # fmt: skip
+            "--maps", str(args.work / f"maps_{contrast}_fold{fold}"),
+        ] + (["--label-values", ",".join(map(str, CORE_LABELS))] if core else []))  # fmt: skip
     return json.loads((report / "metrics.json").read_text())
 
 
-def table(results: dict[tuple[str, str], dict], seconds: dict[tuple[str, str], float | None]) -> str:
+def table(results: dict[tuple[str, str], dict], models: dict[tuple[str, str], Path]) -> str:
     lines = [
-        "| contrast | split (train → test) | score | AP | best Dice | AUROC |",
+        "| contrast: lesion | split (train → test) | score | AP | best Dice | AUROC |",
         "|---|---|---|---|---|---|",
     ]
     for (contrast, fold), result in results.items():
@@ -89,8 +100,10 @@ def table(results: dict[tuple[str, str], dict], seconds: dict[tuple[str, str], f
                 f"| {contrast} | {split} | {name} | {pooled['ap']:.3f} | {pooled['best_dice']:.3f} "
                 f"| {pooled['auroc']:.3f} |"
             )
-    timing = ", ".join(f"{c} fold {f}: {s / 60:.0f} min" for (c, f), s in seconds.items() if s is not None)
-    return "\n".join(lines) + (f"\n\nTraining wall time (this run): {timing}" if timing else "")
+    timing = ", ".join(
+        f"{c} fold {f}: {float(_last_log_row(m)['elapsed_s']) / 60:.0f} min" for (c, f), m in models.items()
+    )
+    return "\n".join(lines) + f"\n\nTraining wall time (from each model's training log): {timing}"
 
 
 def main() -> int:
@@ -110,14 +123,16 @@ def main() -> int:
         print(f"skipped: {BRATS} is absent (the BraTS scans live in ../shared, never in the repository)")
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
-    seconds, results = {}, {}
+    models, results = {}, {}
     for contrast in args.contrasts:
         for fold in args.folds:
-            model, seconds[contrast, fold] = train(contrast, fold, args)
+            model = models[contrast, fold] = train(contrast, fold, args)
             if not args.train_only:
-                results[contrast, fold] = evaluate(contrast, fold, model, args)
+                results[f"{contrast}: whole tumour", fold] = evaluate(contrast, fold, model, args)
+                if contrast == "T1c":
+                    results["T1c: tumour core", fold] = evaluate(contrast, fold, model, args, core=True)
     if results:
-        print(table(results, seconds))
+        print(table(results, models))
     return 0
 
 
