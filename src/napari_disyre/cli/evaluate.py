@@ -86,25 +86,14 @@ def _cases(args: argparse.Namespace):
     )
 
 
-def _int_list(text: str, option: str) -> list[int]:
+def _positive_ints(text: str, option: str, meaning: str) -> list[int]:
+    """Parse ``"1,2,4"``; ``meaning`` says in the error what the integers stand for."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"{option} takes comma-separated integers, got {text!r}.") from None
     if not values or min(values) < 1:
-        raise InputError(f"{option} takes positive step counts, got {text!r}.")
-    return values
-
-
-def _label_values(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--label-values takes comma-separated integers, got {text!r}.") from None
-    if not values or min(values) < 1:
-        raise InputError(f"--label-values takes label values of 1 or more (0 is background), got {text!r}.")
+        raise InputError(f"{option} takes {meaning}, got {text!r}.")
     return values
 
 
@@ -120,7 +109,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         refuse_existing(args.out, args.overwrite)
     cases = _cases(args)
-    label_values = _label_values(args.label_values)
+    label_values = (
+        _positive_ints(args.label_values, "--label-values", "label values of 1 or more (0 is background)")
+        if args.label_values is not None
+        else None
+    )
     baselines = (
         []
         if args.baselines.strip() == "none"
@@ -128,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     )
     checkpoint = open_checkpoint(args.checkpoint)
     settings = restoration_settings(args, checkpoint)
-    steps = _int_list(args.sweep, "--sweep") if args.sweep else [settings.steps]
+    steps = _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
     options = {
         "device": args.device,
         "precision": args.precision,
