@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 BRATS = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats2013"
+NAPARI_DISYRE = [sys.executable, "-m", "napari_disyre.cli"]  # works without the console script too
 FOLDS = {
     "A": (("pat0001", "pat0002"), ("pat0005", "pat0006")),
     "B": (("pat0005", "pat0006"), ("pat0001", "pat0002")),
@@ -35,10 +36,10 @@ def folder(patient: str) -> str:
     return f"brats_2013_{patient}_1"
 
 
-def run(command: list[str]) -> None:
+def run(arguments: list[str]) -> None:
     """Run a napari-disyre command, echoing it."""
-    print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    print("$ napari-disyre", " ".join(arguments), flush=True)
+    subprocess.run([*NAPARI_DISYRE, *arguments], check=True)
 
 
 def _last_log_row(model: Path) -> dict[str, str]:
@@ -48,18 +49,28 @@ def _last_log_row(model: Path) -> dict[str, str]:
     return rows[-1] if rows else {}
 
 
-def train(contrast: str, fold: str, args: argparse.Namespace) -> Path:
+def train_command(
+    contrast: str, fold: str, brats: Path, out: Path, steps: int, batch_size: int | None = None
+) -> list[str]:
+    """The ``napari-disyre train`` arguments of one model: tumour-free slices of the fold's
+    training patients (the GPU driver, ``train_on_gpu.py``, runs the same command)."""
     train_patients, _ = FOLDS[fold]
-    out = args.work / f"{contrast}_fold{fold}"
-    if int(_last_log_row(out).get("step", 0)) >= args.steps:
-        return out  # finished earlier
     glob = "brats_2013_pat000[" + "".join(p[-1] for p in train_patients) + "]_1/" + CONTRASTS[contrast]
-    command = [
-        "napari-disyre", "train", str(BRATS), "--out", str(out), "--preset", "small",
-        "--steps", str(args.steps), "--ema", "--pattern", glob, "--mask-name", MASK,
+    return [
+        "train", str(brats), "--out", str(out), "--preset", "small",
+        "--steps", str(steps), "--ema", "--pattern", glob, "--mask-name", MASK,
         "--exclude-label-name", LABEL, "--val-count", "0",
         "--description", f"BraTS 2013 {contrast}, tumour-free slices of {' + '.join(train_patients)}",
-    ]  # fmt: skip
+    ] + (["--batch-size", str(batch_size)] if batch_size else [])  # fmt: skip
+
+
+def train(contrast: str, fold: str, args: argparse.Namespace) -> Path:
+    out = args.work / f"{contrast}_fold{fold}"
+    if args.evaluate_only:
+        return out  # trained elsewhere (train_on_gpu.py)
+    if int(_last_log_row(out).get("step", 0)) >= args.steps:
+        return out  # finished earlier
+    command = train_command(contrast, fold, args.brats, out, args.steps)
     if (out / "training" / "state.pt").exists():
         command.append("--resume")  # an interrupted run
     run(command)
@@ -74,17 +85,23 @@ def evaluate(contrast: str, fold: str, model: Path, args: argparse.Namespace, co
     if not (report / "metrics.json").exists():
         pairs = args.work / f"pairs_{contrast}_fold{fold}.csv"
         rows = ["scan,label,brain_mask"] + [
-            ",".join(str(BRATS / folder(p) / name) for name in (CONTRASTS[contrast], LABEL, MASK))
+            ",".join(str(args.brats / folder(p) / name) for name in (CONTRASTS[contrast], LABEL, MASK))
             for p in test_patients
         ]
         pairs.write_text("\n".join(rows) + "\n")
         run([
-            "napari-disyre", "evaluate", "--checkpoint", str(model), "--pairs", str(pairs),
+            "evaluate", "--checkpoint", str(model), "--pairs", str(pairs),
             "--steps", str(args.eval_steps), "--baselines", "intensity", "--combine",
             "--out", str(report), "--note", f"train {'+'.join(FOLDS[fold][0])}, test {'+'.join(test_patients)}",
             "--maps", str(args.work / f"maps_{contrast}_fold{fold}"),
         ] + (["--label-values", ",".join(map(str, CORE_LABELS))] if core else []))  # fmt: skip
     return json.loads((report / "metrics.json").read_text())
+
+
+def _device(model: Path) -> str:
+    """Where the model was trained, as its checkpoint records it."""
+    training = json.loads((model / "disyre.json").read_text()).get("training", {})
+    return f"{training.get('device', '?')} ({training.get('machine', '?')})"
 
 
 def table(results: dict[tuple[str, str], dict], models: dict[tuple[str, str], Path]) -> str:
@@ -101,7 +118,8 @@ def table(results: dict[tuple[str, str], dict], models: dict[tuple[str, str], Pa
                 f"| {pooled['auroc']:.3f} |"
             )
     timing = ", ".join(
-        f"{c} fold {f}: {float(_last_log_row(m)['elapsed_s']) / 60:.0f} min" for (c, f), m in models.items()
+        f"{c} fold {f}: {float(_last_log_row(m)['elapsed_s']) / 60:.0f} min on {_device(m)}"
+        for (c, f), m in models.items()
     )
     return "\n".join(lines) + f"\n\nTraining wall time (from each model's training log): {timing}"
 
@@ -117,10 +135,14 @@ def main() -> int:
     parser.add_argument("--eval-steps", type=int, default=4, help="restoration steps S at evaluation")
     parser.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
     parser.add_argument("--folds", nargs="+", default=list(FOLDS), choices=list(FOLDS))
+    parser.add_argument("--brats", type=Path, default=BRATS, help="the BraTS 2013 folder")
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument(
+        "--evaluate-only", action="store_true", help="use the models already in --work as they are"
+    )
     args = parser.parse_args()
-    if not BRATS.is_dir():
-        print(f"skipped: {BRATS} is absent (the BraTS scans live in ../shared, never in the repository)")
+    if not args.brats.is_dir():
+        print(f"skipped: {args.brats} is absent (the BraTS scans live in ../shared, never in the repository)")
         return 0
     args.work.mkdir(parents=True, exist_ok=True)
     models, results = {}, {}

@@ -139,3 +139,26 @@ def test_resume_without_state_and_existing_output_are_refused(tmp_path, healthy)
     with pytest.raises(DisyreError):
         train(scans, validation, existing, _config(), progress=False)
     assert (existing / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("precision", ["auto", "bfloat16", "float16", "float32"])
+def test_precision_option_reaches_the_training_autocast(tmp_path, healthy, monkeypatch, precision):
+    import torch
+
+    from napari_disyre.training import _training_autocast
+
+    seen = {}
+
+    def fake_train(scans, validation, output, config, **kwargs):
+        seen["config"] = config
+        raise DisyreError("stopped by the test")
+
+    monkeypatch.setattr("napari_disyre.training.train", fake_train)
+    folder = healthy[0][0].path.parent
+    code = main(
+        ["train", str(folder), "--out", str(tmp_path / "m"), "--precision", precision, "--device", "cpu"]
+    )
+    assert code == 2 and seen["config"].precision == precision
+    expected = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
+    assert _training_autocast(torch.device("cuda"), precision) == expected[precision]
+    assert _training_autocast(torch.device("cpu"), precision) is None  # CPU training is float32

@@ -522,10 +522,19 @@ def _training_record(
         "seed": config.seed,
         "wall_time_s": round(wall, 1) if wall is not None else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
-        "device": str(resolve_device(config.device)),
+        "device": _device_description(resolve_device(config.device)),
         "torch": torch.__version__,
         "command": " ".join(sys.argv),
     }
+
+
+def _device_description(device: torch.device) -> str:
+    """``cuda (NVIDIA H200)``: the accelerator's name, so that recorded wall times can be compared."""
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 # -- logging --------------------------------------------------------------------------------------

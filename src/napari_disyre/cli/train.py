@@ -72,6 +72,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--save-every", type=int, default=1000)
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    opt.add_argument(
+        "--precision",
+        choices=("auto", "bfloat16", "float16", "float32"),
+        default="auto",
+        help="autocast type on CUDA (auto: bfloat16); CPU training is always float32",
+    )
     parser.set_defaults(run=run)
 
 
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         contrast=contrast,
         spacing=tuple(args.spacing) if args.spacing else None,
         device=args.device,
+        precision=args.precision,
         description=args.description,
     )
     print(
