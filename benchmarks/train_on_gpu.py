@@ -3,7 +3,8 @@
 The jobs are the demo T1 model (the 21 healthy brains of ds002748, the last 3 held out for
 validation) and the four BraTS models (FLAIR and T1c, folds A and B of
 ``brats_leave_patients_out.py``, whose train command this reuses). A small model leaves one GPU
-mostly idle, so all five run at once, each as its own ``napari-disyre train`` process.
+mostly idle, so all five run at once, each as its own ``napari-disyre train`` process with its
+share of the CPU cores as batch-making workers (``--workers``).
 
 The cosine learning-rate schedule needs the number of steps in advance, so the budget is spent in
 two phases: every job first runs a few steps (which also proves that the CUDA path works), its
@@ -65,18 +66,20 @@ def jobs(healthy: Path, brats: Path, batch_size: int) -> list[Job]:
     return found
 
 
-def launch(job: Job, out: Path, steps: int, logs: Path, device: str) -> subprocess.Popen:
+def launch(job: Job, out: Path, steps: int, logs: Path, device: str, workers: int) -> subprocess.Popen:
     command = [*NAPARI_DISYRE, *job.command(out, steps), "--precision", job.precision]
-    command += ["--save-every", "100000", "--device", device]
+    command += ["--save-every", "100000", "--device", device, "--workers", str(workers)]
     log = (logs / f"{out.name}.log").open("w")
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def run_all(batch: list[tuple[Job, Path, int]], logs: Path, device: str) -> dict[str, tuple[int, float]]:
+def run_all(
+    batch: list[tuple[Job, Path, int]], logs: Path, device: str, workers: int
+) -> dict[str, tuple[int, float]]:
     """Run the jobs at once; each job's exit code and wall time."""
     started = time.perf_counter()
-    processes = {job.name: launch(job, out, steps, logs, device) for job, out, steps in batch}
+    processes = {job.name: launch(job, out, steps, logs, device, workers) for job, out, steps in batch}
     results: dict[str, tuple[int, float]] = {}
     while len(results) < len(processes):
         for name, process in processes.items():
@@ -126,6 +129,12 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=500, help="seconds for everything")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda", help="cpu only to try this script out")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="batch-making processes per job (default: the cores shared out)",
+    )
     parser.add_argument("--only", nargs="+", default=None, help="job names to run")
     args = parser.parse_args()
     deadline = time.perf_counter() + args.budget
@@ -135,7 +144,10 @@ def main() -> int:
         j for j in jobs(args.healthy, args.brats, args.batch_size) if not args.only or j.name in args.only
     ]
 
-    probes = run_all([(j, args.work / f"probe_{j.name}", PROBE_STEPS) for j in todo], logs, args.device)
+    workers = args.workers if args.workers is not None else max(0, (os.cpu_count() or 1) // len(todo) - 1)
+    probes = run_all(
+        [(j, args.work / f"probe_{j.name}", PROBE_STEPS) for j in todo], logs, args.device, workers
+    )
     rates = {}
     for job in todo:
         code, wall = probes[job.name]
@@ -155,13 +167,13 @@ def main() -> int:
         job.steps = max(100, int(0.9 * rate * left) // 100 * 100)
         print(f"{job.name}: {rate:.2f} steps/s in the probe, {job.precision}: {job.steps} steps", flush=True)
 
-    finals = run_all([(j, args.work / j.name, j.steps) for j in todo], logs, args.device)
+    finals = run_all([(j, args.work / j.name, j.steps) for j in todo], logs, args.device, workers)
     summary = {}
     for job in todo:
         code, wall = finals[job.name]
         model = args.work / job.name
         summary[job.name] = {"exit": code, "steps": job.steps, "precision": job.precision,
-                             "probe": job.probe, "wall_s": round(wall, 1)}  # fmt: skip
+                             "workers": workers, "probe": job.probe, "wall_s": round(wall, 1)}  # fmt: skip
         if code != 0:
             print(f"{job.name}: failed (exit {code})\n{tail(logs / f'{job.name}.log')}")
             continue

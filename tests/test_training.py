@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -142,7 +143,7 @@ def test_resume_without_state_and_existing_output_are_refused(tmp_path, healthy)
 
 
 @pytest.mark.parametrize("precision", ["auto", "bfloat16", "float16", "float32"])
-def test_precision_option_reaches_the_training_autocast(tmp_path, healthy, monkeypatch, precision):
+def test_precision_and_workers_options_reach_the_training(tmp_path, healthy, monkeypatch, precision):
     import torch
 
     from napari_disyre.training import _training_autocast
@@ -155,10 +156,58 @@ def test_precision_option_reaches_the_training_autocast(tmp_path, healthy, monke
 
     monkeypatch.setattr("napari_disyre.training.train", fake_train)
     folder = healthy[0][0].path.parent
-    code = main(
-        ["train", str(folder), "--out", str(tmp_path / "m"), "--precision", precision, "--device", "cpu"]
-    )
-    assert code == 2 and seen["config"].precision == precision
+    code = main(["train", str(folder), "--out", str(tmp_path / "m"), "--precision", precision, "--device", "cpu",
+                 "--workers", "2"])  # fmt: skip
+    assert code == 2 and seen["config"].precision == precision and seen["config"].workers == 2
     expected = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
     assert _training_autocast(torch.device("cuda"), precision) == expected[precision]
     assert _training_autocast(torch.device("cpu"), precision) is None  # CPU training is float32
+
+
+def test_batches_from_worker_processes_equal_those_made_here(healthy):
+    from napari_disyre.dataset import CorruptedSlices, SliceBank, training_batches
+    from napari_disyre.schedule import Schedule
+
+    bank = SliceBank.from_scans(healthy[0], _config().resolved().preprocessing)
+    stream = CorruptedSlices(bank, Schedule(), (0, 0), crop=64)
+    here = list(training_batches(stream, 3, 6, 4, workers=0))
+    there = list(training_batches(stream, 3, 6, 4, workers=2))
+    assert len(here) == len(there) == 3
+    for made_here, made_there in zip(here, there, strict=True):
+        for a, b in zip(made_here, made_there, strict=True):
+            np.testing.assert_array_equal(a, np.asarray(b))
+    assert here[0][0].shape == (4, 1, 64, 64) and here[0][2].dtype == np.int64
+    # batch k depends on k alone (what a resumed run relies on), and batches differ from each other
+    np.testing.assert_array_equal(stream.batch(4, 4)[0], here[1][0])
+    assert not np.array_equal(here[0][0], here[1][0])
+
+
+def test_training_with_workers_gives_the_same_weights(tmp_path, healthy):
+    scans, validation = healthy
+    config = _config(steps=6, validate_every=6, save_every=6)
+    train(scans, validation, tmp_path / "here", config, progress=False)
+    train(scans, validation, tmp_path / "workers", dataclasses.replace(config, workers=1), progress=False)
+    here, workers = _weights(tmp_path / "here"), _weights(tmp_path / "workers")
+    assert here.keys() == workers.keys()
+    for key in here:
+        np.testing.assert_allclose(here[key], workers[key], rtol=0, atol=1e-6, err_msg=key)
+    recorded = json.loads((tmp_path / "workers" / "training" / "config.json").read_text())
+    assert recorded["workers"] == 1
+    with pytest.raises(DisyreError, match="workers must be 0 or more"):
+        train(scans, validation, tmp_path / "bad", dataclasses.replace(config, workers=-1), progress=False)
+
+
+def test_auto_workers_leave_the_cpu_to_the_network_and_share_cores_between_gpus(monkeypatch):
+    import os
+
+    import torch
+
+    from napari_disyre.training import auto_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert auto_workers(torch.device("cpu"), 1) == 0
+    assert auto_workers(torch.device("cuda"), 1) == 8  # capped
+    assert auto_workers(torch.device("cuda"), 4) == 3  # 16 cores / 4 ranks, one for each loop
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert auto_workers(torch.device("cuda"), 1) == 1
+    assert auto_workers(torch.device("cuda"), 2) == 0

@@ -6,13 +6,13 @@ along the checkpoint's slicing axis are kept (as officially); with an exclusion 
 mask), every slice touching a labelled voxel is dropped, which is how tumour-free slices of patients
 are used for training.
 
-Examples come from one ``numpy.random.Generator``; saving its state with the training state makes a
-resumed run draw exactly the batches an uninterrupted one would have.
+Each batch has its own seeded generator (see :class:`CorruptedSlices`), so batches can be made in
+worker processes and a resumed run draws exactly the batches an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,13 +95,18 @@ def scan_slices(scan: TrainingScan, spec: Preprocessing) -> list[np.ndarray]:
 
 class CorruptedSlices:
     """Training examples ``(x_t, x_0, t)``: an augmented healthy crop, its DAG corruption, and the
-    timestep of the corruption level."""
+    timestep of the corruption level.
+
+    Batch ``k`` comes from its own generator, seeded by ``(*seed, k)``: any process can make any
+    batch, so worker processes can make them in parallel (a GPU outruns one CPU core), and a resumed
+    run draws exactly the batches an uninterrupted one would have, with no generator state to save.
+    """
 
     def __init__(
         self,
         bank: SliceBank,
         schedule: Schedule,
-        rng: np.random.Generator,
+        seed: Sequence[int],
         crop: int = 96,
         probabilities: AugmentationProbabilities = DEFAULT_PROBABILITIES,
     ):
@@ -109,28 +114,59 @@ class CorruptedSlices:
             raise InputError("no training slices")
         self.bank = bank
         self.schedule = schedule
-        self.rng = rng
+        self.seed = tuple(int(s) for s in seed)
         self.crop = (crop, crop)
         self.probabilities = probabilities
 
-    def example(self) -> tuple[np.ndarray, np.ndarray, float]:
-        index = int(self.rng.integers(len(self.bank)))
-        clean = augment_slice(self.rng, self.bank.slices[index], self.crop, self.probabilities)
-        foreign = self.bank.slices[self._foreign_index(index)]
-        corruption = dag_corrupt(self.rng, clean, foreign)
-        return corruption.image.astype(np.float32), clean.astype(np.float32), corruption.level
-
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``size`` examples stacked: corrupted (B, 1, h, w), clean (B, 1, h, w), timesteps (B,)."""
-        examples = [self.example() for _ in range(size)]
+    def batch(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``size`` examples: corrupted (B, 1, h, w), clean (B, 1, h, w), timesteps (B,)."""
+        rng = np.random.default_rng([*self.seed, index])
+        examples = [self._example(rng) for _ in range(size)]
         corrupted = np.stack([e[0] for e in examples])[:, None]
         clean = np.stack([e[1] for e in examples])[:, None]
         timesteps = self.schedule.level_to_timestep(np.array([e[2] for e in examples], dtype=np.float32))
         return corrupted, clean, timesteps.astype(np.int64)
 
-    def _foreign_index(self, index: int) -> int:
+    def _example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+        index = int(rng.integers(len(self.bank)))
+        clean = augment_slice(rng, self.bank.slices[index], self.crop, self.probabilities)
+        foreign = self.bank.slices[self._foreign_index(rng, index)]
+        corruption = dag_corrupt(rng, clean, foreign)
+        return corruption.image.astype(np.float32), clean.astype(np.float32), corruption.level
+
+    def _foreign_index(self, rng: np.random.Generator, index: int) -> int:
         """A slice of another scan when there is one (a foreign patch should be foreign)."""
         others = np.flatnonzero(self.bank.volume_of != self.bank.volume_of[index])
         if len(others) == 0:
-            return int(self.rng.integers(len(self.bank)))
-        return int(others[self.rng.integers(len(others))])
+            return int(rng.integers(len(self.bank)))
+        return int(others[rng.integers(len(others))])
+
+
+class BatchRange:
+    """Batches ``first .. last - 1`` of a stream, indexable: what a ``torch.utils.data.DataLoader``
+    hands to its worker processes (module level, so that it pickles where workers are spawned)."""
+
+    def __init__(self, stream: CorruptedSlices, first: int, last: int, size: int):
+        self.stream, self.first, self.last, self.size = stream, first, last, size
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first)
+
+    def __getitem__(self, position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.stream.batch(self.first + position, self.size)
+
+
+def training_batches(
+    stream: CorruptedSlices, first: int, last: int, size: int, workers: int, pin_memory: bool = False
+) -> Iterator[tuple]:
+    """Batches ``first .. last - 1`` in order; made in ``workers`` processes ahead of use (0: here,
+    one at a time). Worker batches arrive as torch tensors, the others as numpy arrays."""
+    batches = BatchRange(stream, first, last, size)
+    if workers == 0:
+        return (batches[i] for i in range(len(batches)))
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        batches, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory, prefetch_factor=4
+    )
+    return iter(loader)

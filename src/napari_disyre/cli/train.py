@@ -73,6 +73,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--seed", type=int, default=0)
     opt.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
     opt.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that make training batches (default: 0 on the CPU; on a GPU, the free cores up to 8)",
+    )
+    opt.add_argument(
         "--precision",
         choices=("auto", "bfloat16", "float16", "float32"),
         default="auto",
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         spacing=tuple(args.spacing) if args.spacing else None,
         device=args.device,
         precision=args.precision,
+        workers=args.workers,
         description=args.description,
     )
     print(
