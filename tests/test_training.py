@@ -211,3 +211,28 @@ def test_auto_workers_leave_the_cpu_to_the_network_and_share_cores_between_gpus(
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert auto_workers(torch.device("cuda"), 1) == 1
     assert auto_workers(torch.device("cuda"), 2) == 0
+
+
+def test_init_fine_tunes_a_checkpoint_keeping_its_network_and_grid(tmp_path, healthy):
+    scans, validation = healthy
+    train(scans, [], tmp_path / "first", _config(steps=6, save_every=6), progress=False)
+    # another preset and spacing are asked for, but the starting checkpoint's network and grid win;
+    # with a learning rate of 0 the weights must come out unchanged
+    config = _config(steps=3, save_every=3, learning_rate=0.0, spacing=(1.0, 1.0, 1.0), unet_overrides={})
+    report = train(
+        scans,
+        [],
+        tmp_path / "tuned",
+        dataclasses.replace(config, init=str(tmp_path / "first")),
+        progress=False,
+    )
+    assert report.steps_done == 3
+    first, tuned = _weights(tmp_path / "first"), _weights(tmp_path / "tuned")
+    assert first.keys() == tuned.keys()
+    for key in first:
+        np.testing.assert_array_equal(first[key], tuned[key], err_msg=key)
+    info = json.loads((tmp_path / "tuned" / "disyre.json").read_text())
+    assert info["preprocessing"]["spacing"] == [1.5, 1.5, 4.0]
+    assert info["training"]["initialised_from"] == str(tmp_path / "first")
+    with pytest.raises(DisyreError, match="missing"):
+        train(scans, [], tmp_path / "bad", dataclasses.replace(config, init=str(tmp_path / "missing")))

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .checkpoint import Checkpoint, CheckpointInfo, build_unet, write_checkpoint_files
+from .checkpoint import Checkpoint, CheckpointInfo, build_unet, load_checkpoint, write_checkpoint_files
 from .contrasts import check_same_contrast
 from .dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
 from .detection import detect
@@ -86,6 +86,7 @@ class TrainingConfig:
     device: str = "auto"
     precision: str = "auto"
     workers: int | None = None  # processes making training batches (None: 0 on the CPU, more on a GPU)
+    init: str | None = None  # a checkpoint to start from (fine-tuning): its network, weights, grid
     description: str = ""
     unet_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -159,6 +160,9 @@ def train(
     ``validation`` scans (healthy, never trained on) give the validation loss and the distribution of
     anomaly scores on healthy voxels stored with the checkpoint. Inputs are checked before any work.
     ``on_step(step, loss)`` is called after every optimiser step (tests use it to interrupt).
+    ``config.init`` fine-tunes an existing checkpoint (official or napari-disyre): its network,
+    weights, schedule and preprocessing grid are kept, since new weights on another grid would
+    undo what it learnt; the preset then sets only the optimisation defaults (crop, batch, steps).
     """
     import torch
 
@@ -172,7 +176,8 @@ def train(
     dist = _Distributed.from_environment(config.device)
     if config.workers is None:
         config = dataclasses.replace(config, workers=auto_workers(dist.device, dist.world))
-    spec = config.preprocessing
+    start = load_checkpoint(config.init) if config.init else None
+    spec = start.info.preprocessing if start is not None else config.preprocessing
     bank = SliceBank.from_scans(
         scans, spec, on_scan=_announce("training", len(scans), dist.is_main and progress)
     )
@@ -183,9 +188,10 @@ def train(
         if validation
         else None
     )
-    schedule = Schedule()
+    schedule = start.schedule if start is not None else Schedule()
     torch.manual_seed(config.seed)  # reproducible initial weights
-    unet = build_unet(config.unet_config, f"preset {config.preset!r}").to(dist.device).train()
+    unet = start.unet if start is not None else build_unet(config.unet_config, f"preset {config.preset!r}")
+    unet = unet.to(dist.device).train()
     optimizer = torch.optim.AdamW(
         unet.parameters(),
         lr=config.learning_rate,
@@ -250,7 +256,7 @@ def train(
                 window_losses, tick = [], time.perf_counter()
             if dist.is_main and step % config.save_every == 0 and step < config.steps:
                 _save_state(output, step, time.perf_counter() - started, unet, optimizer, lr_schedule, ema)
-                _export(output, unet, ema, schedule, config, bank)
+                _export(output, unet, ema, schedule, config, spec, bank)
     except KeyboardInterrupt:
         if dist.is_main:
             _save_state(output, step, time.perf_counter() - started, unet, optimizer, lr_schedule, ema)
@@ -268,6 +274,7 @@ def train(
             ema,
             schedule,
             config,
+            spec,
             bank,
             validation=validation,
             wall=time.perf_counter() - started,
@@ -470,6 +477,7 @@ def _export(
     ema,
     schedule: Schedule,
     config: TrainingConfig,
+    spec: Preprocessing,
     bank: SliceBank,
     *,
     validation: Sequence[TrainingScan] = (),
@@ -483,7 +491,7 @@ def _export(
         ema.copy_to(exported.parameters())
     info = CheckpointInfo(
         contrast=config.contrast,
-        preprocessing=config.preprocessing,
+        preprocessing=spec,
         training=_training_record(config, bank, validation, wall),
         description=config.description,
     )
@@ -528,6 +536,7 @@ def _training_record(
         "training_slices": len(bank),
         "validation_scans": [s.name for s in validation],
         "seed": config.seed,
+        "initialised_from": config.init,
         "wall_time_s": round(wall, 1) if wall is not None else None,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "device": _device_description(resolve_device(config.device)),

@@ -56,6 +56,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--allow-mixed-contrasts", action="store_true")
     data.add_argument("--description", default="", help="free text stored in the checkpoint")
     opt = parser.add_argument_group("optimisation")
+    opt.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        metavar="CKPT",
+        help="fine-tune this checkpoint (its network, weights and voxel grid) instead of starting from "
+        "random weights of --preset",
+    )
     opt.add_argument("--batch-size", type=int, default=None)
     opt.add_argument("--crop", type=int, default=None, help="training crop size in pixels")
     opt.add_argument("--lr", type=float, default=1e-4)
@@ -117,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         workers=args.workers,
+        init=str(args.init) if args.init is not None else None,
         description=args.description,
     )
     print(
