@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -123,6 +125,22 @@ def test_float16_weights_load_back_as_float32(tmp_path):
     assert next(loaded.unet.parameters()).dtype == torch.float32
     for name, tensor in original.unet.state_dict().items():
         torch.testing.assert_close(loaded.unet.state_dict()[name], tensor.half().float())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_saved_weights_get_the_usual_file_permissions(tmp_path, umask):
+    # safetensors creates its file readable by the owner alone (0o600); a shared model must follow
+    # the umask like any other file
+    checkpoint = Checkpoint(unet=make_unet(), schedule=Schedule(), info=CheckpointInfo())
+    previous = os.umask(umask)
+    try:
+        folder = save_checkpoint(tmp_path / "ckpt", checkpoint)
+        single = save_checkpoint(tmp_path / "ckpt.safetensors", checkpoint)
+    finally:
+        os.umask(previous)
+    for path in (folder / "unet" / "diffusion_pytorch_model.safetensors", folder / "disyre.json", single):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
 
 
 def test_saving_never_overwrites_silently(tmp_path):

@@ -73,6 +73,7 @@ def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
         else:
             tmp.rename(path)
         return
+    _usual_permissions(tmp)
     if overwrite:
         os.replace(tmp, path)
         return
@@ -83,6 +84,24 @@ def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     except OSError:  # file systems without hard links
         refuse_existing(path, overwrite=False)
         os.replace(tmp, path)
+
+
+def _usual_permissions(path: Path) -> None:
+    """Give a written file the permissions of any new file (0o666 less the umask). Some writers
+    (safetensors) create theirs readable by their owner alone, which hides a lab's shared model from
+    the colleagues it is meant for."""
+    if os.name == "posix":
+        os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where there is one: ``os.umask`` can only be read by
+    setting it, which races with threads that create files meanwhile (the napari worker does)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
 
 
 def _remove(path: Path) -> None:
