@@ -37,7 +37,7 @@ def main() -> int:
         return 0
     if not (args.out / "metrics.json").exists():
         command = [
-            "napari-disyre", "evaluate", "--scans", str(MS), "--scan-name", "T1.nii.gz",
+            sys.executable, "-m", "napari_disyre.cli", "evaluate", "--scans", str(MS), "--scan-name", "T1.nii.gz",
             "--label-name", "GOLD_STANDARD.nii.gz", "--sweep", args.sweep,
             "--baselines", "intensity,inverted-intensity", "--out", str(args.out),
             "--note", "bundled T1 model (trained on healthy ds002748 sub-52..69); test: MS patient07, patient19",
