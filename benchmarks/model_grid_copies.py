@@ -51,7 +51,11 @@ def _save_mask(path: Path, mask: np.ndarray, affine: np.ndarray) -> None:
 def copy_scan(
     scan: Path, out: Path, spec: Preprocessing, mask_name: str | None, label_name: str | None
 ) -> None:
-    """One scan (and its mask and label) on the model grid, prepared as training would prepare it."""
+    """One scan (and its mask and label) on the model grid, prepared as training would prepare it.
+
+    This repeats the grid steps of ``prepare_scan`` but stops before its intensity scaling: scaled
+    copies would be scaled again in training, where the foreground's minimum, now 0, turns into
+    background (slices then differ by up to 5e-3 on sub-52, against 8e-5 for these copies)."""
     volume = load_scan(scan)
     mask = load_matching(scan.parent / mask_name, volume, what="brain mask") if mask_name else None
     foreground = foreground_mask(volume.data, mask)

@@ -352,8 +352,8 @@ def _optimisation_step(
 def auto_workers(device: torch.device, world: int) -> int:
     """Batch-making processes when none are asked for. On the CPU, 0: the cores are busy with the
     network. On an accelerator, this process's share of the cores minus one for the training loop,
-    at most 8: one core makes only about 600 corrupted 96 x 96 crops a second, which kept an H200
-    at 3-5 steps/s of 64 crops."""
+    at most 8: one core made about 800 corrupted 96 x 96 crops a second here
+    (``benchmarks/bench_training_data.py``), and without workers an H200 trained at 3-5 steps/s of 64."""
     if device.type == "cpu":
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
