@@ -10,6 +10,11 @@ The scans stay in ../shared (research licence); models and reports go under --wo
 Prints the README's Markdown table. Run from the repository root:
 
     python benchmarks/brats_leave_patients_out.py --steps 1500
+    python benchmarks/brats_leave_patients_out.py --contrasts T1c --steps 1000 --init T1_MODEL
+
+``--init`` starts every model from a trained checkpoint instead of random weights: for T1c, the
+healthy T1 model, since T1c looks like T1 plus enhancement and healthy T1 brains are plentiful
+while two patients' tumour-free T1c slices are few.
 """
 
 from __future__ import annotations
@@ -50,18 +55,28 @@ def _last_log_row(model: Path) -> dict[str, str]:
 
 
 def train_command(
-    contrast: str, fold: str, brats: Path, out: Path, steps: int, batch_size: int | None = None
+    contrast: str,
+    fold: str,
+    brats: Path,
+    out: Path,
+    steps: int,
+    batch_size: int | None = None,
+    init: Path | None = None,
 ) -> list[str]:
     """The ``napari-disyre train`` arguments of one model: tumour-free slices of the fold's
-    training patients (the GPU driver, ``train_on_gpu.py``, runs the same command)."""
+    training patients (the GPU driver, ``train_on_gpu.py``, runs the same command). With ``init``
+    the model starts from that checkpoint (e.g. the healthy T1 model for T1c) instead of from
+    random weights."""
     train_patients, _ = FOLDS[fold]
     glob = "brats_2013_pat000[" + "".join(p[-1] for p in train_patients) + "]_1/" + CONTRASTS[contrast]
     return [
         "train", str(brats), "--out", str(out), "--preset", "small",
         "--steps", str(steps), "--ema", "--pattern", glob, "--mask-name", MASK,
         "--exclude-label-name", LABEL, "--val-count", "0",
-        "--description", f"BraTS 2013 {contrast}, tumour-free slices of {' + '.join(train_patients)}",
-    ] + (["--batch-size", str(batch_size)] if batch_size else [])  # fmt: skip
+        "--description", f"BraTS 2013 {contrast}, tumour-free slices of {' + '.join(train_patients)}"
+        + (f"; fine-tuned from {init}" if init else ""),
+    ] + (["--batch-size", str(batch_size)] if batch_size else []) + (
+        ["--init", str(init)] if init else [])  # fmt: skip
 
 
 def train(contrast: str, fold: str, args: argparse.Namespace) -> Path:
@@ -70,7 +85,7 @@ def train(contrast: str, fold: str, args: argparse.Namespace) -> Path:
         return out  # trained elsewhere (train_on_gpu.py)
     if int(_last_log_row(out).get("step", 0)) >= args.steps:
         return out  # finished earlier
-    command = train_command(contrast, fold, args.brats, out, args.steps)
+    command = train_command(contrast, fold, args.brats, out, args.steps, init=args.init)
     if (out / "training" / "state.pt").exists():
         command.append("--resume")  # an interrupted run
     run(command)
@@ -132,6 +147,12 @@ def main() -> int:
         "--work", type=Path, default=Path("runs/brats"), help="models and reports (not committed)"
     )
     parser.add_argument("--steps", type=int, default=1500, help="training steps per model")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start each model from this checkpoint (default: random weights)",
+    )
     parser.add_argument("--eval-steps", type=int, default=4, help="restoration steps S at evaluation")
     parser.add_argument("--contrasts", nargs="+", default=list(CONTRASTS), choices=list(CONTRASTS))
     parser.add_argument("--folds", nargs="+", default=list(FOLDS), choices=list(FOLDS))
