@@ -16,7 +16,7 @@ Each finished model (checkpoint and training log, not the resumable state) is pa
 Inputs are the model-grid copies of ``model_grid_copies.py`` (small enough to upload):
 
     python benchmarks/train_on_gpu.py --healthy .gpudata/healthy --brats .gpudata/brats \\
-        --budget 500 --out "$OUT"
+        --budget 500 --out "$OUT" [--t1c-init src/napari_disyre/data/demo_t1_checkpoint]
 """
 
 from __future__ import annotations
@@ -49,19 +49,25 @@ class Job:
     steps: int = 0
 
 
-def jobs(healthy: Path, brats: Path, batch_size: int) -> list[Job]:
+def jobs(
+    healthy: Path, brats: Path, batch_size: int, demo_init: Path | None = None, t1c_init: Path | None = None
+) -> list[Job]:
+    """The five jobs; ``demo_init`` fine-tunes the demo model from a checkpoint (e.g. the bundled
+    one), ``t1c_init`` starts the T1c models from one (the healthy T1 model: see the README)."""
+
     def demo_t1(out: Path, steps: int) -> list[str]:
         return [
             "train", str(healthy), "--out", str(out), "--steps", str(steps),
             "--pattern", "sub-*/anat/*_T1w.nii.gz", "--val-count", "3", "--preset", "small", "--ema",
             "--batch-size", str(batch_size), "--description", "T1 model trained on the 18 healthy "
             "brains sub-52..sub-69 of OpenNeuro ds002748 (CC0); validation sub-70..sub-72",
-        ]  # fmt: skip
+        ] + (["--init", str(demo_init)] if demo_init else [])  # fmt: skip
 
     found = [Job("demo_T1", demo_t1)]
     for contrast in CONTRASTS:
         for fold in FOLDS:
-            command = partial(train_command, contrast, fold, brats, batch_size=batch_size)
+            init = t1c_init if contrast == "T1c" else None
+            command = partial(train_command, contrast, fold, brats, batch_size=batch_size, init=init)
             found.append(Job(f"{contrast}_fold{fold}", command))
     return found
 
@@ -136,12 +142,20 @@ def main() -> int:
         help="batch-making processes per job (default: the cores shared out)",
     )
     parser.add_argument("--only", nargs="+", default=None, help="job names to run")
+    parser.add_argument(
+        "--demo-init", type=Path, default=None, help="fine-tune the demo model from this checkpoint"
+    )
+    parser.add_argument(
+        "--t1c-init", type=Path, default=None, help="start the T1c models from this checkpoint"
+    )
     args = parser.parse_args()
     deadline = time.perf_counter() + args.budget
     logs = args.work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     todo = [
-        j for j in jobs(args.healthy, args.brats, args.batch_size) if not args.only or j.name in args.only
+        j
+        for j in jobs(args.healthy, args.brats, args.batch_size, args.demo_init, args.t1c_init)
+        if not args.only or j.name in args.only
     ]
 
     workers = args.workers if args.workers is not None else max(0, (os.cpu_count() or 1) // len(todo) - 1)
