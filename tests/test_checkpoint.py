@@ -254,3 +254,18 @@ def _edit_json(path, **changes):
     value = json.loads(path.read_text())
     value.update(changes)
     path.write_text(json.dumps(value))
+
+
+def test_bundled_demo_checkpoint_fits_the_package_budget():
+    """The demo checkpoint ships inside the package: at most 15 MB, a T1 model on the 1.5 mm RAS
+    grid, with the healthy 99.9th percentile the widget suggests as threshold (0.082 when bundled)."""
+    from napari_disyre.sample_data import demo_checkpoint_path
+
+    folder = demo_checkpoint_path()
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size <= 15_000_000
+    checkpoint = load_checkpoint(folder)
+    assert checkpoint.info.contrast == "T1"
+    assert tuple(checkpoint.info.preprocessing.spacing) == (1.5, 1.5, 1.5)
+    assert checkpoint.info.preprocessing.orientation == "RAS"
+    assert checkpoint.info.healthy_score_quantiles["0.999"] == pytest.approx(0.0823, abs=1e-4)
