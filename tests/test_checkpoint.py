@@ -17,6 +17,7 @@ from napari_disyre.checkpoint import Checkpoint, CheckpointInfo, load_checkpoint
 from napari_disyre.engine import RestorationSettings, restore, run_to_end
 from napari_disyre.errors import CheckpointError
 from napari_disyre.preprocessing import Preprocessing
+from napari_disyre.sample_data import demo_checkpoint_path
 from napari_disyre.schedule import Schedule
 
 from .conftest import make_unet
@@ -259,8 +260,6 @@ def _edit_json(path, **changes):
 def test_bundled_demo_checkpoint_fits_the_package_budget():
     """The demo checkpoint ships inside the package: at most 15 MB, a T1 model on the 1.5 mm RAS
     grid, with the healthy 99.9th percentile the widget suggests as threshold (0.082 when bundled)."""
-    from napari_disyre.sample_data import demo_checkpoint_path
-
     folder = demo_checkpoint_path()
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert size <= 15_000_000
