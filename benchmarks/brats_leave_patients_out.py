@@ -2,9 +2,11 @@
 
 Each model is trained with ``napari-disyre train`` on the tumour-free axial slices of two patients
 and evaluated with ``napari-disyre evaluate`` on the two others; then the folds swap. The intensity
-baseline is computed by the same evaluate command on the same voxels. Finally the FLAIR model's map
-and the FLAIR intensity are combined (mean of their within-brain ranks) to see what each adds. The
-T1c models are also scored on the tumour core alone (labels 1, 3, 4), the part of the tumour T1c shows.
+baseline is computed by the same evaluate command on the same voxels. Each score is also pooled over
+all four patients, each scored by the fold model that never saw it (the issue states the intensity
+baseline pooled over patients). Finally the FLAIR model's map and the FLAIR intensity are combined
+(mean of their within-brain ranks) to see what each adds. The T1c models are also scored on the
+tumour core alone (labels 1, 3, 4), the part of the tumour T1c shows.
 
 The scans stay in ../shared (research licence); models and reports go under --work (not committed).
 Prints the README's Markdown table. Run from the repository root:
@@ -113,6 +115,32 @@ def evaluate(contrast: str, fold: str, model: Path, args: argparse.Namespace, co
     return json.loads((report / "metrics.json").read_text())
 
 
+def pooled_over_folds(contrast: str, args: argparse.Namespace, core: bool = False) -> dict:
+    """DISYRE and intensity metrics pooled over all four patients, each scored by the fold model that
+    never saw it (the saved S maps): the issue states the intensity baseline pooled over patients."""
+    import nibabel as nib
+    import numpy as np
+
+    from napari_disyre.metrics import pooled_voxel_metrics
+
+    disyre, intensity = [], []
+    for fold, (_, test_patients) in FOLDS.items():
+        maps = args.work / f"maps_{contrast}_fold{fold}"
+        for patient in test_patients:
+            scans = args.brats / folder(patient)
+            labels = np.asarray(nib.load(scans / LABEL).dataobj)
+            lesion = np.isin(labels, CORE_LABELS) if core else labels > 0
+            brain = np.asarray(nib.load(scans / MASK).dataobj) > 0
+            saved = nib.load(maps / f"{folder(patient)}_S{args.eval_steps}_anomaly_map.nii.gz")
+            disyre.append((np.asarray(saved.dataobj), lesion, brain))
+            intensity.append((np.asarray(nib.load(scans / CONTRASTS[contrast]).dataobj), lesion, brain))
+    return {
+        name: {"ap": m.ap, "best_dice": m.best_dice, "auroc": m.auroc}
+        for name, m in ((f"DISYRE S={args.eval_steps}", pooled_voxel_metrics(disyre)),
+                        ("intensity", pooled_voxel_metrics(intensity)))
+    }  # fmt: skip
+
+
 def _device(model: Path) -> str:
     """Where the model was trained, as its checkpoint records it."""
     training = json.loads((model / "disyre.json").read_text()).get("training", {})
@@ -125,8 +153,11 @@ def table(results: dict[tuple[str, str], dict], models: dict[tuple[str, str], Pa
         "|---|---|---|---|---|---|",
     ]
     for (contrast, fold), result in results.items():
-        train_patients, test_patients = FOLDS[fold]
-        split = f"{'+'.join(train_patients)} → {'+'.join(test_patients)}"
+        if fold == "pooled":
+            split = "all four, each scored by the model that never saw it"
+        else:
+            train_patients, test_patients = FOLDS[fold]
+            split = f"{'+'.join(train_patients)} → {'+'.join(test_patients)}"
         for name, pooled in result["pooled"].items():
             lines.append(
                 f"| {contrast} | {split} | {name} | {pooled['ap']:.3f} | {pooled['best_dice']:.3f} "
@@ -174,6 +205,13 @@ def main() -> int:
                 results[f"{contrast}: whole tumour", fold] = evaluate(contrast, fold, model, args)
                 if contrast == "T1c":
                     results["T1c: tumour core", fold] = evaluate(contrast, fold, model, args, core=True)
+    if not args.train_only and set(args.folds) == set(FOLDS):
+        for contrast in args.contrasts:
+            results[f"{contrast}: whole tumour", "pooled"] = {"pooled": pooled_over_folds(contrast, args)}
+            if contrast == "T1c":
+                results["T1c: tumour core", "pooled"] = {
+                    "pooled": pooled_over_folds(contrast, args, core=True)
+                }
     if results:
         print(table(results, models))
     return 0
