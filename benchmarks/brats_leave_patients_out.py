@@ -117,28 +117,26 @@ def evaluate(contrast: str, fold: str, model: Path, args: argparse.Namespace, co
 
 def pooled_over_folds(contrast: str, args: argparse.Namespace, core: bool = False) -> dict:
     """DISYRE and intensity metrics pooled over all four patients, each scored by the fold model that
-    never saw it (the saved S maps): the issue states the intensity baseline pooled over patients."""
-    import nibabel as nib
-    import numpy as np
+    never saw it (its saved S map), on the voxels the evaluate command counts: the issue states the
+    intensity baseline pooled over patients."""
+    from napari_disyre.evaluation import Case, load_case, score_case, summarise
 
-    from napari_disyre.metrics import pooled_voxel_metrics
-
-    disyre, intensity = [], []
+    scored = []
     for fold, (_, test_patients) in FOLDS.items():
         maps = args.work / f"maps_{contrast}_fold{fold}"
         for patient in test_patients:
             scans = args.brats / folder(patient)
-            labels = np.asarray(nib.load(scans / LABEL).dataobj)
-            lesion = np.isin(labels, CORE_LABELS) if core else labels > 0
-            brain = np.asarray(nib.load(scans / MASK).dataobj) > 0
-            saved = nib.load(maps / f"{folder(patient)}_S{args.eval_steps}_anomaly_map.nii.gz")
-            disyre.append((np.asarray(saved.dataobj), lesion, brain))
-            intensity.append((np.asarray(nib.load(scans / CONTRASTS[contrast]).dataobj), lesion, brain))
+            case = Case(folder(patient), scans / CONTRASTS[contrast], scans / LABEL, scans / MASK)
+            loaded = load_case(case, CORE_LABELS if core else None)
+            scored.append(score_case(loaded, steps=[args.eval_steps], maps_dir=maps))
     return {
-        name: {"ap": m.ap, "best_dice": m.best_dice, "auroc": m.auroc}
-        for name, m in ((f"DISYRE S={args.eval_steps}", pooled_voxel_metrics(disyre)),
-                        ("intensity", pooled_voxel_metrics(intensity)))
-    }  # fmt: skip
+        summary.name: {
+            "ap": summary.pooled.ap,
+            "best_dice": summary.pooled.best_dice,
+            "auroc": summary.pooled.auroc,
+        }
+        for summary in summarise(scored)
+    }
 
 
 def _device(model: Path) -> str:
