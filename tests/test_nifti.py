@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_disyre.errors import InputError, OutputExistsError
+from napari_disyre.errors import InputError, OutputError, OutputExistsError
 from napari_disyre.nifti import load_matching, load_scan, save_volume
 
 from .conftest import oblique_affine, synthetic_brain
@@ -119,7 +119,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(nib, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="map.nii.gz: could not be written \\(disk full\\)"):
         save_volume(tmp_path / "map.nii.gz", data, scan)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import numpy as np
 from .checkpoint import Checkpoint
 from .devices import autocast_dtype, resolve_device
 from .engine import Progress, RestorationSettings, restore, run_to_end
-from .nifti import Volume
+from .nifti import Volume, check_scan
 from .postprocess import suggest_threshold
 from .preprocessing import ModelInput, foreground_bbox, prepare_scan
 
@@ -65,6 +66,7 @@ def iter_detect(
     iterating to cancel.
     """
     started = time.perf_counter()
+    check_scan(scan)
     settings = settings or default_settings(checkpoint)
     if settings.steps > checkpoint.schedule.num_train_timesteps:
         from .errors import DisyreError
@@ -74,6 +76,7 @@ def iter_detect(
             f"{checkpoint.schedule.num_train_timesteps} timesteps: choose 1 to {checkpoint.schedule.num_train_timesteps}."
         )
     spec = checkpoint.info.preprocessing
+    warn_if_coarse(scan, spec.spacing)
     prepared = prepare_scan(scan.data, scan.affine, spec, brain_mask)
     box = foreground_bbox(prepared.image > 0) if crop else tuple(slice(None) for _ in prepared.image.shape)
     slices = np.moveaxis(prepared.image[box], spec.slice_axis, 0)
@@ -113,6 +116,31 @@ def iter_detect(
             anomaly, prepared.scan_foreground, checkpoint.info.healthy_score_quantiles
         ),
     )
+
+
+#: A scan whose coarsest voxel axis is this many times the model's is warned about.
+COARSE_FACTOR = 3.0
+
+
+class CoarseScanWarning(UserWarning):
+    """The scan's voxels are far coarser than the model's grid: small lesions may be missed."""
+
+
+def warn_if_coarse(scan: Volume, model_spacing: tuple[float, float, float] | None) -> None:
+    """Warn (not refuse: it may still be useful) when a scan's slices are far thicker than the grid the
+    model was trained on (its declared spacing, else 1 mm, the official data's): interpolating 7 mm
+    slices onto a 1.5 mm grid gives the network blurred images it has never seen."""
+    reference = max(model_spacing) if model_spacing else 1.0
+    coarsest = max(scan.spacing)
+    if coarsest > COARSE_FACTOR * reference:
+        warnings.warn(
+            f"{scan.path or 'the scan'}: voxels of {'x'.join(f'{s:.3g}' for s in scan.spacing)} mm are far "
+            f"coarser than the model's {reference:g} mm grid; anomaly maps of such thick slices are "
+            "unreliable (small lesions vanish, slice edges look anomalous). Use a finer acquisition if "
+            "there is one.",
+            CoarseScanWarning,
+            stacklevel=3,
+        )
 
 
 def detect(

@@ -23,5 +23,10 @@ class OutputExistsError(DisyreError):
     """An output file exists and overwriting was not asked for."""
 
 
+class OutputError(DisyreError):
+    """An output that cannot be written where it was asked for (read-only folder, a clash with an input
+    or with another output)."""
+
+
 class Cancelled(Exception):
     """Raised inside long work when the user asked it to stop; not an error."""

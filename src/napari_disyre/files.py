@@ -13,10 +13,11 @@ import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import signal
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import OutputExistsError
+from .errors import OutputError, OutputExistsError
 
 #: Multi-part extensions that writers (nibabel, safetensors) use to pick the format.
 _KNOWN_EXTENSIONS = (".nii.gz", ".tar.gz")
@@ -40,6 +41,73 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
         )
 
 
+def check_writable(path: Path) -> None:
+    """Fail before any long work if ``path`` could not be created: its folder (or the nearest one that
+    exists) must be a folder this process may write in. A read-only mount or an immutable folder is
+    found by creating and removing a hidden probe file, which is what a write will need."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    fix = "Choose an output folder you can write to."
+    if not folder.is_dir():
+        raise OutputError(f"{path}: cannot be written, {folder} is a file, not a folder. {fix}")
+    probe = folder / f".napari-disyre-probe-{secrets.token_hex(4)}"
+    try:
+        probe.touch(exist_ok=False)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written, {folder} is not writable ({exc.strerror}). {fix}") from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
+
+
+def refuse_clashes(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
+    """Refuse, before any work, an output that is also an input (it would replace the user's scan) or
+    that two outputs share (one would replace the other). Paths are compared resolved, so links and
+    ``./`` spellings do not hide a clash."""
+    sources = {_identity(p): p for p in inputs}
+    seen: dict[Path, Path] = {}
+    for out in outputs:
+        key = _identity(out)
+        if key in sources:
+            raise OutputError(
+                f"{out}: this output is the input {sources[key]}; writing it would destroy the input. "
+                "Give the output another name."
+            )
+        if key in seen:
+            raise OutputError(
+                f"{out}: two outputs are both to be written here ({seen[key]} and {out}), so one would "
+                "replace the other. Give each output its own name."
+            )
+        seen[key] = out
+
+
+def _identity(path: Path) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, job schedulers) raised as an interrupt, so that every ``finally``
+    runs: partial outputs are removed exactly as after Ctrl-C."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM raises :class:`Terminated` instead of killing the process at once (which
+    would leave hidden ``.partial`` files behind). Only the main thread can install the handler."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it replaces ``path`` in one step.
@@ -50,7 +118,10 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     """
     path = Path(path)
     refuse_existing(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: its folder cannot be created ({exc.strerror}).") from None
     stem, ext = split_extension(path)
     tmp = path.with_name(f".{stem}.partial-{secrets.token_hex(4)}{ext}")
     try:
@@ -58,8 +129,14 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
         if not tmp.exists():
             raise RuntimeError(f"nothing was written to the temporary file for {path}")
         _move_into_place(tmp, path, overwrite)
+    except OSError as exc:  # read-only or full disk, lost permission: name the file, not a traceback
+        raise OutputError(
+            f"{path}: could not be written ({exc.strerror or exc}); nothing was written there. Free space "
+            "or choose a folder you can write to."
+        ) from exc
     finally:
-        _remove(tmp)
+        with contextlib.suppress(OSError):  # a failed cleanup must never hide the real error
+            _remove(tmp)
 
 
 def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:

@@ -79,20 +79,30 @@ def load_volume(path: str | Path, *, what: str = "scan") -> Volume:
     """
     path = Path(path)
     image = _open_nifti(path, what)
+    affine = _check_affine(_read_affine(image, path, what), path, what)
     data = _read_data(image, path, what)
     data = _as_3d(data, path, what)
     _check_finite(data, path, what)
-    return Volume(
-        data=data, affine=np.asarray(image.affine, dtype=np.float64), header=image.header, path=path
-    )
+    return Volume(data=data, affine=affine, header=image.header, path=path)
 
 
 def load_scan(path: str | Path) -> Volume:
     """A scan to detect anomalies in: like :func:`load_volume`, and it must not be empty."""
-    volume = load_volume(path, what="scan")
-    if not np.any(volume.data != volume.data.flat[0]):
+    return check_scan(load_volume(path, what="scan"))
+
+
+def check_scan(volume: Volume) -> Volume:
+    """The checks :func:`load_scan` makes, for a :class:`Volume` built in memory (library, napari layer):
+    3D, finite, a usable affine and not constant. Detection runs them on every scan it is given."""
+    where = volume.path or "the scan"
+    data = np.asarray(volume.data)
+    if data.ndim != 3:
+        _as_3d(data, where, "scan")  # raises the message for 2D, 4D or 5D data
+    _check_finite(data, where, "scan")
+    _check_affine(volume.affine, where, "scan")
+    if not np.any(data != data.flat[0]):
         raise InputError(
-            f"{path}: every voxel of this scan has the value {volume.data.flat[0]:g}, so there is no "
+            f"{where}: every voxel of this scan has the value {data.flat[0]:g}, so there is no "
             "brain to analyse. Check that this is the right file (not an empty mask or a blank export)."
         )
     return volume
@@ -184,17 +194,58 @@ def _open_nifti(path: Path, what: str) -> nib.Nifti1Image:
     return image
 
 
+def _read_affine(image: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
+    try:
+        return np.asarray(image.affine, dtype=np.float64)
+    except Exception as exc:  # nibabel fails variously on corrupt qform/sform fields
+        raise InputError(f"{path}: the {what}'s orientation (qform/sform) cannot be read ({exc}).") from exc
+
+
+def _check_affine(affine: np.ndarray, path: Path | str, what: str) -> np.ndarray:
+    """Refuse an affine that does not place voxels in space: not 4x4, not finite, a voxel size of 0
+    (a blank pixdim) or axes that coincide (singular). Outputs would otherwise land nowhere."""
+    affine = np.asarray(affine, dtype=np.float64)
+    fix = (
+        "Repair the header (e.g. `fslorient -copyqform2sform`, or nibabel's set_qform/set_sform) or "
+        "re-export the scan from its original data."
+    )
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise InputError(f"{path}: the {what}'s affine is not a finite 4x4 matrix:\n{affine}\n{fix}")
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    if sizes.min() < 1e-6:
+        raise InputError(
+            f"{path}: the {what}'s affine gives a voxel size of 0 mm (voxel sizes {np.round(sizes, 6)}), "
+            f"so its voxels have no place in space. {fix}"
+        )
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(sizes)):
+        raise InputError(
+            f"{path}: the {what}'s affine is singular (two voxel axes point the same way):\n"
+            f"{np.round(affine, 4)}\n{fix}"
+        )
+    return affine
+
+
+#: More voxels than any MRI volume has (a 1290^3 grid): a header claiming more is corrupt.
+MAX_VOXELS = 2**31
+
+
 def _read_data(image: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
+    shape = tuple(int(n) for n in image.shape)
+    if min(shape, default=0) < 1 or float(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
+        raise InputError(
+            f"{path}: the header gives the {what} the shape {shape}, which no MRI volume has (at most "
+            f"{MAX_VOXELS} voxels, none empty): the header is corrupt. Re-export or copy the file again."
+        )
     try:
         return np.asarray(image.dataobj, dtype=np.float32)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, MemoryError) as exc:
         raise InputError(
             f"{path}: the {what}'s voxel data could not be read ({type(exc).__name__}: {exc}). The file is "
             "truncated or corrupt (an interrupted copy or download?); copy it again."
         ) from exc
 
 
-def _as_3d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
+def _as_3d(data: np.ndarray, path: Path | str, what: str) -> np.ndarray:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     elif data.ndim > 3 and all(s == 1 for s in data.shape[3:]):
@@ -204,6 +255,11 @@ def _as_3d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
             f"{path}: this {what} is 4D with {data.shape[3]} volumes (shape {data.shape}); DISYRE analyses "
             "one 3D volume. Extract the one you want first (e.g. `fslroi in.nii.gz out.nii.gz 0 1`)."
         )
+    if data.ndim > 4:
+        raise InputError(
+            f"{path}: this {what} has {data.ndim} dimensions (shape {data.shape}); DISYRE analyses one 3D "
+            "volume. Extract it first (e.g. with nibabel: `img.slicer[..., 0, 0]`)."
+        )
     if data.ndim != 3 or min(data.shape) < 2:
         raise InputError(
             f"{path}: this {what} has shape {data.shape}; a 3D volume (at least 2 voxels along each axis) "
@@ -212,7 +268,7 @@ def _as_3d(data: np.ndarray, path: Path, what: str) -> np.ndarray:
     return np.ascontiguousarray(data)
 
 
-def _check_finite(data: np.ndarray, path: Path, what: str) -> None:
+def _check_finite(data: np.ndarray, path: Path | str, what: str) -> None:
     bad = ~np.isfinite(data)
     if bad.any():
         raise InputError(

@@ -68,6 +68,10 @@ class InferenceStep:
         return self.prev <= 0
 
 
+#: More timesteps than any diffusion schedule uses (DISYRE: 100).
+MAX_TIMESTEPS = 100_000
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A linear (or scaled-linear / sigmoid) beta schedule with T timesteps, read from a config."""
@@ -80,8 +84,17 @@ class Schedule:
     config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.num_train_timesteps < 1:
-            raise CheckpointError(f"num_train_timesteps must be at least 1, got {self.num_train_timesteps}.")
+        if not 1 <= self.num_train_timesteps <= MAX_TIMESTEPS:
+            raise CheckpointError(
+                f"num_train_timesteps must be 1 to {MAX_TIMESTEPS}, got {self.num_train_timesteps}."
+            )
+        betas = self.trained_betas if self.trained_betas is not None else (self.beta_start, self.beta_end)
+        if not all(0 < b < 1 for b in betas):  # NaN fails too: it would make every map NaN
+            raise CheckpointError("betas must lie strictly between 0 and 1 (noise variances).")
+        if self.trained_betas is not None and len(self.trained_betas) != self.num_train_timesteps:
+            raise CheckpointError(
+                f"trained_betas has {len(self.trained_betas)} values for {self.num_train_timesteps} timesteps."
+            )
         if self.trained_betas is None and self.beta_schedule not in ("linear", "scaled_linear", "sigmoid"):
             raise CheckpointError(
                 f"Unknown beta_schedule {self.beta_schedule!r}; DISYRE schedulers use 'linear' "
@@ -171,8 +184,12 @@ class Schedule:
                 trained_betas=tuple(float(b) for b in betas) if betas is not None else None,
                 config=dict(config),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(f"{source}: malformed scheduler settings ({exc}).") from exc
+        except CheckpointError as exc:  # raised without the file's name by the checks above
+            if str(exc).startswith(source):
+                raise
+            raise CheckpointError(f"{source}: {exc}") from None
 
     @classmethod
     def from_json(cls, path: Path) -> Schedule:
@@ -180,6 +197,8 @@ class Schedule:
             config = json.loads(Path(path).read_text())
         except FileNotFoundError as exc:
             raise CheckpointError(f"{path}: scheduler config not found.") from exc
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read the scheduler config ({exc.strerror}).") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path}: not valid JSON ({exc}).") from exc
         if not isinstance(config, dict):

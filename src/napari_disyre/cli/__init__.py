@@ -7,12 +7,16 @@ as one clear message (exit status 2), anything else keeps its traceback because 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from ..errors import DisyreError
 
 EXIT_USER_ERROR = 2
+#: Commands whose SIGTERM is handled like Ctrl-C, so that partial outputs are removed.
+TERMINATE_CLEANLY = {"detect", "evaluate"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -21,14 +25,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USER_ERROR
+    from ..files import Terminated, terminate_as_interrupt
+
+    warnings.formatwarning = lambda message, *_, **__: f"napari-disyre {args.command}: warning: {message}\n"
     try:
-        return int(args.run(args) or 0)
+        with terminate_as_interrupt() if args.command in TERMINATE_CLEANLY else contextlib.nullcontext():
+            return int(args.run(args) or 0)
     except DisyreError as exc:
         print(f"napari-disyre {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"napari-disyre {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
 
 def build_parser() -> argparse.ArgumentParser:

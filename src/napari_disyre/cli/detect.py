@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DisyreError, InputError
+from ..errors import DisyreError, InputError, OutputExistsError
 from .common import (
     add_checkpoint_option,
     add_restoration_options,
@@ -41,6 +42,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="folder for <scan>_anomaly_map.nii.gz and <scan>_anomaly_mask.nii.gz (any number of scans)",
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    out.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip scans whose outputs all exist (finish an interrupted cohort run)",
+    )
     post = parser.add_argument_group("segmentation")
     post.add_argument(
         "--threshold",
@@ -64,28 +70,49 @@ class Job:
     out_mask: Path | None
     out_restorations: Path | None
 
+    @property
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.out_map, self.out_mask, self.out_restorations) if p is not None]
+
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import refuse_existing
+    from ..files import check_writable, refuse_clashes, refuse_existing
 
     jobs = plan_jobs(args)
+    inputs = [job.scan for job in jobs] + ([args.mask] if args.mask else [])
+    refuse_clashes([p for job in jobs for p in job.outputs], inputs)
+    if args.skip_existing:
+        jobs = [job for job in jobs if not all(p.exists() for p in job.outputs)]
     for job in jobs:
-        for path in (job.out_map, job.out_mask, job.out_restorations):
-            if path is not None:
+        for path in job.outputs:
+            try:
                 refuse_existing(path, args.overwrite)
+            except OutputExistsError as exc:
+                hint = " To finish an interrupted run instead, add --skip-existing." if len(jobs) > 1 else ""
+                raise OutputExistsError(f"{exc}{hint}") from None
+            check_writable(path)
+    if not jobs:
+        print("every scan's outputs exist already: nothing to do.", file=sys.stderr)
+        return 0
     checkpoint = open_checkpoint(args.checkpoint)
     settings = restoration_settings(args, checkpoint)
     if not args.quiet:
         print(checkpoint.summary(), file=sys.stderr)
-    failures = []
-    for job in jobs:
-        try:
-            detect_one(job, checkpoint, settings, args)
-        except DisyreError as exc:
-            if len(jobs) == 1:
-                raise
-            failures.append(f"{job.scan}: {exc}")
-            print(f"skipped {job.scan}: {exc}", file=sys.stderr)
+    failures, done = [], 0
+    try:
+        for done, job in enumerate(jobs):  # noqa: B007 (done is read after an interruption)
+            try:
+                detect_one(job, checkpoint, settings, args)
+            except DisyreError as exc:
+                if len(jobs) == 1:
+                    raise
+                failures.append(f"{job.scan}: {exc}")
+                print(f"skipped {job.scan}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        raise type(exc)(
+            f"interrupted during {jobs[done].scan} ({done} of {len(jobs)} scans finished); no partial file "
+            "is left. Rerun the same command with --skip-existing to keep the finished outputs and do the rest."
+        ) from None
     if failures:
         print(f"{len(failures)} of {len(jobs)} scans failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 2
@@ -94,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
     """Which scans to run and where each output goes; refuses ambiguous combinations early."""
-    from ..nifti import is_nifti_path, strip_nifti_extension
+    from ..nifti import is_nifti_path
 
     scans: list[Path] = []
     for item in args.scans:
@@ -117,9 +144,8 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     elif args.out_dir is None and args.out_map is None and args.out_mask is None:
         raise InputError("say where to write the results: --out-map and/or --out-mask, or --out-dir.")
     jobs = []
-    for scan in scans:
+    for scan, stem in zip(scans, _distinct_names(scans, args.quiet), strict=True):
         if args.out_dir is not None:
-            stem = strip_nifti_extension(scan.name)
             jobs.append(
                 Job(
                     scan,
@@ -131,6 +157,37 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
         else:
             jobs.append(Job(scan, args.out_map, args.out_mask, args.out_restorations))
     return jobs
+
+
+def _distinct_names(scans: list[Path], quiet: bool) -> list[str]:
+    """Output stems, one per scan: the file name, prefixed by as many parent folders as it takes to
+    tell apart scans of the same name (``a/T1.nii.gz``, ``b/T1.nii.gz``: ``a_T1``, ``b_T1``), so that
+    no scan's outputs replace another's. A file given twice is refused."""
+    from collections import Counter
+
+    from ..nifti import strip_nifti_extension
+
+    real = [Path(os.path.realpath(s)) for s in scans]
+    if len(set(real)) < len(real):
+        twice = [s for s, r in zip(scans, real, strict=True) if real.count(r) > 1]
+        raise InputError(f"{twice[0]}: this scan is given more than once ({', '.join(map(str, twice))}).")
+    stems = [strip_nifti_extension(s.name) for s in scans]
+    parents = [r.parent.parts[1:] for r in real]
+    names = list(stems)
+    for depth in range(1, max(len(p) for p in parents) + 1):
+        counts = Counter(names)
+        if max(counts.values()) == 1:
+            break
+        names = [
+            "_".join([*parents[i][-depth:], stems[i]]) if counts[name] > 1 else name
+            for i, name in enumerate(names)
+        ]
+    if max(Counter(names).values()) > 1:
+        raise InputError("several scans would get outputs of the same name; give them distinct file names.")
+    if names != stems and not quiet:
+        print("scans share file names: their outputs are named after their folders (" + ", ".join(
+            n for n, s in zip(names, stems, strict=True) if n != s) + ")", file=sys.stderr)  # fmt: skip
+    return names
 
 
 def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None:
