@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .files import atomic_output
 from .metrics import (
     VoxelMetrics,
     dice_precision_recall,
@@ -29,6 +31,7 @@ from .metrics import (
 )
 from .nifti import Volume, is_nifti_path, load_matching, load_scan, save_volume, strip_nifti_extension
 from .preprocessing import foreground_mask
+from .saved_maps import check_saved_map, map_record, record_path
 
 #: Scores that need no model: the scan's own intensity, bright-is-anomalous and dark-is-anomalous.
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -149,27 +152,69 @@ def cases_in_folders(root: Path, scan_name: str, label_name: str, mask_name: str
 
 def cases_from_csv(path: Path) -> list[Case]:
     """Cases listed in a CSV with the columns ``scan,label`` and optionally ``brain_mask`` and ``id``;
-    relative paths are relative to the CSV's folder."""
+    relative paths are relative to the CSV's folder. UTF-8 (with or without Excel's byte-order mark);
+    spaces around names and values are ignored; every row must fill the scan and label cells."""
     try:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            table = [[cell.strip() for cell in row] for row in csv.reader(handle)]
     except OSError as exc:
         raise InputError(f"{path}: cannot read the pairs file ({exc.strerror}).") from exc
-    if not rows or not {"scan", "label"} <= set(rows[0]):
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}; Latin-1 or "
+            "Windows encoding?). Save the pairs file as 'CSV UTF-8'."
+        ) from None
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a readable CSV ({exc}).") from None
+    numbered = [(n, row) for n, row in enumerate(table, start=1) if any(row)]
+    header = numbered[0][1] if numbered else []
+    if not {"scan", "label"} <= set(header):
         raise InputError(f"{path}: a pairs CSV needs a header with the columns scan,label[,brain_mask][,id].")
+    if len(numbered) == 1:
+        raise InputError(
+            f"{path}: the pairs CSV has its header but no rows: list one scan,label pair per line."
+        )
+    rows = []
+    for line, cells in numbered[1:]:
+        if len(cells) != len(header):
+            raise InputError(
+                f"{path}, line {line}: {len(cells)} cell(s) where the header has {len(header)} "
+                f"({','.join(header)}); fill every column (an empty cell may stay empty for id/brain_mask)."
+            )
+        row = dict(zip(header, cells, strict=True))
+        empty = [k for k in ("scan", "label") if not row[k]]
+        if empty:
+            raise InputError(f"{path}, line {line}: the {' and '.join(empty)} cell is empty.")
+        rows.append(row)
 
     def resolve(value: str) -> Path:
         return (path.parent / value).resolve()
 
     # Per-patient folders often hold identically named files: then the folder names the case.
-    same_names = len({Path(r["scan"]).name for r in rows}) == 1 and len(rows) > 1
+    names = [Path(r["scan"]).name for r in rows]
     cases = []
-    for row in rows:
+    for row, name in zip(rows, names, strict=True):
         scan = resolve(row["scan"])
-        case_id = row.get("id") or (scan.parent.name if same_names else strip_nifti_extension(scan.name))
+        shared = names.count(name) > 1
+        case_id = row.get("id") or (scan.parent.name if shared else strip_nifti_extension(scan.name))
         mask = resolve(row["brain_mask"]) if row.get("brain_mask") else None
         cases.append(Case(case_id, scan, resolve(row["label"]), mask))
-    return cases
+    return refuse_duplicates(cases, str(path))
+
+
+def refuse_duplicates(cases: Sequence[Case], source: str) -> list[Case]:
+    """A scan listed twice would count twice in the pooled metrics, and two cases with one id would
+    overwrite each other's per-volume figures and saved maps: both are refused."""
+    for what, key in (("scan", lambda c: c.scan.resolve()), ("case id", lambda c: c.id)):
+        seen: dict[object, Case] = {}
+        for case in cases:
+            if key(case) in seen:
+                raise InputError(
+                    f"{source}: the {what} {key(case)} appears twice ({seen[key(case)].scan} and {case.scan}); "
+                    "list each case once, with its own id (an id column names the cases)."
+                )
+            seen[key(case)] = case
+    return list(cases)
 
 
 # -- scoring --------------------------------------------------------------------------------------
@@ -212,7 +257,8 @@ def score_case(
 
     With ``maps_dir``, a map saved there earlier (``<id>_S<steps>_anomaly_map.nii.gz``) is reused
     instead of running the model, and a newly computed one is saved there, so a second evaluation
-    (other metrics, other baselines) costs no restoration.
+    (other metrics, other baselines) costs no restoration. Beside each map a JSON record holds what
+    made it (:func:`map_record`); a map whose record differs from this run's is refused, never reused.
     """
     for name in baselines:
         if name not in BASELINES:
@@ -223,20 +269,28 @@ def score_case(
     for s in steps:
         name = disyre_name(s)
         saved = maps_dir / f"{scored.case.id}_S{s}_anomaly_map.nii.gz" if maps_dir else None
-        if saved is not None and saved.exists():
-            scored.scores[name] = load_matching(saved, scored.scan, what="saved anomaly map").astype(
-                np.float32
-            )
-            scored.seconds[name] = math.nan  # not measured: the map was computed earlier
-            continue
-        from .detection import default_settings, detect
-
-        run_settings = dataclasses.replace(settings or default_settings(checkpoint), steps=s)
         mask = (
             load_matching(scored.case.brain_mask, scored.scan, what="brain mask")
             if scored.case.brain_mask
             else None
         )
+        if checkpoint is None and (saved is None or not saved.exists()):
+            raise InputError(
+                f"{saved or disyre_name(s)}: no saved map, and no checkpoint was given to compute it."
+            )
+        from .detection import default_settings, detect
+
+        run_settings = (
+            dataclasses.replace(settings or default_settings(checkpoint), steps=s) if checkpoint else None
+        )
+        record = map_record(scored.scan, mask, checkpoint, run_settings, detect_options or {})
+        if saved is not None and saved.exists():
+            check_saved_map(saved, record)
+            scored.scores[name] = load_matching(saved, scored.scan, what="saved anomaly map").astype(
+                np.float32
+            )
+            scored.seconds[name] = math.nan  # not measured: the map was computed earlier
+            continue
         detection = detect(
             scored.scan,
             checkpoint,
@@ -249,7 +303,8 @@ def score_case(
         scored.scores[name] = detection.anomaly_map
         scored.seconds[name] = detection.seconds
         if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(record_path(saved), overwrite=True) as tmp:  # first: a map never lacks it
+                tmp.write_text(json.dumps(record, indent=1) + "\n")
             save_volume(saved, detection.anomaly_map, scored.scan, kind="map")
     return scored
 
@@ -282,8 +337,7 @@ def summarise(
     still count as negatives in the pooled figures. Slice-level metrics score each slice from the
     voxels inside the region only.
     """
-    if not cases:
-        raise InputError("nothing to evaluate: no cases were given.")
+    require_lesion_voxels(cases)
     names = [n for n in cases[0].scores if all(n in c.scores for c in cases)]
     summaries = []
     for name in names:
@@ -309,6 +363,20 @@ def summarise(
             )
         )
     return summaries
+
+
+def require_lesion_voxels(cases: Sequence[ScoredCase]) -> None:
+    """Refuse an evaluation in which no label marks a single anomalous voxel inside the counted
+    region: AP, Dice and AUROC would all be undefined (n/a), which says nothing about the model."""
+    if not cases:
+        raise InputError("nothing to evaluate: no cases were given.")
+    if not any((c.label & c.region).any() for c in cases):
+        where = ", ".join(str(c.case.label) for c in cases[:3]) + (", ..." if len(cases) > 3 else "")
+        raise InputError(
+            f"no label marks any anomalous voxel inside the brain ({where}), so every metric would be "
+            "undefined (n/a). Check that these are the lesion labels, that --label-values names values "
+            "they contain, and that the brain masks cover the lesions."
+        )
 
 
 def _inside(score: np.ndarray, region: np.ndarray) -> np.ndarray:

@@ -55,7 +55,9 @@ def check_writable(path: Path) -> None:
     try:
         probe.touch(exist_ok=False)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot be written, {folder} is not writable ({exc.strerror}). {fix}") from None
+        raise OutputError(
+            f"{path}: cannot be written, {folder} is not writable ({exc.strerror}). {fix}"
+        ) from None
     with contextlib.suppress(OSError):
         probe.unlink()
 
@@ -94,6 +96,7 @@ class Terminated(KeyboardInterrupt):
 def terminate_as_interrupt() -> Iterator[None]:
     """While inside, SIGTERM raises :class:`Terminated` instead of killing the process at once (which
     would leave hidden ``.partial`` files behind). Only the main thread can install the handler."""
+
     def handler(signum, frame):
         raise Terminated()
 

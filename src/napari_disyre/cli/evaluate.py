@@ -102,12 +102,22 @@ def _describe(label_values: list[int] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import disyre_name, load_case, rank_combination, score_case, summarise
-    from ..files import refuse_existing
+    from ..evaluation import (
+        disyre_name,
+        load_case,
+        rank_combination,
+        require_lesion_voxels,
+        score_case,
+        summarise,
+    )
+    from ..files import check_writable, refuse_existing
     from ..report import format_table, write_report
 
     if args.out is not None:
         refuse_existing(args.out, args.overwrite)
+    for folder in (args.out, args.maps):
+        if folder is not None:
+            check_writable(folder / "x" if folder.is_dir() else folder)
     cases = _cases(args)
     label_values = (
         _positive_ints(args.label_values, "--label-values", "label values of 1 or more (0 is background)")
@@ -128,24 +138,28 @@ def run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "crop": not args.no_crop,
     }
+    scored = [load_case(case, label_values) for case in cases]  # every input checked before the model runs
+    require_lesion_voxels(scored)
     bar = progress_bar(len(cases) * len(steps), "evaluating", args.quiet)
-    scored = []
-    for case in cases:
-        bar.set_postfix_str(case.id)
-        item = load_case(case, label_values)
-        score_case(item, baselines=baselines)
-        for s in steps:
-            score_case(
-                item, checkpoint, [s], (), settings=settings, maps_dir=args.maps, detect_options=options
-            )
-            bar.update(1)
-            if args.combine:
-                name = disyre_name(s)
-                item.scores[f"{name} + intensity"] = rank_combination(
-                    item.scores[name], item.scan.data, item.region
+    try:
+        for item in scored:
+            bar.set_postfix_str(item.case.id)
+            score_case(item, baselines=baselines)
+            for s in steps:
+                score_case(
+                    item, checkpoint, [s], (), settings=settings, maps_dir=args.maps, detect_options=options
                 )
-                item.seconds[f"{name} + intensity"] = item.seconds[name]
-        scored.append(item)
+                bar.update(1)
+                if args.combine:
+                    name = disyre_name(s)
+                    item.scores[f"{name} + intensity"] = rank_combination(
+                        item.scores[name], item.scan.data, item.region
+                    )
+                    item.seconds[f"{name} + intensity"] = item.seconds[name]
+    except KeyboardInterrupt as exc:
+        kept = f"the maps finished so far are kept in {args.maps} and a rerun reuses them" if args.maps else (
+            "add --maps DIR to keep finished maps across interruptions")  # fmt: skip
+        raise type(exc)(f"interrupted: no report was written and no partial file is left; {kept}.") from None
     bar.close()
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
     print(
