@@ -210,7 +210,7 @@ def _check_affine(affine: np.ndarray, path: Path | str, what: str) -> np.ndarray
         "re-export the scan from its original data."
     )
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        raise InputError(f"{path}: the {what}'s affine is not a finite 4x4 matrix:\n{affine}\n{fix}")
+        raise InputError(f"{path}: the {what}'s affine is not a finite 4x4 matrix ({affine.tolist()}). {fix}")
     sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
     if sizes.min() < 1e-6:
         raise InputError(
@@ -219,8 +219,8 @@ def _check_affine(affine: np.ndarray, path: Path | str, what: str) -> np.ndarray
         )
     if abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(sizes)):
         raise InputError(
-            f"{path}: the {what}'s affine is singular (two voxel axes point the same way):\n"
-            f"{np.round(affine, 4)}\n{fix}"
+            f"{path}: the {what}'s affine is singular (two voxel axes point the same way: "
+            f"{np.round(affine[:3, :3], 4).tolist()}). {fix}"
         )
     return affine
 
