@@ -238,7 +238,16 @@ def _read_data(image: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
         )
     try:
         return np.asarray(image.dataobj, dtype=np.float32)
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError, TypeError, MemoryError) as exc:
+    except (
+        EOFError,
+        OSError,
+        zlib.error,
+        gzip.BadGzipFile,
+        ValueError,
+        TypeError,
+        OverflowError,
+        MemoryError,
+    ) as exc:
         raise InputError(
             f"{path}: the {what}'s voxel data could not be read ({type(exc).__name__}: {exc}). The file is "
             "truncated or corrupt (an interrupted copy or download?); copy it again."
