@@ -475,3 +475,40 @@ def test_sigterm_during_detect_leaves_no_partial_file_and_says_how_to_go_on(tmp_
     assert proc.returncode == 143
     assert "interrupted during" in err and "--skip-existing" in err and "Traceback" not in err
     assert snapshot(tmp_path) == before  # the partial map is gone; the empty out folder holds nothing
+
+
+def test_sigterm_inside_an_atomic_write_removes_the_partial_file(tmp_path):
+    import os
+    import signal
+
+    from napari_disyre.files import Terminated, atomic_output, terminate_as_interrupt
+
+    with pytest.raises(Terminated), terminate_as_interrupt(), atomic_output(tmp_path / "map.nii.gz") as tmp:
+        tmp.write_bytes(b"half")
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is uninstalled afterwards
+
+
+def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, ckpt, monkeypatch, capsys):
+    save(tmp_path / "scans" / "a.nii.gz", brain())
+    save(tmp_path / "labels" / "a.nii.gz", synthetic_brain()[1].astype(np.uint8))
+    monkeypatch.setattr(
+        "napari_disyre.evaluation.score_case", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+    )
+    argv = [
+        "evaluate",
+        "-c",
+        str(ckpt),
+        "--scans",
+        str(tmp_path / "scans"),
+        "--labels",
+        str(tmp_path / "labels"),
+    ]
+    assert main([*argv, "--maps", str(tmp_path / "maps"), "--out", str(tmp_path / "r"), "-q"]) == 130
+    err = capsys.readouterr().err
+    assert (
+        "interrupted: no report was written" in err
+        and f"kept in {tmp_path / 'maps'} and a rerun reuses them" in err
+    )
+    assert not (tmp_path / "r").exists()
