@@ -134,7 +134,10 @@ def test_cli_report_and_map_reuse(cohort, tiny_checkpoint_dir, monkeypatch, caps
     result = json.loads((report / "metrics.json").read_text())
     assert result["per_volume"]["DISYRE S=1"]["healthy"]["ap"] is None  # undefined, written as null
     assert sorted(p.name for p in (cohort / "maps").iterdir()) == [
-        f"{v}_S{s}_anomaly_map.{ext}" for v in ("a", "b", "healthy") for s in (1, 2) for ext in ("json", "nii.gz")
+        f"{v}_S{s}_anomaly_map.{ext}"
+        for v in ("a", "b", "healthy")
+        for s in (1, 2)
+        for ext in ("json", "nii.gz")
     ]  # each map with the record of what made it
     import matplotlib.image
 

@@ -101,6 +101,26 @@ def _describe(label_values: list[int] | None) -> str:
     return "label > 0" if label_values is None else "label in {" + ", ".join(map(str, label_values)) + "}"
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: the report may not replace a folder silently, and both folders must be writable."""
+    from ..files import check_writable, refuse_existing
+
+    if args.out is not None:
+        refuse_existing(args.out, args.overwrite)
+    for folder in (args.out, args.maps):
+        if folder is not None:
+            check_writable(folder / "x" if folder.is_dir() else folder)
+
+
+def _interruption_advice(args: argparse.Namespace) -> str:
+    kept = (
+        f"the maps finished so far are kept in {args.maps} and a rerun reuses them"
+        if args.maps
+        else "add --maps DIR to keep finished maps across interruptions"
+    )
+    return f"interrupted: no report was written and no partial file is left; {kept}."
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation import (
         disyre_name,
@@ -110,14 +130,9 @@ def run(args: argparse.Namespace) -> int:
         score_case,
         summarise,
     )
-    from ..files import check_writable, refuse_existing
     from ..report import format_table, write_report
 
-    if args.out is not None:
-        refuse_existing(args.out, args.overwrite)
-    for folder in (args.out, args.maps):
-        if folder is not None:
-            check_writable(folder / "x" if folder.is_dir() else folder)
+    _check_outputs(args)
     cases = _cases(args)
     label_values = (
         _positive_ints(args.label_values, "--label-values", "label values of 1 or more (0 is background)")
@@ -157,9 +172,7 @@ def run(args: argparse.Namespace) -> int:
                     )
                     item.seconds[f"{name} + intensity"] = item.seconds[name]
     except KeyboardInterrupt as exc:
-        kept = f"the maps finished so far are kept in {args.maps} and a rerun reuses them" if args.maps else (
-            "add --maps DIR to keep finished maps across interruptions")  # fmt: skip
-        raise type(exc)(f"interrupted: no report was written and no partial file is left; {kept}.") from None
+        raise type(exc)(_interruption_advice(args)) from None
     bar.close()
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
     print(
