@@ -512,3 +512,13 @@ def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, ckpt, monkeypatc
         and f"kept in {tmp_path / 'maps'} and a rerun reuses them" in err
     )
     assert not (tmp_path / "r").exists()
+
+
+def test_two_scans_of_one_stem_in_a_folder_are_refused_not_merged(tmp_path):
+    from napari_disyre.evaluation import cases_by_name
+
+    for name in ("case1.nii", "case1.nii.gz"):
+        save(tmp_path / "scans" / name, brain())
+        save(tmp_path / "labels" / name, synthetic_brain()[1].astype(np.uint8))
+    with pytest.raises(InputError, match=r"the case id case1 appears twice"):
+        cases_by_name(tmp_path / "scans", tmp_path / "labels")

@@ -129,7 +129,7 @@ def cases_by_name(scans: Path, labels: Path, brain_masks: Path | None = None) ->
             + ", ".join(missing)
             + ". Name each label like its scan, or list the pairs in a CSV (--pairs)."
         )
-    return cases
+    return refuse_duplicates(cases, str(scans))  # case1.nii beside case1.nii.gz
 
 
 def cases_in_folders(root: Path, scan_name: str, label_name: str, mask_name: str | None = None) -> list[Case]:

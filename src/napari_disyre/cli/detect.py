@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_clashes([p for job in jobs for p in job.outputs], inputs)
     if args.skip_existing:
         jobs = [job for job in jobs if not all(p.exists() for p in job.outputs)]
+    checked: set[Path] = set()
     for job in jobs:
         for path in job.outputs:
             try:
@@ -90,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
             except OutputExistsError as exc:
                 hint = " To finish an interrupted run instead, add --skip-existing." if len(jobs) > 1 else ""
                 raise OutputExistsError(f"{exc}{hint}") from None
-            check_writable(path)
+            if path.parent not in checked:  # one probe per folder, not per file
+                check_writable(path)
+                checked.add(path.parent)
     if not jobs:
         print("every scan's outputs exist already: nothing to do.", file=sys.stderr)
         return 0
