@@ -157,6 +157,12 @@ def all_empty_labels(t, c):
     return ["evaluate", "--scans", str(t / "scans"), "--labels", str(t / "labels"), "--out", str(t / "r")]
 
 
+def report_over_scans(t, c):
+    save(t / "scans" / "a.nii.gz", brain())
+    save(t / "labels" / "a.nii.gz", synthetic_brain()[1].astype(np.uint8))
+    return ["evaluate", "--scans", str(t / "scans"), "--labels", str(t / "labels"), "--out", str(t / "scans"), "--overwrite"]  # fmt: skip
+
+
 REFUSALS = {
     "zero affine": (zero_affine, InputError, r"s\.nii\.gz: the scan's affine gives a voxel size of 0 mm"),
     "singular affine": (singular_affine, InputError, r"s\.nii\.gz: the scan's affine is singular"),
@@ -204,6 +210,11 @@ REFUSALS = {
         InputError,
         r"appears twice",
     ),  # fmt: skip
+    "--out holds the scans": (
+        report_over_scans,
+        OutputError,
+        r"is the input .*a\.nii\.gz or a folder holding it",
+    ),
     "labels all empty": (all_empty_labels, InputError, r"no label marks any anomalous voxel .*n/a"),
 }
 

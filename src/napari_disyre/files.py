@@ -63,17 +63,19 @@ def check_writable(path: Path) -> None:
 
 
 def refuse_clashes(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
-    """Refuse, before any work, an output that is also an input (it would replace the user's scan) or
-    that two outputs share (one would replace the other). Paths are compared resolved, so links and
+    """Refuse, before any work, an output that is also an input or a folder holding one (it would
+    replace the user's scan) or that two outputs share (one would replace the other). Paths are compared resolved, so links and
     ``./`` spellings do not hide a clash."""
     sources = {_identity(p): p for p in inputs}
     seen: dict[Path, Path] = {}
     for out in outputs:
         key = _identity(out)
-        if key in sources:
+        inside = next((p for src, p in sources.items() if key in src.parents), None)
+        if key in sources or inside is not None:
             raise OutputError(
-                f"{out}: this output is the input {sources[key]}; writing it would destroy the input. "
-                "Give the output another name."
+                f"{out}: this output is the input {sources.get(key, inside)}"
+                + (" or a folder holding it" if inside is not None else "")
+                + "; writing it would destroy the input. Give the output another name."
             )
         if key in seen:
             raise OutputError(

@@ -130,10 +130,15 @@ def run(args: argparse.Namespace) -> int:
         score_case,
         summarise,
     )
+    from ..files import refuse_clashes
     from ..report import format_table, write_report
 
     _check_outputs(args)
     cases = _cases(args)
+    refuse_clashes(
+        [p for p in (args.out, args.maps) if p],
+        [p for c in cases for p in (c.scan, c.label, c.brain_mask) if p],
+    )
     label_values = (
         _positive_ints(args.label_values, "--label-values", "label values of 1 or more (0 is background)")
         if args.label_values is not None
