@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     from ..files import Terminated, terminate_as_interrupt
 
+    previous_format = warnings.formatwarning  # one line per warning, restored for callers of main()
     warnings.formatwarning = lambda message, *_, **__: f"napari-disyre {args.command}: warning: {message}\n"
     try:
         with terminate_as_interrupt() if args.command in TERMINATE_CLEANLY else contextlib.nullcontext():
@@ -37,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         print(f"napari-disyre {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    finally:
+        warnings.formatwarning = previous_format
 
 
 def build_parser() -> argparse.ArgumentParser:
