@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CheckpointError
-from .files import atomic_output
+from .outputs import atomic_output
 from .preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
 from .schedule import Schedule
 

@@ -9,7 +9,7 @@ from ..errors import InputError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from ..presets import PRESETS
+    from ..training.presets import PRESETS
 
     parser = commands.add_parser(
         "train",
@@ -96,8 +96,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..contrasts import check_same_contrast
-    from ..training import TrainingConfig, train
+    from ..training.contrasts import check_same_contrast
+    from ..training.loop import TrainingConfig, train
 
     scans = find_scans(args.healthy_dir, args.pattern, args.mask_name, args.exclude_label_name)
     if args.val_dir is not None:
@@ -157,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
 
 def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: str | None):
     """The scans under ``folder`` matching ``pattern``, each with its sibling mask and label."""
-    from ..dataset import TrainingScan
     from ..nifti import is_nifti_path
+    from ..training.dataset import TrainingScan
 
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder. Give the folder that holds the healthy scans.")

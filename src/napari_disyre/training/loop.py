@@ -30,17 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .checkpoint import Checkpoint, CheckpointInfo, build_unet, load_checkpoint, write_checkpoint_files
+from ..checkpoint import Checkpoint, CheckpointInfo, build_unet, load_checkpoint, write_checkpoint_files
+from ..detection import detect
+from ..devices import resolve_device
+from ..errors import DisyreError, InputError
+from ..nifti import load_matching, load_scan
+from ..outputs import atomic_output, refuse_existing
+from ..preprocessing import Preprocessing
+from ..schedule import Schedule
 from .contrasts import check_same_contrast
 from .dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
-from .detection import detect
-from .devices import resolve_device
-from .errors import DisyreError, InputError
-from .files import atomic_output, refuse_existing
-from .nifti import load_matching, load_scan
-from .preprocessing import Preprocessing
 from .presets import get_preset
-from .schedule import Schedule
 
 if TYPE_CHECKING:
     import torch
