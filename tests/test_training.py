@@ -146,7 +146,7 @@ def test_resume_without_state_and_existing_output_are_refused(tmp_path, healthy)
 def test_precision_and_workers_options_reach_the_training(tmp_path, healthy, monkeypatch, precision):
     import torch
 
-    from napari_disyre.training.loop import _training_autocast
+    from napari_disyre.devices import training_autocast_dtype
 
     seen = {}
 
@@ -159,9 +159,14 @@ def test_precision_and_workers_options_reach_the_training(tmp_path, healthy, mon
     code = main(["train", str(folder), "--out", str(tmp_path / "m"), "--precision", precision, "--device", "cpu",
                  "--workers", "2"])  # fmt: skip
     assert code == 2 and seen["config"].precision == precision and seen["config"].workers == 2
-    expected = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
-    assert _training_autocast(torch.device("cuda"), precision) == expected[precision]
-    assert _training_autocast(torch.device("cpu"), precision) is None  # CPU training is float32
+    expected = {
+        "auto": torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "float32": None,
+    }
+    assert training_autocast_dtype(torch.device("cuda"), precision) == expected[precision]
+    assert training_autocast_dtype(torch.device("cpu"), precision) is None  # CPU training is float32
 
 
 def test_batches_from_worker_processes_equal_those_made_here(healthy):
@@ -202,7 +207,7 @@ def test_auto_workers_leave_the_cpu_to_the_network_and_share_cores_between_gpus(
 
     import torch
 
-    from napari_disyre.training.loop import auto_workers
+    from napari_disyre.training.distributed import auto_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert auto_workers(torch.device("cpu"), 1) == 0

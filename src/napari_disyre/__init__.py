@@ -34,7 +34,7 @@ _EXPORTS = {
     "threshold_mask": "postprocess",
     "lesion_table": "postprocess",
     "train": "training.loop",
-    "TrainingConfig": "training.loop",
+    "TrainingConfig": "training.config",
     "TrainingScan": "training.dataset",
     "DisyreError": "errors",
 }

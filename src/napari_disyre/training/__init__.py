@@ -1,6 +1,8 @@
 """The training wing: everything that makes a checkpoint from healthy scans.
 
-``loop`` runs the training; the slice dataset (``dataset``), the synthetic corruption the network
+``loop`` runs the training with its ``config``, saving its resumable ``state``, writing the
+checkpoint and its healthy-score quantiles through ``export``, on one process or several
+(``distributed``, under torchrun). The slice dataset (``dataset``), the synthetic corruption the network
 learns to undo (``corruption``), the augmentations (``augment``), the network presets (``presets``)
 and the one-contrast check (``contrasts``) feed it. Detection never imports this wing.
 """
@@ -11,10 +13,12 @@ from ..lazy import lazy_getattr
 
 _EXPORTS = {
     "train": "loop",
-    "TrainingConfig": "loop",
     "TrainingReport": "loop",
     "check_training_inputs": "loop",
-    "healthy_score_quantiles": "loop",
+    "TrainingConfig": "config",
+    "healthy_score_quantiles": "export",
+    "export_checkpoint": "export",
+    "auto_workers": "distributed",
     "TrainingScan": "dataset",
     "SliceBank": "dataset",
     "CorruptedSlices": "dataset",
