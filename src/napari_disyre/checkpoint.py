@@ -140,20 +140,38 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load any supported checkpoint form; every problem is a :class:`CheckpointError` naming the file."""
+    path = checkpoint_path(path)
+    return _load_single_file(path) if path.is_file() else _load_folder(path)
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """What a checkpoint says about itself (defaults, contrast, grid) without loading its network.
+
+    Cheap and torch-free: the widget calls it as soon as a checkpoint is chosen, so that its step
+    count and method controls show the checkpoint's own defaults before anything runs.
+    """
+    path = checkpoint_path(path)
+    if path.is_file():
+        metadata = _single_file_metadata(path)
+        return _info_from_metadata(metadata, path)
+    _unet_dir(path)
+    return _folder_info(path)
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file), else a CheckpointError."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found.")
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise CheckpointError(
-                f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
-                "scheduler/) or a single .safetensors file written by napari-disyre."
-            )
-        return _load_single_file(path)
-    return _load_folder(path)
+    if path.is_file() and path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
+            "scheduler/) or a single .safetensors file written by napari-disyre."
+        )
+    return path
 
 
-def _load_folder(folder: Path) -> Checkpoint:
+def _unet_dir(folder: Path) -> Path:
     unet_dir = folder / "unet"
     if not unet_dir.is_dir():
         hint = (
@@ -162,33 +180,36 @@ def _load_folder(folder: Path) -> Checkpoint:
             else " Point to the folder that holds model_index.json, unet/ and scheduler/."
         )
         raise CheckpointError(f"{folder}: no unet/ folder, so this is not a DISYRE checkpoint.{hint}")
+    return unet_dir
+
+
+def _folder_info(folder: Path) -> CheckpointInfo:
+    info_path = folder / METADATA_FILE
+    if not info_path.exists():
+        return CheckpointInfo()
+    return CheckpointInfo.from_dict(_read_json(info_path, "napari-disyre metadata"), str(info_path))
+
+
+def _load_folder(folder: Path) -> Checkpoint:
+    unet_dir = _unet_dir(folder)
     config = _read_json(unet_dir / "config.json", "UNet config")
     schedule = Schedule.from_json(
         _require(folder / "scheduler" / "scheduler_config.json", "scheduler config")
     )
-    info_path = folder / METADATA_FILE
-    info = (
-        CheckpointInfo.from_dict(_read_json(info_path, "napari-disyre metadata"), str(info_path))
-        if info_path.exists()
-        else CheckpointInfo()
-    )
+    info = _folder_info(folder)
     unet = build_unet(config, str(unet_dir / "config.json"))
-    state = _read_weights(unet_dir)
-    load_weights(unet, state, str(unet_dir))
-    layout: Layout = "napari-disyre" if info_path.exists() else "official"
+    load_weights(unet, _read_weights(unet_dir), str(unet_dir))
+    layout: Layout = "napari-disyre" if (folder / METADATA_FILE).exists() else "official"
     return Checkpoint(unet=unet, schedule=schedule, info=info, source=folder, layout=layout)
 
 
-def _load_single_file(path: Path) -> Checkpoint:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _single_file_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header metadata (read with numpy: no torch), refusing weight-only files."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
-        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from exc
     missing = [
@@ -199,18 +220,32 @@ def _load_single_file(path: Path) -> Checkpoint:
             f"{path}: this .safetensors file holds weights only (no {', '.join(missing)} in its metadata), "
             "so the network cannot be rebuilt. Use a checkpoint folder, or a file saved by napari-disyre."
         )
+    return metadata
+
+
+def _info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
+    if "napari_disyre.info" not in metadata:
+        return CheckpointInfo()
+    return CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path))
+
+
+def _load_single_file(path: Path) -> Checkpoint:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    metadata = _single_file_metadata(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from exc
     config = _parse_json(metadata["napari_disyre.unet_config"], f"{path} (UNet config)")
     schedule = Schedule.from_config(
         _parse_json(metadata["napari_disyre.scheduler_config"], f"{path} (scheduler config)"),
         source=str(path),
     )
-    info = (
-        CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path))
-        if "napari_disyre.info" in metadata
-        else CheckpointInfo()
-    )
     unet = build_unet(config, str(path))
     load_weights(unet, state, str(path))
+    info = _info_from_metadata(metadata, path)
     return Checkpoint(unet=unet, schedule=schedule, info=info, source=path, layout="single-file")
 
 
