@@ -9,6 +9,7 @@ from ..errors import InputError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from ..devices import DEVICE_CHOICES, PRECISION_CHOICES
     from ..training.presets import PRESETS
 
     parser = commands.add_parser(
@@ -79,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--validate-every", type=int, default=500)
     opt.add_argument("--save-every", type=int, default=1000)
     opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    opt.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     opt.add_argument(
         "--workers",
         type=int,
@@ -88,7 +89,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     opt.add_argument(
         "--precision",
-        choices=("auto", "bfloat16", "float16", "float32"),
+        choices=PRECISION_CHOICES,
         default="auto",
         help="autocast type on CUDA (auto: bfloat16); CPU training is always float32",
     )
