@@ -268,7 +268,7 @@ def test_load_scan_refuses_a_zero_affine_file(tmp_path):
 def test_a_read_only_folder_is_found_before_any_work(tmp_path, monkeypatch):
     """A read-only mount or immutable folder: the probe file cannot be created (root ignores chmod,
     so the file system's refusal is simulated)."""
-    from napari_disyre.files import check_writable
+    from napari_disyre.outputs import check_writable
 
     def refuse(self, *args, **kwargs):
         raise OSError(30, "Read-only file system")
@@ -281,10 +281,10 @@ def test_a_read_only_folder_is_found_before_any_work(tmp_path, monkeypatch):
 
 
 def test_a_failing_cleanup_never_hides_the_real_error(tmp_path, monkeypatch):
-    from napari_disyre import files
+    from napari_disyre import outputs
 
-    monkeypatch.setattr(files, "_remove", lambda path: (_ for _ in ()).throw(PermissionError("cleanup")))
-    with pytest.raises(ValueError, match="the real error"), files.atomic_output(tmp_path / "x.txt") as tmp:
+    monkeypatch.setattr(outputs, "_remove", lambda path: (_ for _ in ()).throw(PermissionError("cleanup")))
+    with pytest.raises(ValueError, match="the real error"), outputs.atomic_output(tmp_path / "x.txt") as tmp:
         tmp.write_text("half")
         raise ValueError("the real error")
 
@@ -386,8 +386,9 @@ def test_every_refusal_is_a_disyre_error():
 
 def test_saved_maps_are_reused_only_for_the_same_model_settings_and_scan(tmp_path, monkeypatch, capsys):
     from napari_disyre import detection
-    from napari_disyre.checkpoint import Checkpoint, CheckpointInfo, checkpoint_fingerprint
-    from napari_disyre.evaluation import Case, load_case, score_case
+    from napari_disyre.checkpoint import Checkpoint, CheckpointInfo
+    from napari_disyre.checkpoint_checks import checkpoint_fingerprint
+    from napari_disyre.evaluation.scoring import Case, load_case, score_case
     from napari_disyre.schedule import Schedule
 
     first, second = (Checkpoint(make_unet(seed=s), Schedule(), CheckpointInfo()) for s in (0, 1))
@@ -492,7 +493,7 @@ def test_sigterm_inside_an_atomic_write_removes_the_partial_file(tmp_path):
     import os
     import signal
 
-    from napari_disyre.files import Terminated, atomic_output, terminate_as_interrupt
+    from napari_disyre.outputs import Terminated, atomic_output, terminate_as_interrupt
 
     with pytest.raises(Terminated), terminate_as_interrupt(), atomic_output(tmp_path / "map.nii.gz") as tmp:
         tmp.write_bytes(b"half")
@@ -505,7 +506,8 @@ def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, ckpt, monkeypatc
     save(tmp_path / "scans" / "a.nii.gz", brain())
     save(tmp_path / "labels" / "a.nii.gz", synthetic_brain()[1].astype(np.uint8))
     monkeypatch.setattr(
-        "napari_disyre.evaluation.score_case", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt)
+        "napari_disyre.evaluation.scoring.score_case",
+        lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt),
     )
     argv = [
         "evaluate",
@@ -526,7 +528,7 @@ def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, ckpt, monkeypatc
 
 
 def test_two_scans_of_one_stem_in_a_folder_are_refused_not_merged(tmp_path):
-    from napari_disyre.evaluation import cases_by_name
+    from napari_disyre.evaluation.scoring import cases_by_name
 
     for name in ("case1.nii", "case1.nii.gz"):
         save(tmp_path / "scans" / name, brain())

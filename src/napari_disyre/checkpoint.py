@@ -17,53 +17,30 @@ The official repository's Python classes are never needed: the scheduler JSON is
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .checkpoint_checks import check_info_bounds
 from .errors import CheckpointError
-from .files import atomic_output
+from .methods import DEFAULT_METHOD, METHODS, Method
+from .outputs import atomic_output, write_json
 from .preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
 from .schedule import Schedule
+from .unet import build_unet, load_weights, unet_config_dict
+from .windows import sample_size_pair
 
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
 
 Layout = Literal["official", "napari-disyre", "single-file"]
-Method = Literal["mean-single-step", "multi-step-restoration"]
 
 METADATA_FILE = "disyre.json"
 WEIGHTS_SAFETENSORS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_BIN = "diffusion_pytorch_model.bin"
 FORMAT_NAME = "napari-disyre"
 FORMAT_VERSION = 1
-
-DOWN_BLOCKS = frozenset(
-    {
-        "DownBlock2D",
-        "ResnetDownsampleBlock2D",
-        "AttnDownBlock2D",
-        "SkipDownBlock2D",
-        "AttnSkipDownBlock2D",
-        "DownEncoderBlock2D",
-        "AttnDownEncoderBlock2D",
-    }
-)
-UP_BLOCKS = frozenset(
-    {
-        "UpBlock2D",
-        "ResnetUpsampleBlock2D",
-        "AttnUpBlock2D",
-        "SkipUpBlock2D",
-        "AttnSkipUpBlock2D",
-        "UpDecoderBlock2D",
-        "AttnUpDecoderBlock2D",
-    }
-)
-_LEGACY_ATTENTION = re.compile(r"^(.*attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
-_LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +55,7 @@ class CheckpointInfo:
     contrast: str | None = None
     preprocessing: Preprocessing = OFFICIAL_PREPROCESSING
     steps: int = 4
-    method: Method = "mean-single-step"
+    method: Method = DEFAULT_METHOD
     weight_foreground: bool = True
     healthy_score_quantiles: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -101,8 +78,8 @@ class CheckpointInfo:
                 "upgrade napari-disyre to read it."
             )
         try:
-            method = d.get("method", "mean-single-step")
-            if method not in ("mean-single-step", "multi-step-restoration"):
+            method = d.get("method", DEFAULT_METHOD)
+            if method not in METHODS:
                 raise ValueError(f"unknown method {method!r}")
             return cls(
                 contrast=d.get("contrast"),
@@ -159,34 +136,43 @@ class Checkpoint:
         return replace(self, info=replace(self.info, **changes))
 
 
-def sample_size_pair(sample_size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
-    if isinstance(sample_size, int):
-        return (sample_size, sample_size)
-    size = tuple(int(s) for s in sample_size)
-    if len(size) != 2:
-        raise CheckpointError(f"sample_size must be an int or two ints, got {sample_size!r}")
-    return size  # type: ignore[return-value]
-
-
 # -- loading -------------------------------------------------------------------------------------
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load any supported checkpoint form; every problem is a :class:`CheckpointError` naming the file."""
+    path = checkpoint_path(path)
+    return _load_single_file(path) if path.is_file() else _load_folder(path)
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """What a checkpoint says about itself (defaults, contrast, grid) without loading its network.
+
+    Cheap and torch-free: the widget calls it as soon as a checkpoint is chosen, so that its step
+    count and method controls show the checkpoint's own defaults before anything runs.
+    """
+    path = checkpoint_path(path)
+    if path.is_file():
+        metadata = _single_file_metadata(path)
+        return _info_from_metadata(metadata, path)
+    _unet_dir(path)
+    return _folder_info(path)
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file), else a CheckpointError."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found.")
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise CheckpointError(
-                f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
-                "scheduler/) or a single .safetensors file written by napari-disyre."
-            )
-        return _load_single_file(path)
-    return _load_folder(path)
+    if path.is_file() and path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
+            "scheduler/) or a single .safetensors file written by napari-disyre."
+        )
+    return path
 
 
-def _load_folder(folder: Path) -> Checkpoint:
+def _unet_dir(folder: Path) -> Path:
     unet_dir = folder / "unet"
     if not unet_dir.is_dir():
         hint = (
@@ -195,34 +181,38 @@ def _load_folder(folder: Path) -> Checkpoint:
             else " Point to the folder that holds model_index.json, unet/ and scheduler/."
         )
         raise CheckpointError(f"{folder}: no unet/ folder, so this is not a DISYRE checkpoint.{hint}")
+    return unet_dir
+
+
+def _folder_info(folder: Path) -> CheckpointInfo:
+    info_path = folder / METADATA_FILE
+    if not info_path.exists():
+        return CheckpointInfo()
+    return check_info_bounds(
+        CheckpointInfo.from_dict(_read_json(info_path, "napari-disyre metadata"), str(info_path)),
+        str(info_path),
+    )
+
+
+def _load_folder(folder: Path) -> Checkpoint:
+    unet_dir = _unet_dir(folder)
     config = _read_json(unet_dir / "config.json", "UNet config")
     schedule = Schedule.from_json(
         _require(folder / "scheduler" / "scheduler_config.json", "scheduler config")
     )
-    info_path = folder / METADATA_FILE
-    info = (
-        check_info_bounds(
-            CheckpointInfo.from_dict(_read_json(info_path, "napari-disyre metadata"), str(info_path)),
-            str(info_path),
-        )
-        if info_path.exists()
-        else CheckpointInfo()
-    )
+    info = _folder_info(folder)
     unet = build_unet(config, str(unet_dir / "config.json"))
-    state = _read_weights(unet_dir)
-    _load_state(unet, state, str(unet_dir))
-    layout: Layout = "napari-disyre" if info_path.exists() else "official"
+    load_weights(unet, _read_weights(unet_dir), str(unet_dir))
+    layout: Layout = "napari-disyre" if (folder / METADATA_FILE).exists() else "official"
     return Checkpoint(unet=unet, schedule=schedule, info=info, source=folder, layout=layout)
 
 
-def _load_single_file(path: Path) -> Checkpoint:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _single_file_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header metadata (read with numpy: no torch), refusing weight-only files."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from exc
@@ -234,140 +224,36 @@ def _load_single_file(path: Path) -> Checkpoint:
             f"{path}: this .safetensors file holds weights only (no {', '.join(missing)} in its metadata), "
             "so the network cannot be rebuilt. Use a checkpoint folder, or a file saved by napari-disyre."
         )
+    return metadata
+
+
+def _info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
+    if "napari_disyre.info" not in metadata:
+        return CheckpointInfo()
+    return check_info_bounds(
+        CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path)),
+        str(path),
+    )
+
+
+def _load_single_file(path: Path) -> Checkpoint:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    metadata = _single_file_metadata(path)
     config = _parse_json(metadata["napari_disyre.unet_config"], f"{path} (UNet config)")
     schedule = Schedule.from_config(
         _parse_json(metadata["napari_disyre.scheduler_config"], f"{path} (scheduler config)"),
         source=str(path),
     )
-    info = (
-        check_info_bounds(
-            CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path)),
-            str(path),
-        )
-        if "napari_disyre.info" in metadata
-        else CheckpointInfo()
-    )
+    info = _info_from_metadata(metadata, path)
     unet = build_unet(config, str(path))  # sizes checked before the weights are read
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from exc
-    _load_state(unet, state, str(path))
+    load_weights(unet, state, str(path))
     return Checkpoint(unet=unet, schedule=schedule, info=info, source=path, layout="single-file")
-
-
-def validate_unet_config(config: dict[str, Any], source: str) -> None:
-    """Refuse what DISYRE cannot run, with the reason: wrong class, channels or block types."""
-    cls = config.get("_class_name", "UNet2DModel")
-    if cls != "UNet2DModel":
-        raise CheckpointError(
-            f"{source}: describes a {cls}; DISYRE checkpoints hold a diffusers UNet2DModel."
-        )
-    for key in ("in_channels", "out_channels"):
-        channels = config.get(key, 3)
-        if channels != 1:
-            raise CheckpointError(
-                f"{source}: the UNet has {key} = {channels}, but DISYRE restores single-channel MRI slices "
-                "(one contrast per model), so it needs 1. This checkpoint was made for something else."
-            )
-    for key, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
-        blocks = config.get(key)
-        if not isinstance(blocks, list | tuple) or not blocks:
-            raise CheckpointError(f"{source}: {key} is missing or empty.")
-        unknown = [b for b in blocks if b not in known]
-        if unknown:
-            raise CheckpointError(
-                f"{source}: unsupported UNet block type(s) {', '.join(map(repr, unknown))} in {key}; "
-                f"supported: {', '.join(sorted(known))}."
-            )
-    check_config_bounds(config, source)
-
-
-#: What a real DISYRE network can have (the official one: 128 px windows, 5 blocks of 64 to 256
-#: channels, 1 to 2 layers each). A config beyond these is corrupt or forged and is refused before
-#: any memory is allocated for it.
-UNET_BOUNDS = {"sample_size": (8, 1024), "blocks": (1, 8), "channels": (1, 2048), "layers_per_block": (1, 8)}
-MAX_PARAMETERS = 2_000_000_000
-#: Voxel spacing a checkpoint may ask scans to be resampled to, in mm (finer would allocate a huge grid).
-SPACING_BOUNDS = (0.1, 10.0)
-
-
-def check_config_bounds(config: dict[str, Any], source: str) -> None:
-    """Refuse sizes no real model has (a window of 0 or 100000 pixels, a million channels)."""
-    try:
-        blocks = [int(c) for c in config.get("block_out_channels", (64,))]
-        sizes = {
-            "sample_size": sample_size_pair(config.get("sample_size", 128)),
-            "blocks": (len(config["down_block_types"]),),
-            "channels": tuple(blocks),
-            "layers_per_block": (int(config.get("layers_per_block", 2)),),
-        }
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: malformed UNet sizes ({exc}).") from exc
-    for key, values in sizes.items():
-        low, high = UNET_BOUNDS[key]
-        if not values or not all(low <= v <= high for v in values):
-            raise CheckpointError(
-                f"{source}: {key} is {values if len(values) != 1 else values[0]}, outside what a real model "
-                f"has ({low} to {high}); the config is corrupt. Use the checkpoint as it was saved."
-            )
-    if len(blocks) != len(config["down_block_types"]) or len(config["up_block_types"]) != len(blocks):
-        raise CheckpointError(f"{source}: block_out_channels and the block type lists differ in length.")
-    factor = 2 ** (len(blocks) - 1)
-    if any(n % factor for n in sizes["sample_size"]):
-        raise CheckpointError(
-            f"{source}: sample_size {sizes['sample_size']} is not divisible by {factor}, which its "
-            f"{len(blocks)} blocks need (each halves the window); the config is corrupt."
-        )
-    estimate = sum(9 * c * c * (4 * sizes["layers_per_block"][0] + 3) for c in blocks)
-    if estimate > MAX_PARAMETERS:
-        raise CheckpointError(
-            f"{source}: this config describes about {estimate / 1e9:.0f} billion parameters, more than "
-            f"{MAX_PARAMETERS / 1e9:.0f} billion (the bundled demo UNet has 4 million); refused before allocating it."
-        )
-
-
-def check_info_bounds(info: CheckpointInfo, source: str) -> CheckpointInfo:
-    """Refuse a voxel spacing that would make the model grid absurdly fine or coarse."""
-    spacing = info.preprocessing.spacing
-    low, high = SPACING_BOUNDS
-    if spacing is not None and not all(low <= s <= high for s in spacing):
-        raise CheckpointError(
-            f"{source}: the checkpoint asks for a voxel spacing of {spacing} mm, outside {low} to {high} mm "
-            "(a brain at 0.001 mm would need a grid of 10^15 voxels); the metadata is corrupt."
-        )
-    if info.steps < 1:
-        raise CheckpointError(f"{source}: steps is {info.steps}; a restoration needs at least 1 step.")
-    return info
-
-
-def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
-    """A hash of everything that makes a checkpoint what it is (weights, UNet config, schedule,
-    metadata), so that results cached under it are never mistaken for another model's."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    parts = (unet_config_dict(checkpoint.unet) | {"_diffusers_version": ""}, checkpoint.schedule.to_config())
-    digest.update(json.dumps([*parts, checkpoint.info.to_dict()], sort_keys=True, default=str).encode())
-    for name, tensor in sorted(checkpoint.unet.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def build_unet(config: dict[str, Any], source: str) -> UNet2DModel:
-    """A float32 UNet2DModel from its config (random weights until a state dict is loaded)."""
-    validate_unet_config(config, source)
-    from diffusers import UNet2DModel
-
-    clean = {k: v for k, v in config.items() if not k.startswith("_")}
-    try:
-        unet = UNet2DModel.from_config(clean)
-    except Exception as exc:  # diffusers raises assorted errors for inconsistent configs
-        raise CheckpointError(
-            f"{source}: the UNet config is inconsistent ({type(exc).__name__}: {exc})."
-        ) from exc
-    return unet.float().eval()
 
 
 def _read_weights(unet_dir: Path) -> dict[str, torch.Tensor]:
@@ -397,39 +283,6 @@ def _read_weights(unet_dir: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{unet_dir}: no {WEIGHTS_SAFETENSORS} (or {WEIGHTS_BIN}) weights file.")
 
 
-def _load_state(unet: UNet2DModel, state: dict[str, torch.Tensor], source: str) -> None:
-    state = {_modern_key(k): v for k, v in state.items()}
-    expected = unet.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or wrong_shape:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong_shape:
-            k = wrong_shape[0]
-            details.append(
-                f"{len(wrong_shape)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} "
-                f"instead of {tuple(expected[k].shape)})"
-            )
-        raise CheckpointError(f"{source}: the weights do not fit the UNet config: {'; '.join(details)}.")
-    unet.load_state_dict(state, strict=True)
-
-
-def _modern_key(key: str) -> str:
-    """Rename attention weights of pre-0.14 diffusers (query/key/value/proj_attn) to today's names."""
-    match = _LEGACY_ATTENTION.match(key)
-    if match is None:
-        return key
-    prefix, old, kind = match.groups()
-    return f"{prefix}.{_LEGACY_NAMES[old]}.{kind}"
-
-
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: {what} missing; the checkpoint folder is incomplete.")
@@ -456,18 +309,6 @@ def _parse_json(text: str, source: str) -> dict[str, Any]:
 
 
 # -- saving --------------------------------------------------------------------------------------
-
-
-def unet_config_dict(unet: UNet2DModel) -> dict[str, Any]:
-    """The UNet's config as the official pipeline expects it (``sample_size`` as a list)."""
-    import diffusers
-
-    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-    config["sample_size"] = list(sample_size_pair(config.get("sample_size", 128)))
-    for key, value in list(config.items()):
-        if isinstance(value, tuple):
-            config[key] = list(value)
-    return {"_class_name": "UNet2DModel", "_diffusers_version": diffusers.__version__, **config}
 
 
 def save_checkpoint(
@@ -524,13 +365,13 @@ def write_checkpoint_files(
     (folder / "scheduler").mkdir(exist_ok=True)
     with atomic_output(folder / "unet" / WEIGHTS_SAFETENSORS, overwrite=True) as tmp:
         save_file(_state(checkpoint, weights_dtype), str(tmp))
-    _write_json(folder / "unet" / "config.json", unet_config)
-    _write_json(
+    write_json(folder / "unet" / "config.json", unet_config)
+    write_json(
         folder / "scheduler" / "scheduler_config.json",
         {**checkpoint.schedule.to_config(), "_diffusers_version": version},
     )
-    _write_json(folder / METADATA_FILE, checkpoint.info.to_dict())
-    _write_json(folder / "model_index.json", model_index)
+    write_json(folder / METADATA_FILE, checkpoint.info.to_dict())
+    write_json(folder / "model_index.json", model_index)
 
 
 def _state(checkpoint: Checkpoint, weights_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -538,8 +379,3 @@ def _state(checkpoint: Checkpoint, weights_dtype: torch.dtype | None) -> dict[st
         k: (v.to(weights_dtype) if weights_dtype is not None else v).detach().cpu().contiguous()
         for k, v in checkpoint.unet.state_dict().items()
     }
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")

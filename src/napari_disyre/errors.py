@@ -26,7 +26,3 @@ class OutputExistsError(DisyreError):
 class OutputError(DisyreError):
     """An output that cannot be written where it was asked for (read-only folder, a clash with an input
     or with another output)."""
-
-
-class Cancelled(Exception):
-    """Raised inside long work when the user asked it to stop; not an error."""

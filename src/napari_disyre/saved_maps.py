@@ -26,7 +26,7 @@ def map_record(scan: Volume, mask: np.ndarray | None, checkpoint, settings, opti
         "brain_mask": None if mask is None else _digest(mask > 0),
     }
     if checkpoint is not None:
-        from .checkpoint import checkpoint_fingerprint
+        from .checkpoint_checks import checkpoint_fingerprint
         from .devices import autocast_dtype, resolve_device
 
         kept = {k: v for k, v in options.items() if k not in ("batch_size", "device")}

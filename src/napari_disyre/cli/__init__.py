@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USER_ERROR
-    from ..files import Terminated, terminate_as_interrupt
+    from ..outputs import Terminated, terminate_as_interrupt
 
     previous_format = warnings.formatwarning  # one line per warning, restored for callers of main()
     warnings.formatwarning = lambda message, *_, **__: f"napari-disyre {args.command}: warning: {message}\n"
@@ -47,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="napari-disyre",
-        description="Unsupervised anomaly detection in brain MRI with DISYRE (detect, train, evaluate).",
+        description="Unsupervised anomaly detection in brain MRI with DISYRE (detect, train, evaluate, info).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import detect, evaluate, train, view
+    from . import detect, evaluate, info, train, view
 
-    for module in (detect, train, evaluate, view):
+    for module in (detect, train, evaluate, info, view):
         module.register(commands)
     return parser

@@ -76,7 +76,7 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import check_writable, refuse_clashes, refuse_existing
+    from ..outputs import check_writable, refuse_clashes, refuse_existing
 
     jobs = plan_jobs(args)
     inputs = [job.scan for job in jobs] + ([args.mask] if args.mask else [])
@@ -112,10 +112,11 @@ def run(args: argparse.Namespace) -> int:
                 failures.append(f"{job.scan}: {exc}")
                 print(f"skipped {job.scan}: {exc}", file=sys.stderr)
     except KeyboardInterrupt as exc:
-        raise type(exc)(
+        exc.args = (  # the advice replaces the message; the class (Ctrl-C or SIGTERM) is kept
             f"interrupted during {jobs[done].scan} ({done} of {len(jobs)} scans finished); no partial file "
-            "is left. Rerun the same command with --skip-existing to keep the finished outputs and do the rest."
-        ) from None
+            "is left. Rerun the same command with --skip-existing to keep the finished outputs and do the rest.",
+        )
+        raise
     if failures:
         print(f"{len(failures)} of {len(jobs)} scans failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 2
@@ -260,8 +261,8 @@ def _save_restorations(path: Path, stack, scan, overwrite: bool) -> None:
     """A 4D NIfTI (x, y, z, step) on the scan's grid."""
     import nibabel as nib
 
-    from ..files import atomic_output
     from ..nifti import nifti_like
+    from ..outputs import atomic_output
 
     image = nifti_like(stack.astype("float32"), scan, kind="image")
     with atomic_output(path, overwrite=overwrite) as tmp:

@@ -68,7 +68,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _cases(args: argparse.Namespace):
-    from ..evaluation import Case, cases_by_name, cases_from_csv, cases_in_folders
+    from ..evaluation.scoring import Case, cases_by_name, cases_from_csv, cases_in_folders
     from ..sample_data import demo_lesion_path, demo_scan_path
 
     if args.demo:
@@ -103,7 +103,7 @@ def _describe(label_values: list[int] | None) -> str:
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Before any work: the report may not replace a folder silently, and both folders must be writable."""
-    from ..files import check_writable, refuse_existing
+    from ..outputs import check_writable, refuse_existing
 
     if args.out is not None:
         refuse_existing(args.out, args.overwrite)
@@ -122,7 +122,8 @@ def _interruption_advice(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import (
+    from ..evaluation.report import format_table, write_report
+    from ..evaluation.scoring import (
         disyre_name,
         load_case,
         rank_combination,
@@ -130,8 +131,7 @@ def run(args: argparse.Namespace) -> int:
         score_case,
         summarise,
     )
-    from ..files import refuse_clashes
-    from ..report import format_table, write_report
+    from ..outputs import refuse_clashes
 
     _check_outputs(args)
     cases = _cases(args)
@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
                     )
                     item.seconds[f"{name} + intensity"] = item.seconds[name]
     except KeyboardInterrupt as exc:
-        raise type(exc)(_interruption_advice(args)) from None
+        exc.args = (_interruption_advice(args),)  # the class (Ctrl-C or SIGTERM) is kept
+        raise
     bar.close()
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
     print(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -20,8 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .files import atomic_output
+from ..errors import InputError
+from ..nifti import Volume, is_nifti_path, load_matching, load_scan, save_volume, strip_nifti_extension
+from ..outputs import write_json
+from ..preprocessing import foreground_mask
+from ..saved_maps import check_saved_map, map_record, record_path
 from .metrics import (
     VoxelMetrics,
     dice_precision_recall,
@@ -29,9 +31,6 @@ from .metrics import (
     slice_level_metrics,
     voxel_metrics,
 )
-from .nifti import Volume, is_nifti_path, load_matching, load_scan, save_volume, strip_nifti_extension
-from .preprocessing import foreground_mask
-from .saved_maps import check_saved_map, map_record, record_path
 
 #: Scores that need no model: the scan's own intensity, bright-is-anomalous and dark-is-anomalous.
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -278,7 +277,7 @@ def score_case(
             raise InputError(
                 f"{saved or disyre_name(s)}: no saved map, and no checkpoint was given to compute it."
             )
-        from .detection import default_settings, detect
+        from ..detection import default_settings, detect
 
         run_settings = (
             dataclasses.replace(settings or default_settings(checkpoint), steps=s) if checkpoint else None
@@ -303,8 +302,7 @@ def score_case(
         scored.scores[name] = detection.anomaly_map
         scored.seconds[name] = detection.seconds
         if saved is not None:
-            with atomic_output(record_path(saved), overwrite=True) as tmp:  # first: a map never lacks it
-                tmp.write_text(json.dumps(record, indent=1) + "\n")
+            write_json(record_path(saved), record)  # first: a map never lacks its record
             save_volume(saved, detection.anomaly_map, scored.scan, kind="map")
     return scored
 
