@@ -535,3 +535,175 @@ def test_two_scans_of_one_stem_in_a_folder_are_refused_not_merged(tmp_path):
         save(tmp_path / "labels" / name, synthetic_brain()[1].astype(np.uint8))
     with pytest.raises(InputError, match=r"the case id case1 appears twice"):
         cases_by_name(tmp_path / "scans", tmp_path / "labels")
+
+
+# -- training: an interrupted run is continued only as itself; SIGTERM saves its state ------------
+
+TINY_PRESET = """
+import dataclasses
+from napari_disyre.training import presets
+from tests.test_training import TINY
+small = presets.PRESETS["small"]
+presets.PRESETS["small"] = dataclasses.replace(
+    small, unet={**small.unet, **TINY}, crop=32, batch_size=2, steps=4, warmup_steps=1,
+    preprocessing=dataclasses.replace(small.preprocessing, spacing=(1.5, 1.5, 4.0)),
+)
+"""  # a network that trains in a second on the CPU, for the CLI (here and in a subprocess)
+
+
+def healthy_folder(folder: Path, seeds=range(3)) -> Path:
+    for seed in seeds:
+        data, _ = synthetic_brain(shape=(64, 72, 16), seed=seed, lesion=False)
+        save(folder / f"sub-{seed}_T1w.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    return folder
+
+
+@pytest.fixture
+def interrupted_run(tmp_path, monkeypatch) -> tuple[list[str], Path]:
+    """The argv of a tiny CLI training and its --out folder, interrupted after 2 of its 4 steps."""
+    from napari_disyre.training import loop
+
+    exec(TINY_PRESET, {})
+    monkeypatch.setattr(loop, "_optimisation_step", _interrupting(loop._optimisation_step, after=2))
+    out = tmp_path / "run" / "model"
+    argv = ["train", str(healthy_folder(tmp_path / "run" / "healthy")), "--out", str(out), "--val-count", "0",
+            "--device", "cpu", "--save-every", "100"]  # fmt: skip
+    assert main(argv) == 130
+    monkeypatch.undo()
+    exec(TINY_PRESET, {})  # undo restored nothing of it: PRESETS was changed in place
+    return argv, out
+
+
+@pytest.fixture(autouse=True)
+def _small_preset_restored():
+    from napari_disyre.training import presets
+
+    small = presets.PRESETS["small"]
+    yield
+    presets.PRESETS["small"] = small
+
+
+def _interrupting(step_function, after: int):
+    calls = []
+
+    def wrapped(*args):
+        if len(calls) == after:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return step_function(*args)
+
+    return wrapped
+
+
+TRAINING_REFUSALS = {
+    "resume: other data": (
+        lambda t: ["--resume", "HEALTHY=" + str(healthy_folder(t / "other", seeds=(5, 6, 7)))],
+        InputError,
+        r"--resume continues the interrupted run .* data: training files \(3 new or changed, 3 gone",
+    ),
+    "resume: other batch": (lambda t: ["--resume", "--batch-size", "3"], InputError, r"batch_size 2 -> 3"),
+    "resume: other crop": (lambda t: ["--resume", "--crop", "64"], InputError, r"crop 32 -> 64"),
+    "resume: other seed": (lambda t: ["--resume", "--seed", "3"], InputError, r"seed 0 -> 3"),
+    "resume: other preset": (
+        lambda t: ["--resume", "--preset", "official"],
+        InputError,
+        r"preset 'small' -> 'official'",
+    ),  # fmt: skip
+    "rerun without --resume": (
+        lambda t: [],
+        OutputExistsError,
+        r"an interrupted training run: continue it with --resume",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TRAINING_REFUSALS)
+def test_training_refusals_exit_2_and_change_nothing(case, interrupted_run, tmp_path, capsys):
+    argv, out = interrupted_run
+    changes, error_class, message = TRAINING_REFUSALS[case]
+    extra = changes(tmp_path / "new")
+    folder = next((e.split("=", 1)[1] for e in extra if e.startswith("HEALTHY=")), argv[1])
+    argv = [argv[0], folder, *argv[2:], *(e for e in extra if not e.startswith("HEALTHY="))]
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"error: {out}: " in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(error_class, match=message):
+        from napari_disyre.cli import build_parser
+
+        args = build_parser().parse_args(argv)
+        args.run(args)
+    assert snapshot(tmp_path) == before
+
+
+def test_an_interrupted_training_folder_is_named_as_such(interrupted_run):
+    from napari_disyre.checkpoint import load_checkpoint
+
+    _, out = interrupted_run
+    with pytest.raises(CheckpointError, match=r"an interrupted training run .* --resume"):
+        load_checkpoint(out)
+
+
+def test_resume_with_more_steps_is_recorded_with_a_warning(interrupted_run, capsys):
+    argv, out = interrupted_run
+    with pytest.warns(UserWarning, match=r"resuming with steps 4 -> 6"):
+        assert main([*argv, "--resume", "--steps", "6"]) == 0
+    training = json.loads((out / "disyre.json").read_text())["training"]
+    assert training["steps"] == 6 and [r["changed"] for r in training["resumes"]] == [{"steps": [4, 6]}]
+    assert training["training_scans"] == [f"sub-{i}_T1w.nii.gz" for i in range(3)]
+    record = json.loads((out / "training" / "config.json").read_text())
+    assert [Path(f[0][0]).name for f in record["data"]["training"]] == [
+        f"sub-{i}_T1w.nii.gz" for i in range(3)
+    ]
+    assert record["finished"] and record["warmup_steps"] == 1
+    capsys.readouterr()
+    assert main(argv) == 2  # a finished run is not called interrupted
+    assert (
+        "a finished training run: train it further with --resume and more --steps" in capsys.readouterr().err
+    )
+
+
+SIGTERM_TRAINING = (
+    TINY_PRESET
+    + """
+import sys, time
+from napari_disyre.training import loop
+from napari_disyre.cli import main
+original = loop.training_batches
+def slow_third_batch(*args, **kwargs):
+    for i, batch in enumerate(original(*args, **kwargs)):
+        if i == 2:  # after two steps: waiting for data, as a real run mostly does
+            print("TWO STEPS", flush=True)
+            time.sleep(60)
+        yield batch
+loop.training_batches = slow_third_batch
+sys.exit(main(sys.argv[1:]))
+"""
+)
+
+
+def test_sigterm_saves_the_training_state_and_resume_finishes_it_exactly(tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file
+
+    base = ["train", str(healthy_folder(tmp_path / "healthy")), "--val-count", "0", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), *sys.path])}
+    argv = [*base, "--out", str(tmp_path / "killed"), "--save-every", "100"]
+    with subprocess.Popen([sys.executable, "-c", SIGTERM_TRAINING, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:  # fmt: skip
+        assert proc.stdout.readline().strip() == "TWO STEPS"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Interrupted at step 2; state saved. Continue with --resume." in err and "Traceback" not in err
+    exec(TINY_PRESET, {})
+    assert main([*argv, "--resume"]) == 0
+    assert main([*base, "--out", str(tmp_path / "straight")]) == 0
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    killed, straight = load_file(tmp_path / "killed" / weights), load_file(tmp_path / "straight" / weights)
+    for name in straight:
+        np.testing.assert_array_equal(killed[name], straight[name], err_msg=name)

@@ -175,6 +175,13 @@ def checkpoint_path(path: str | Path) -> Path:
 def _unet_dir(folder: Path) -> Path:
     unet_dir = folder / "unet"
     if not unet_dir.is_dir():
+        from .training.state import STATE_DIR, STATE_FILE
+
+        if (folder / STATE_DIR / STATE_FILE).exists():
+            raise CheckpointError(
+                f"{folder}: an interrupted training run that has not exported a model yet: continue it "
+                f"with napari-disyre train ... --out {folder} --resume."
+            )
         hint = (
             " This looks like the unet/ subfolder itself: give its parent folder."
             if (folder / "config.json").exists()

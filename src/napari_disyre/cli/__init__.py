@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from ..errors import DisyreError
 
 EXIT_USER_ERROR = 2
-#: Commands whose SIGTERM is handled like Ctrl-C, so that partial outputs are removed.
-TERMINATE_CLEANLY = {"detect", "evaluate"}
+#: Commands whose SIGTERM (kill, timeout, job schedulers) is handled like Ctrl-C: partial outputs are
+#: removed, and training saves its state.
+TERMINATE_CLEANLY = {"detect", "evaluate", "train"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

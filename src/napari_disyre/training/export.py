@@ -42,6 +42,7 @@ def export_checkpoint(
     *,
     validation: Sequence[TrainingScan] = (),
     wall: float | None = None,
+    resumes: Sequence[dict] = (),
 ) -> dict[str, float]:
     """Write the (EMA) network as an official-layout checkpoint with its metadata, in place."""
     import copy
@@ -52,7 +53,7 @@ def export_checkpoint(
     info = CheckpointInfo(
         contrast=config.contrast,
         preprocessing=spec,
-        training=training_record(config, bank, validation, wall),
+        training={**training_record(config, bank, validation, wall), "resumes": list(resumes)},
         description=config.description,
     )
     checkpoint = Checkpoint(

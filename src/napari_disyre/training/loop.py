@@ -30,7 +30,6 @@ from ..checkpoint import load_checkpoint
 from ..devices import training_autocast_dtype
 from ..errors import DisyreError, InputError
 from ..nifti import load_matching, load_scan
-from ..outputs import write_json
 from ..preprocessing import Preprocessing
 from ..schedule import Schedule
 from ..unet import build_unet
@@ -39,6 +38,7 @@ from .contrasts import check_same_contrast
 from .dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
 from .distributed import Distributed, auto_workers
 from .export import export_checkpoint
+from .resume import check_resume, run_record, save_record
 from .state import (
     CONFIG_FILE,
     LOG_FILE,
@@ -90,12 +90,16 @@ def train(
     config = config.resolved()
     check_output(output, resume, overwrite)
     check_training_inputs(scans, validation, allow_mixed_contrasts=allow_mixed_contrasts)
+    record = run_record(config, scans, validation)
+    if resume:  # before any work: only the run it continues, with its settings and data
+        config, record = check_resume(output / STATE_DIR / CONFIG_FILE, record, config)
     if config.workers is not None and config.workers < 0:
         raise DisyreError(f"workers must be 0 or more, not {config.workers}")
     dist = Distributed.from_environment(config.device)
     if config.workers is None:
         config = dataclasses.replace(config, workers=auto_workers(dist.device, dist.world))
     run = _Run.start(scans, validation, output, config, dist, progress=progress, started=started)
+    run.resumes = record.get("resumes", [])
     step = 0
     if resume:
         step, elapsed = load_state(
@@ -103,13 +107,13 @@ def train(
         )
         run.started -= elapsed  # wall times and the log count the earlier sessions too
     if dist.is_main:
-        (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        write_json(output / STATE_DIR / CONFIG_FILE, {**config.to_dict(), "command": " ".join(sys.argv)})
+        save_record(output, record)
     step, losses, val_loss = _optimise(run, step, resume=resume, progress=progress, on_step=on_step)
     quantiles: dict[str, float] = {}
     if dist.is_main:
         run.save(step)
         quantiles = run.export(validation=validation, wall=time.perf_counter() - run.started)
+        save_record(output, {**record, "finished": True})  # a rerun then says so, not "interrupted"
     dist.close()
     tenth = max(1, len(losses) // 10)
     return TrainingReport(
@@ -139,6 +143,7 @@ class _Run:
     bank: SliceBank
     val_bank: SliceBank | None
     started: float
+    resumes: list[dict] = dataclasses.field(default_factory=list)  # settings changed by --resume
 
     @classmethod
     def start(
@@ -190,8 +195,9 @@ class _Run:
 
     def export(self, **record: Any) -> dict[str, float]:
         return export_checkpoint(
-            self.output, self.unet, self.ema, self.schedule, self.config, self.spec, self.bank, **record
-        )
+            self.output, self.unet, self.ema, self.schedule, self.config, self.spec, self.bank,
+            resumes=self.resumes, **record,
+        )  # fmt: skip
 
 
 def _optimise(

@@ -8,10 +8,11 @@ it stopped; the state is read back with ``weights_only=True`` (no code is unpick
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
-from ..errors import DisyreError
+from ..errors import DisyreError, OutputExistsError
 from ..outputs import atomic_output, refuse_existing
 
 STATE_DIR = "training"
@@ -22,16 +23,32 @@ LOG_FIELDS = ("step", "loss", "lr", "val_loss", "elapsed_s", "examples_per_s")
 
 
 def check_output(output: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to resume without a state, and to train into an existing folder unless ``overwrite``."""
+    """Refuse to resume without a state, and to train into an existing folder unless ``overwrite``;
+    a folder an interrupted run left says how to continue it."""
     if resume:
         if not (output / STATE_DIR / STATE_FILE).exists():
             raise DisyreError(
                 f"{output}: nothing to resume (no {STATE_DIR}/{STATE_FILE}); start without --resume."
             )
         return
+    if (output / STATE_DIR / STATE_FILE).exists() and not overwrite:
+        raise OutputExistsError(
+            f"{output}: a finished training run: train it further with --resume and more --steps, or start "
+            "again with --overwrite."
+            if _finished(output)
+            else f"{output}: an interrupted training run: continue it with --resume (or start again with "
+            "--overwrite)."
+        )
     if output.exists() and overwrite:
         shutil.rmtree(output)
     refuse_existing(output, overwrite=False)
+
+
+def _finished(output: Path) -> bool:
+    try:
+        return bool(json.loads((output / STATE_DIR / CONFIG_FILE).read_text()).get("finished"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def save_state(output: Path, step: int, elapsed: float, unet, optimizer, lr_schedule, ema) -> None:
