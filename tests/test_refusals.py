@@ -707,3 +707,19 @@ def test_sigterm_saves_the_training_state_and_resume_finishes_it_exactly(tmp_pat
     killed, straight = load_file(tmp_path / "killed" / weights), load_file(tmp_path / "straight" / weights)
     for name in straight:
         np.testing.assert_array_equal(killed[name], straight[name], err_msg=name)
+
+
+def test_coarse_training_scans_are_warned_about(tmp_path):
+    from napari_disyre.detection import CoarseScanWarning
+    from napari_disyre.preprocessing import Preprocessing
+    from napari_disyre.training.dataset import TrainingScan, scan_slices
+
+    data, _ = synthetic_brain(shape=(64, 72, 8), lesion=False)
+    thick = save(tmp_path / "thick_T1w.nii.gz", data, np.diag([1.0, 1.0, 7.0, 1.0]))
+    spec = Preprocessing(spacing=(1.5, 1.5, 1.5), orientation="RAS")
+    with pytest.warns(CoarseScanWarning, match=r"1x1x7 mm are far coarser .* would learn blurred"):
+        assert scan_slices(TrainingScan(thick), spec)
+    fine = save(tmp_path / "fine_T1w.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoarseScanWarning)
+        assert scan_slices(TrainingScan(fine), spec)

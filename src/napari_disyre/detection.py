@@ -126,7 +126,16 @@ class CoarseScanWarning(UserWarning):
     """The scan's voxels are far coarser than the model's grid: small lesions may be missed."""
 
 
-def warn_if_coarse(scan: Volume, model_spacing: tuple[float, float, float] | None) -> None:
+#: What thick slices do to a detection; training says what they do to a model instead.
+COARSE_DETECTION = (
+    "anomaly maps of such thick slices are unreliable (small lesions vanish, slice edges look anomalous). "
+    "Use a finer acquisition if there is one."
+)
+
+
+def warn_if_coarse(
+    scan: Volume, model_spacing: tuple[float, float, float] | None, consequence: str = COARSE_DETECTION
+) -> None:
     """Warn (not refuse: it may still be useful) when a scan's slices are far thicker than the grid the
     model was trained on (its declared spacing, else 1 mm, the official data's): interpolating 7 mm
     slices onto a 1.5 mm grid gives the network blurred images it has never seen."""
@@ -135,9 +144,7 @@ def warn_if_coarse(scan: Volume, model_spacing: tuple[float, float, float] | Non
     if coarsest > COARSE_FACTOR * reference:
         warnings.warn(
             f"{scan.path or 'the scan'}: voxels of {'x'.join(f'{s:.3g}' for s in scan.spacing)} mm are far "
-            f"coarser than the model's {reference:g} mm grid; anomaly maps of such thick slices are "
-            "unreliable (small lesions vanish, slice edges look anomalous). Use a finer acquisition if "
-            "there is one.",
+            f"coarser than the model's {reference:g} mm grid; {consequence}",
             CoarseScanWarning,
             stacklevel=3,
         )

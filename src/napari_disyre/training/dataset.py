@@ -78,9 +78,19 @@ class SliceBank:
         return cls(slices=slices, volume_of=np.asarray(volume_of), scan_names=[s.name for s in scans])
 
 
+#: Why a training scan far coarser than the model's grid is warned about (not refused).
+COARSE_TRAINING = (
+    "the model would learn blurred, interpolated slices as healthy anatomy. Train on finer scans, or on "
+    "a coarser grid (--spacing)."
+)
+
+
 def scan_slices(scan: TrainingScan, spec: Preprocessing) -> list[np.ndarray]:
     """The non-empty slices of one scan along ``spec.slice_axis``, minus those touching its label."""
+    from ..detection import warn_if_coarse
+
     volume = load_scan(scan.path)
+    warn_if_coarse(volume, spec.spacing, COARSE_TRAINING)
     mask = load_matching(scan.brain_mask, volume, what="brain mask") if scan.brain_mask else None
     prepared = prepare_scan(volume.data, volume.affine, spec, mask)
     image = np.moveaxis(prepared.image, spec.slice_axis, 0)

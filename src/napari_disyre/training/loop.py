@@ -8,8 +8,8 @@ draws its own examples; gradients are averaged by DistributedDataParallel).
 
 The output folder is a checkpoint in the official layout (loadable by this package and by the
 official code) plus ``disyre.json`` and a ``training/`` folder holding the configuration, a CSV log
-and the resumable state (weights, optimiser, learning-rate schedule, EMA). Ctrl-C saves that state,
-and ``resume=True`` continues exactly where it stopped: batch ``k`` of rank ``r`` is always drawn
+and the resumable state (weights, optimiser, learning-rate schedule, EMA). Ctrl-C (and SIGTERM, from
+the CLI) saves that state, and ``resume=True`` continues exactly where it stopped: batch ``k`` of rank ``r`` is always drawn
 from the seed ``(seed, r, k)``, in this process or in worker processes (``workers``).
 """
 
