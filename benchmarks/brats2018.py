@@ -45,7 +45,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's napari_disyre, as for the train commands below
+from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
+from napari_disyre.evaluation import (  # noqa: E402
+    Case,
+    ScoredCase,
+    disyre_name,
+    load_case,
+    rank_combination,
+    score_case,
+    summarise,
+)
+from napari_disyre.metrics import average_precision  # noqa: E402
+from napari_disyre.postprocess import MapPostprocessing, record_postprocessing  # noqa: E402
+
 BRATS = ROOT.parent / "shared" / "data" / "brats2018"
 if not BRATS.is_dir():  # a worktree: ../shared sits beside the worktrees' folder
     BRATS = Path("/work/shared/data/brats2018")
@@ -57,6 +73,7 @@ STARTS = ("scratch", "t1init")
 N_FOLDS = 3
 # Fixed before the run (PREREGISTERED.md): training and evaluation settings.
 STEPS, PRESET, EVAL_STEPS, SAVE_EVERY = 1000, "small", 4, 100
+COMBINED = "DISYRE nested + intensity (rank mean)"  # reported, never selected
 
 
 @dataclass(frozen=True)
@@ -169,6 +186,171 @@ def model_record(model: Path) -> str:
     )
 
 
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+def baselines_of(contrast: str) -> tuple[str, ...]:
+    """T1 shows tumour dark (and bright where it enhances): the inverted baselines too."""
+    both = ("intensity", "intensity-zscore")
+    return (*both, "inverted-intensity", "inverted-intensity-zscore") if contrast == "T1" else both
+
+
+@dataclass
+class Patient(ScoredCase):
+    """A scored case cropped to its region's bounding box ``box`` (twelve whole volumes with several
+    scores each would not fit in memory); ``full`` keeps the uncropped region that detection and
+    post-processing work on."""
+
+    box: tuple[slice, ...] = ()
+    full: np.ndarray | None = None
+
+
+def load_patient(folder: Path, patient: str, contrast: str) -> Patient:
+    """The patient's scan, whole-tumour label (> 0), region (non-zero voxels) and baselines, cropped."""
+    item = score_case(
+        load_case(Case(patient, scan_path(folder, patient, contrast), label_path(folder, patient))),
+        baselines=baselines_of(contrast),
+    )
+    box = tuple(slice(a.min(), a.max() + 1) for a in np.nonzero(item.region))
+    scores = {name: score[box] for name, score in item.scores.items()}
+    return Patient(
+        item.case, item.scan, item.label[box], item.region[box], scores, item.seconds, box, item.region
+    )
+
+
+class Models:
+    """The checkpoints of the run, each loaded once when a map is missing; maps are saved raw."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[Path, object] = {}
+
+    def score(self, item: Patient, key: str, model: Path, maps: Path, post=None) -> None:
+        """Add ``model``'s S = EVAL_STEPS map of ``item`` as ``key``, post-processed by ``post``."""
+        saved = maps / f"{item.case.id}_S{EVAL_STEPS}_anomaly_map.nii.gz"
+        if not saved.exists() and model not in self.loaded:
+            self.loaded[model] = load_checkpoint(model)
+        full = ScoredCase(item.case, item.scan, item.full, item.full)  # the label is not used here
+        score_case(full, self.loaded.get(model), [EVAL_STEPS], (), maps_dir=maps, postprocessing=post)
+        item.scores[key] = full.scores[disyre_name(EVAL_STEPS)][item.box]
+        item.seconds[key] = full.seconds[disyre_name(EVAL_STEPS)]
+
+
+def candidates() -> list[tuple[str, object]]:
+    """The nested candidates, simplest first (PREREGISTERED.md)."""
+    posts = [
+        MapPostprocessing(0, 0),
+        MapPostprocessing(3, 0),
+        MapPostprocessing(0, 3),
+        MapPostprocessing(3, 3),
+    ]
+    return [(start, post) for start in STARTS for post in posts]
+
+
+def choose(work: Path, brats: Path, contrast: str, fold: Fold, models: Models) -> tuple | None:
+    """The (start, post-processing) with the highest AP on the fold's validation patient; a later
+    (less simple) candidate must beat the best so far by more than 0.005. None while a start of
+    the fold is unfinished. Also returns every candidate's validation AP."""
+    if not all(is_finished(model_path(work, contrast, start, fold)) for start in STARTS):
+        return None
+    item = load_patient(brats, fold.validation, contrast)
+    tried, best = {}, None
+    for start, post in candidates():
+        model = model_path(work, contrast, start, fold)
+        models.score(item, "candidate", model, work / "maps" / model.name, post)
+        ap = tried[start, post.describe()] = average_precision(
+            item.scores["candidate"], item.label, item.region
+        )
+        if best is None or ap > best[2] + 0.005:
+            best = (start, post, ap)
+    return best[0], best[1], tried
+
+
+def score_fold(args, contrast: str, fold: Fold, models: Models, patients: list[str], folder: Path, tag: str):
+    """The fold's models on ``patients`` of ``folder``: each finished start without post-processing
+    and, once chosen, the nested recipe; plus the baselines."""
+    choice = choose(args.work, args.brats, contrast, fold, models)
+    items = []
+    for patient in patients:
+        item = load_patient(folder, patient, contrast)
+        for start in args.starts:
+            model = model_path(args.work, contrast, start, fold)
+            if is_finished(model):
+                models.score(item, f"DISYRE {start}", model, args.work / "maps" / f"{model.name}{tag}")
+        if choice is not None:
+            model = model_path(args.work, contrast, choice[0], fold)
+            models.score(item, "DISYRE nested", model, args.work / "maps" / f"{model.name}{tag}", choice[1])
+            item.scores[COMBINED] = rank_combination(
+                item.scores["DISYRE nested"], item.scan.data[item.box], item.region
+            )
+            item.seconds[COMBINED] = item.seconds["DISYRE nested"]
+        items.append(item)
+    if choice is not None and choice[1].enabled:
+        record_postprocessing(model_path(args.work, contrast, choice[0], fold), choice[1])
+    return items, choice
+
+
+def score_t1(args, patients: list[str], folder: Path, tag: str, models: Models):
+    """The paper's BraTS-T1 task: the bundled healthy T1 model, no BraTS training."""
+    items = []
+    for patient in patients:
+        item = load_patient(folder, patient, "T1")
+        models.score(item, "DISYRE healthy T1 model", HEALTHY_T1, args.work / "maps" / f"T1_bundled{tag}")
+        items.append(item)
+    return items
+
+
+def table(title: str, items: list) -> str:
+    """Markdown: pooled metrics of every score, then AP per patient."""
+    summaries = summarise(items)
+    ids = [i.case.id.removeprefix("Brats18_").removesuffix("_1") for i in items]
+    lines = [f"**{title}**", "", "| score | AP | best Dice | AUROC | " + " | ".join(f"AP {p}" for p in ids) + " |",
+             "|---" * (4 + len(ids)) + "|"]  # fmt: skip
+    for summary in summaries:
+        per = [summary.per_volume[i.case.id].ap for i in items]
+        p = summary.pooled
+        lines.append(f"| {summary.name} | {p.ap:.3f} | {p.best_dice:.3f} | {p.auroc:.3f} | "
+                     + " | ".join(f"{v:.3f}" for v in per) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def report(args, folds: list[Fold]) -> None:
+    """Print the README tables of every asked contrast, per fold and pooled over the 12 patients."""
+    models = Models()
+    patients = patients_in(args.brats)
+    extra = patients_in(args.extra_test) if args.extra_test else []
+    for contrast in args.contrasts:
+        if contrast == "T1":
+            print(table("BraTS-T1: bundled healthy T1 model, all 12 patients (none trained on)",
+                        score_t1(args, patients, args.brats, "", models)))  # fmt: skip
+            if extra:
+                print(table(f"BraTS-T1, extra test patients ({args.extra_test})",
+                            score_t1(args, extra, args.extra_test, "_extra", models)))  # fmt: skip
+            continue
+        pooled = []
+        for fold in folds:
+            items, choice = score_fold(args, contrast, fold, models, list(fold.test), args.brats, "")
+            pooled.extend(items)
+            chosen = "pending (a start is unfinished)" if choice is None else (
+                f"{choice[0]}, post-processing: {choice[1].describe()}; validation AP "
+                + ", ".join(f"{s} / {p}: {ap:.3f}" for (s, p), ap in choice[2].items()))  # fmt: skip
+            print(table(f"{contrast} fold {fold.name}: train {' + '.join(fold.train)}; validation {fold.validation}; "
+                        f"nested choice: {chosen}", items))  # fmt: skip
+            if extra:
+                print(table(f"{contrast} fold {fold.name} model, extra test patients ({args.extra_test})",
+                            score_fold(args, contrast, fold, models, extra, args.extra_test, "_extra")[0]))  # fmt: skip
+        if len(folds) == N_FOLDS:
+            print(
+                table(
+                    f"{contrast}: all 12 patients, each scored by the model of the fold that tested it",
+                    pooled,
+                )
+            )
+        for start in args.starts:
+            for fold in folds:
+                print("-", model_record(model_path(args.work, contrast, start, fold)))
+        print()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,10 +382,7 @@ def main() -> int:
                     print(f"{contrast} {start} fold {fold.name}: {time.time() - started:.0f} s", flush=True)
     if args.train_only:
         return 0
-    for contrast in (c for c in args.contrasts if c in TRAINED):
-        for start in args.starts:
-            for fold in folds:
-                print(model_record(model_path(args.work, contrast, start, fold)))
+    report(args, folds)
     return 0
 
 

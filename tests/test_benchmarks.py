@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -64,3 +65,48 @@ def test_folds_never_test_a_training_patient_and_test_each_patient_once() -> Non
         assert not set(train_patients) & set(test_patients)
     tested = [patient for _, test_patients in folds.values() for patient in test_patients]
     assert sorted(tested) == ["pat0001", "pat0002", "pat0005", "pat0006"]
+
+
+def _load_brats2018():
+    spec = importlib.util.spec_from_file_location("brats2018", SCRIPT.parent / "brats2018.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_brats2018_folds_never_test_a_training_patient_and_test_each_patient_once():
+    script = _load_brats2018()
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)][::-1]  # order of discovery does not matter
+    folds = script.make_folds(patients)
+    assert [f.name for f in folds] == ["1", "2", "3"]
+    tested = [p for f in folds for p in f.test]
+    assert sorted(tested) == sorted(patients)  # every patient exactly once
+    assert [len(f.test) for f in folds] == [4, 4, 4]
+    for fold in folds:
+        assert not set(fold.train) & set(fold.test)
+        assert fold.validation not in fold.train and fold.validation not in fold.test
+        assert len(fold.train) == 7 and set(fold.train) | set(fold.test) | {fold.validation} == set(patients)
+    # patient i of the sorted list tests in fold i % 3 + 1; validation: next fold's first test patient
+    assert folds[0].test == ("Brats18_P00_1", "Brats18_P03_1", "Brats18_P06_1", "Brats18_P09_1")
+    assert [f.validation for f in folds] == ["Brats18_P01_1", "Brats18_P02_1", "Brats18_P00_1"]
+    assert script.make_folds(patients) == folds  # deterministic
+
+
+def test_brats2018_training_folder_links_exactly_the_training_patients(tmp_path):
+    script = _load_brats2018()
+    brats = tmp_path / "brats"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    for patient in patients:
+        for suffix in ("t2", "seg"):
+            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    assert script.patients_in(brats) == patients
+    fold = script.make_folds(patients)[1]
+    folder = script.training_folder(tmp_path / "work", brats, "T2", fold)
+    linked = sorted(p.parent.name for p in folder.glob("*/t2.nii.gz"))
+    assert linked == sorted(fold.train)
+    for patient in linked:
+        assert (folder / patient / "seg.nii.gz").resolve() == (
+            brats / patient / f"{patient}_seg.nii.gz"
+        ).resolve()
+    assert script.training_folder(tmp_path / "work", brats, "T2", fold) == folder  # a rerun reuses the links

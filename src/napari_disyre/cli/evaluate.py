@@ -9,8 +9,10 @@ from pathlib import Path
 from ..errors import InputError
 from .common import (
     add_checkpoint_option,
+    add_postprocessing_options,
     add_restoration_options,
     open_checkpoint,
+    postprocessing_options,
     progress_bar,
     restoration_settings,
 )
@@ -48,7 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--baselines",
         default="intensity,inverted-intensity",
-        help="comma-separated: intensity, inverted-intensity, or none (default: both)",
+        help="comma-separated: intensity (raw scanner values), intensity-zscore (z-scored inside the "
+        "brain), inverted-intensity, inverted-intensity-zscore, or none (default: the two raw ones)",
     )
     what.add_argument(
         "--combine", action="store_true", help="also score the rank mean of each DISYRE map and the intensity"
@@ -59,6 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--sample-voxels", type=int, help="evaluate N random voxels per volume (official parity: 10000)"
     )
     what.add_argument("--seed", type=int, default=0, help="seed of --sample-voxels")
+    add_postprocessing_options(parser)
     parser.add_argument("--out", type=Path, help="report folder (metrics.csv, metrics.json, PNG plots)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     parser.add_argument("--note", default="", help="free text stored in metrics.json (e.g. the data split)")
@@ -122,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = open_checkpoint(args.checkpoint)
     settings = restoration_settings(args, checkpoint)
     steps = _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
+    post = postprocessing_options(args, checkpoint)
     options = {
         "device": args.device,
         "precision": args.precision,
@@ -136,7 +141,14 @@ def run(args: argparse.Namespace) -> int:
         score_case(item, baselines=baselines)
         for s in steps:
             score_case(
-                item, checkpoint, [s], (), settings=settings, maps_dir=args.maps, detect_options=options
+                item,
+                checkpoint,
+                [s],
+                (),
+                settings=settings,
+                maps_dir=args.maps,
+                detect_options=options,
+                postprocessing=post,
             )
             bar.update(1)
             if args.combine:
@@ -150,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
     print(
         f"{len(scored)} volume(s); labels binarised ({_describe(label_values)}); "
-        "metrics on brain-mask/foreground voxels"
+        f"metrics on brain-mask/foreground voxels; DISYRE map post-processing: {post.describe()}"
         + (
             f", {args.sample_voxels} random voxels per volume (seed {args.seed})"
             if args.sample_voxels
@@ -165,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             "method": settings.method,
             "timesteps": settings.spacing,
             "baselines": baselines,
+            "postprocessing": post.to_dict(),
             "sample_voxels": args.sample_voxels,
             "seed": args.seed,
             "anomalous_labels": _describe(label_values),
