@@ -53,14 +53,10 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
 def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("map post-processing (default: the checkpoint's, else none)")
     group.add_argument(
-        "--erode",
-        type=int,
-        default=None,
-        metavar="N",
-        help="zero the map within N voxels of the brain's edge",
+        "--erode", type=int, metavar="N", help="zero the map within N voxels of the brain's edge"
     )
     group.add_argument(
-        "--median", type=int, default=None, metavar="K", help="3D median filter of the map, K voxels"
+        "--median", type=int, metavar="K", help="3D median filter of the map, K voxels per axis"
     )
 
 
