@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -110,3 +111,51 @@ def test_brats2018_training_folder_links_exactly_the_training_patients(tmp_path)
             brats / patient / f"{patient}_seg.nii.gz"
         ).resolve()
     assert script.training_folder(tmp_path / "work", brats, "T2", fold) == folder  # a rerun reuses the links
+
+
+def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested_choice(tmp_path, capsys):
+    """Saved maps stand in for the models: a fold's scratch model finds the tumour of every patient
+    it tested and of its validation patient, its t1init model ranks it last, and every other map of
+    the same name would be wrong. The nested choice must be scratch (validation AP 1) in every fold,
+    and the pooled rows must use each patient's own fold."""
+    script = _load_brats2018()
+    brats, work = tmp_path / "brats", tmp_path / "work"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    lesion = np.zeros((8, 8, 8), bool)
+    lesion[3:5, 3:5, 3:5] = True
+    brain = np.zeros_like(lesion)
+    brain[1:7, 1:7, 1:7] = True
+    rng = np.random.default_rng(0)
+    for patient in patients:
+        _save(brats / patient / f"{patient}_seg.nii.gz", lesion.astype(np.uint8) * 2)
+        _save(brats / patient / f"{patient}_t2.nii.gz", np.where(brain, rng.uniform(1, 2, brain.shape), 0))
+    folds = script.make_folds(patients)
+    for fold in folds:
+        for start in script.STARTS:
+            model = script.model_path(work, "T2", start, fold)
+            (model / "training").mkdir(parents=True)
+            (model / "training" / "log.csv").write_text(f"step,elapsed_s\n{script.STEPS},60\n")
+            (model / "disyre.json").write_text(json.dumps({"training": {"device": "cpu", "machine": "test"}}))
+            right = lesion if start == "scratch" else ~lesion & brain
+            for patient in patients:
+                seen = patient in (*fold.test, fold.validation)
+                _save(work / "maps" / model.name / f"{patient}_S4_anomaly_map.nii.gz",
+                      (right if seen else ~lesion & brain).astype(np.float32))  # fmt: skip
+    args = argparse.Namespace(
+        work=work, brats=brats, contrasts=["T2"], starts=list(script.STARTS), extra_test=None
+    )
+
+    script.report(args, folds)
+
+    out = capsys.readouterr().out
+    pooled = out[out.index("**T2: all 12 patients") :]
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:4]
+        for line in pooled.splitlines()[4:]
+        if "|" in line
+    }
+    assert rows["DISYRE nested"] == ["1.000", "1.000", "1.000"]
+    assert rows["DISYRE scratch"] == ["1.000", "1.000", "1.000"]
+    assert rows["DISYRE t1init"][2] == "0.000"  # AUROC: every tumour voxel ranked last
+    assert out.count("nested choice: scratch, post-processing: none") == 3
+    assert "T2_scratch_fold1: 1 min on cpu (test)" in out
