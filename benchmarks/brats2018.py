@@ -300,16 +300,23 @@ def score_t1(args, patients: list[str], folder: Path, tag: str, models: Models):
 
 
 def table(title: str, items: list) -> str:
-    """Markdown: pooled metrics of every score, then AP per patient."""
+    """Markdown: each score pooled over ``items``, then per patient (AP / best Dice / AUROC)."""
     summaries = summarise(items)
-    ids = [i.case.id.removeprefix("Brats18_").removesuffix("_1") for i in items]
-    lines = [f"**{title}**", "", "| score | AP | best Dice | AUROC | " + " | ".join(f"AP {p}" for p in ids) + " |",
-             "|---" * (4 + len(ids)) + "|"]  # fmt: skip
-    for summary in summaries:
-        per = [summary.per_volume[i.case.id].ap for i in items]
-        p = summary.pooled
-        lines.append(f"| {summary.name} | {p.ap:.3f} | {p.best_dice:.3f} | {p.auroc:.3f} | "
-                     + " | ".join(f"{v:.3f}" for v in per) + " |")  # fmt: skip
+    names = [summary.name for summary in summaries]
+    lines = [f"**{title}**", "", "| score | AP | best Dice | AUROC |", "|---|---|---|---|"]
+    lines += [
+        f"| {s.name} | {s.pooled.ap:.3f} | {s.pooled.best_dice:.3f} | {s.pooled.auroc:.3f} |"
+        for s in summaries
+    ]
+    lines += [
+        "",
+        "| patient: AP / best Dice / AUROC | " + " | ".join(names) + " |",
+        "|---" * (1 + len(names)) + "|",
+    ]
+    for item in items:
+        cells = [summary.per_volume[item.case.id] for summary in summaries]
+        lines.append(f"| {item.case.id.removeprefix('Brats18_').removesuffix('_1')} | "
+                     + " | ".join(f"{m.ap:.3f} / {m.best_dice:.3f} / {m.auroc:.3f}" for m in cells) + " |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

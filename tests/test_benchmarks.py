@@ -148,12 +148,15 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
     script.report(args, folds)
 
     out = capsys.readouterr().out
-    pooled = out[out.index("**T2: all 12 patients") :]
+    pooled, per_patient = out[out.index("**T2: all 12 patients") :].split("\n\n")[1:3]
     rows = {
-        line.split(" | ")[0].strip("| "): line.split(" | ")[1:4]
-        for line in pooled.splitlines()[4:]
-        if "|" in line
+        line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:4]
+        for line in pooled.splitlines()[2:]
     }
+    header, _, *patient_rows = per_patient.splitlines()
+    nested = header.split(" | ").index("DISYRE nested")
+    assert len(patient_rows) == 12
+    assert all(row.split(" | ")[nested] == "1.000 / 1.000 / 1.000" for row in patient_rows)
     assert rows["DISYRE nested"] == ["1.000", "1.000", "1.000"]
     assert rows["DISYRE scratch"] == ["1.000", "1.000", "1.000"]
     assert rows["DISYRE t1init"][2] == "0.000"  # AUROC: every tumour voxel ranked last
