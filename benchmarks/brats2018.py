@@ -50,7 +50,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's napari_disyre, as for the train commands below
 from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
-from napari_disyre.evaluation import (  # noqa: E402
+from napari_disyre.evaluation.metrics import average_precision  # noqa: E402
+from napari_disyre.evaluation.scoring import (  # noqa: E402
     Case,
     ScoredCase,
     disyre_name,
@@ -59,7 +60,6 @@ from napari_disyre.evaluation import (  # noqa: E402
     score_case,
     summarise,
 )
-from napari_disyre.metrics import average_precision  # noqa: E402
 from napari_disyre.postprocess import MapPostprocessing, record_postprocessing  # noqa: E402
 
 BRATS = ROOT.parent / "shared" / "data" / "brats2018"

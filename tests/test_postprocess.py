@@ -81,8 +81,8 @@ def test_bad_values_are_refused(bad):
         MapPostprocessing(**bad)
 
 
-def test_checkpoint_default_is_recorded_and_overridden(tmp_path, tiny_checkpoint):
-    from napari_disyre.checkpoint import load_checkpoint, save_checkpoint
+def test_checkpoint_default_is_recorded_and_overridden(tmp_path, tiny_checkpoint, capsys):
+    from napari_disyre.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
 
     folder = save_checkpoint(tmp_path / "ckpt", tiny_checkpoint.with_info(description="kept"))
     assert MapPostprocessing.for_checkpoint(load_checkpoint(folder).info) == MapPostprocessing()
@@ -92,6 +92,11 @@ def test_checkpoint_default_is_recorded_and_overridden(tmp_path, tiny_checkpoint
     assert json.loads((folder / "disyre.json").read_text())["postprocessing"] == {"erosion": 3, "median": 5}
     assert MapPostprocessing.for_checkpoint(info) == MapPostprocessing(3, 5)
     assert MapPostprocessing.for_checkpoint(info, median=0) == MapPostprocessing(3, 0)
+    assert read_checkpoint_info(folder).postprocessing == {"erosion": 3, "median": 5}  # torch-free reader
+    assert main(["info", str(folder)]) == 0
+    assert "map post-processing: brain mask eroded by 3 voxel(s), 5-voxel median filter" in (
+        capsys.readouterr().out.splitlines()
+    )
     with pytest.raises(InputError, match="no disyre.json"):
         record_postprocessing(tmp_path, MapPostprocessing(1, 0))
 

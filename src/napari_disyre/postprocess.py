@@ -109,7 +109,7 @@ def record_postprocessing(checkpoint_folder: Path, options: MapPostprocessing) -
     """Make ``options`` the default post-processing of a napari-disyre checkpoint folder: rewrites its
     ``disyre.json`` atomically (detect and evaluate then apply it unless told otherwise)."""
     from .checkpoint import METADATA_FILE, CheckpointInfo
-    from .files import atomic_output
+    from .outputs import write_json
 
     path = Path(checkpoint_folder) / METADATA_FILE
     if not path.exists():
@@ -119,8 +119,7 @@ def record_postprocessing(checkpoint_folder: Path, options: MapPostprocessing) -
     record = json.loads(path.read_text())
     CheckpointInfo.from_dict(record, str(path))  # a malformed file is reported, not rewritten
     record["postprocessing"] = options.to_dict()  # every other key is kept as it was
-    with atomic_output(path, overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
+    write_json(path, record)
 
 
 def threshold_mask(

@@ -72,7 +72,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _cases(args: argparse.Namespace):
-    from ..evaluation import Case, cases_by_name, cases_from_csv, cases_in_folders
+    from ..evaluation.scoring import Case, cases_by_name, cases_from_csv, cases_in_folders
     from ..sample_data import demo_lesion_path, demo_scan_path
 
     if args.demo:
@@ -105,10 +105,15 @@ def _describe(label_values: list[int] | None) -> str:
     return "label > 0" if label_values is None else "label in {" + ", ".join(map(str, label_values)) + "}"
 
 
+def _baselines(text: str) -> list[str]:
+    """The --baselines names (``none``: no baseline); unknown names are refused by ``score_case``."""
+    return [] if text.strip() == "none" else [b.strip() for b in text.split(",") if b.strip()]
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import disyre_name, load_case, rank_combination, score_case, summarise
-    from ..files import refuse_existing
-    from ..report import format_table, write_report
+    from ..evaluation.report import format_table, write_report
+    from ..evaluation.scoring import disyre_name, load_case, rank_combination, score_case, summarise
+    from ..outputs import refuse_existing
 
     if args.out is not None:
         refuse_existing(args.out, args.overwrite)
@@ -118,11 +123,7 @@ def run(args: argparse.Namespace) -> int:
         if args.label_values is not None
         else None
     )
-    baselines = (
-        []
-        if args.baselines.strip() == "none"
-        else [b.strip() for b in args.baselines.split(",") if b.strip()]
-    )
+    baselines = _baselines(args.baselines)
     checkpoint = open_checkpoint(args.checkpoint)
     settings = restoration_settings(args, checkpoint)
     steps = _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
