@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -64,3 +66,99 @@ def test_folds_never_test_a_training_patient_and_test_each_patient_once() -> Non
         assert not set(train_patients) & set(test_patients)
     tested = [patient for _, test_patients in folds.values() for patient in test_patients]
     assert sorted(tested) == ["pat0001", "pat0002", "pat0005", "pat0006"]
+
+
+def _load_brats2018():
+    spec = importlib.util.spec_from_file_location("brats2018", SCRIPT.parent / "brats2018.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_brats2018_folds_never_test_a_training_patient_and_test_each_patient_once():
+    script = _load_brats2018()
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)][::-1]  # order of discovery does not matter
+    folds = script.make_folds(patients)
+    assert [f.name for f in folds] == ["1", "2", "3"]
+    tested = [p for f in folds for p in f.test]
+    assert sorted(tested) == sorted(patients)  # every patient exactly once
+    assert [len(f.test) for f in folds] == [4, 4, 4]
+    for fold in folds:
+        assert not set(fold.train) & set(fold.test)
+        assert fold.validation not in fold.train and fold.validation not in fold.test
+        assert len(fold.train) == 7 and set(fold.train) | set(fold.test) | {fold.validation} == set(patients)
+    # patient i of the sorted list tests in fold i % 3 + 1; validation: next fold's first test patient
+    assert folds[0].test == ("Brats18_P00_1", "Brats18_P03_1", "Brats18_P06_1", "Brats18_P09_1")
+    assert [f.validation for f in folds] == ["Brats18_P01_1", "Brats18_P02_1", "Brats18_P00_1"]
+    assert script.make_folds(patients) == folds  # deterministic
+
+
+def test_brats2018_training_folder_links_exactly_the_training_patients(tmp_path):
+    script = _load_brats2018()
+    brats = tmp_path / "brats"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    for patient in patients:
+        for suffix in ("t2", "seg"):
+            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    assert script.patients_in(brats) == patients
+    fold = script.make_folds(patients)[1]
+    folder = script.training_folder(tmp_path / "work", brats, "T2", fold)
+    linked = sorted(p.parent.name for p in folder.glob("*/t2.nii.gz"))
+    assert linked == sorted(fold.train)
+    for patient in linked:
+        assert (folder / patient / "seg.nii.gz").resolve() == (
+            brats / patient / f"{patient}_seg.nii.gz"
+        ).resolve()
+    assert script.training_folder(tmp_path / "work", brats, "T2", fold) == folder  # a rerun reuses the links
+
+
+def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested_choice(tmp_path, capsys):
+    """Saved maps stand in for the models: a fold's scratch model finds the tumour of every patient
+    it tested and of its validation patient, its t1init model ranks it last, and every other map of
+    the same name would be wrong. The nested choice must be scratch (validation AP 1) in every fold,
+    and the pooled rows must use each patient's own fold."""
+    script = _load_brats2018()
+    brats, work = tmp_path / "brats", tmp_path / "work"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    lesion = np.zeros((8, 8, 8), bool)
+    lesion[3:5, 3:5, 3:5] = True
+    brain = np.zeros_like(lesion)
+    brain[1:7, 1:7, 1:7] = True
+    rng = np.random.default_rng(0)
+    for patient in patients:
+        _save(brats / patient / f"{patient}_seg.nii.gz", lesion.astype(np.uint8) * 2)
+        _save(brats / patient / f"{patient}_t2.nii.gz", np.where(brain, rng.uniform(1, 2, brain.shape), 0))
+    folds = script.make_folds(patients)
+    for fold in folds:
+        for start in script.STARTS:
+            model = script.model_path(work, "T2", start, fold)
+            (model / "training").mkdir(parents=True)
+            (model / "training" / "log.csv").write_text(f"step,elapsed_s\n{script.STEPS},60\n")
+            (model / "disyre.json").write_text(json.dumps({"training": {"device": "cpu", "machine": "test"}}))
+            right = lesion if start == "scratch" else ~lesion & brain
+            for patient in patients:
+                seen = patient in (*fold.test, fold.validation)
+                _save(work / "maps" / model.name / f"{patient}_S4_anomaly_map.nii.gz",
+                      (right if seen else ~lesion & brain).astype(np.float32))  # fmt: skip
+    args = argparse.Namespace(
+        work=work, brats=brats, contrasts=["T2"], starts=list(script.STARTS), extra_test=None
+    )
+
+    script.report(args, folds)
+
+    out = capsys.readouterr().out
+    pooled, per_patient = out[out.index("**T2: all 12 patients") :].split("\n\n")[1:3]
+    rows = {
+        line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:4]
+        for line in pooled.splitlines()[2:]
+    }
+    header, _, *patient_rows = per_patient.splitlines()
+    nested = header.split(" | ").index("DISYRE nested")
+    assert len(patient_rows) == 12
+    assert all(row.split(" | ")[nested] == "1.000 / 1.000 / 1.000" for row in patient_rows)
+    assert rows["DISYRE nested"] == ["1.000", "1.000", "1.000"]
+    assert rows["DISYRE scratch"] == ["1.000", "1.000", "1.000"]
+    assert rows["DISYRE t1init"][2] == "0.000"  # AUROC: every tumour voxel ranked last
+    assert out.count("nested choice: scratch, post-processing: none") == 3
+    assert "T2_scratch_fold1: 1 min on cpu (test)" in out

@@ -219,3 +219,64 @@ def test_label_values_select_part_of_a_multi_class_label(tmp_path, tiny_checkpoi
     assert "--label-values takes comma-separated integers" in capsys.readouterr().err
     assert main([*args, "--label-values", "0"]) == 2
     assert "0 is background" in capsys.readouterr().err
+
+
+def test_zscored_intensity_baseline_matches_a_hand_computed_ap(tmp_path):
+    """Two volumes on different scales: z-scoring each inside its brain changes the pooled ranking.
+    z(A) = [-1.342, -0.447, 0.447, 1.342], lesion at 1.342; z(B) = [-1.183, -0.507, 0.169, 1.521],
+    lesion at -0.507. Pooled, descending: B 1.521, A+ 1.342, A 0.447, B 0.169, A -0.447, B+ -0.507:
+    AP = (1/2 + 2/6) / 2 = 5/12. Raw values: B 50, 30, B+ 20, 10, A+ 4: AP = (1/3 + 2/5) / 2 = 11/30.
+    (Each value fills a 2 x 2 column, so every voxel counts four times: the APs are unchanged.)"""
+    cases = []
+    for name, values, lesion in (("A", [1, 2, 3, 4, 0], 3), ("B", [10, 20, 30, 50, 0], 1)):
+        label = np.zeros(5, np.uint8)
+        label[lesion] = 1
+        shaped = {k: np.broadcast_to(np.reshape(v, (5, 1, 1)), (5, 2, 2)) for k, v in
+                  (("scan", np.asarray(values, np.float32)), ("label", label), ("mask", [1, 1, 1, 1, 0]))}  # fmt: skip
+        paths = [
+            _save(tmp_path / f"{name}_{k}.nii.gz", a.astype(np.float32), np.eye(4)) for k, a in shaped.items()
+        ]
+        cases.append(score_case(load_case(Case(name, *paths)), baselines=[
+            "intensity", "intensity-zscore", "inverted-intensity-zscore"]))  # fmt: skip
+    pooled = {s.name: s.pooled for s in summarise(cases)}
+    assert pooled["intensity-zscore"].ap == pytest.approx(5 / 12)
+    assert pooled["intensity"].ap == pytest.approx(11 / 30)
+    assert pooled["inverted-intensity-zscore"].auroc == pytest.approx(1 - pooled["intensity-zscore"].auroc)
+    # the z-score uses the brain voxels only (mean 2.5, population std sqrt(1.25)), unclipped
+    np.testing.assert_allclose(
+        cases[0].scores["intensity-zscore"][:4, 0, 0], (np.arange(1, 5) - 2.5) / np.sqrt(1.25), rtol=1e-6
+    )
+
+
+def test_cli_evaluate_post_processes_maps_and_records_it(cohort, tiny_checkpoint_dir, capsys):
+    from napari_disyre.postprocess import MapPostprocessing, record_postprocessing
+
+    base = ["evaluate", "--checkpoint", str(tiny_checkpoint_dir), "--scans", str(cohort / "scans"),
+            "--labels", str(cohort / "labels"), "--sweep", "1", "--maps", str(cohort / "maps"),
+            "--baselines", "none", "--device", "cpu", "-q"]  # fmt: skip
+    assert main([*base, "--out", str(cohort / "raw")]) == 0
+    assert main([*base, "--out", str(cohort / "eroded"), "--erode", "2"]) == 0
+    eroded = json.loads((cohort / "eroded" / "metrics.json").read_text())
+    assert eroded["settings"]["postprocessing"] == {"erosion": 2, "median": 0}
+    scored = [load_case(c) for c in cases_by_name(cohort / "scans", cohort / "labels")]
+    maps = [
+        np.asarray(nib.load(cohort / "maps" / f"{c.case.id}_S1_anomaly_map.nii.gz").dataobj) for c in scored
+    ]
+    truth = np.concatenate([c.label[c.region] for c in scored])
+    expected = np.concatenate(
+        [MapPostprocessing(erosion=2).apply(m, c.region)[c.region] for m, c in zip(maps, scored, strict=True)]
+    )
+    assert eroded["pooled"]["DISYRE S=1"]["ap"] == pytest.approx(
+        average_precision_score(truth, expected), abs=1e-6
+    )
+    raw = json.loads((cohort / "raw" / "metrics.json").read_text())
+    assert raw["settings"]["postprocessing"] == {"erosion": 0, "median": 0}
+    assert raw["pooled"]["DISYRE S=1"]["ap"] != eroded["pooled"]["DISYRE S=1"]["ap"]
+    # a checkpoint's recorded default applies unless overridden
+    record_postprocessing(tiny_checkpoint_dir, MapPostprocessing(erosion=2))
+    assert main([*base, "--out", str(cohort / "default")]) == 0
+    default = json.loads((cohort / "default" / "metrics.json").read_text())
+    assert default["pooled"]["DISYRE S=1"]["ap"] == eroded["pooled"]["DISYRE S=1"]["ap"]
+    assert main([*base, "--out", str(cohort / "override"), "--erode", "0"]) == 0
+    override = json.loads((cohort / "override" / "metrics.json").read_text())
+    assert override["pooled"]["DISYRE S=1"]["ap"] == raw["pooled"]["DISYRE S=1"]["ap"]

@@ -60,6 +60,7 @@ class CheckpointInfo:
     healthy_score_quantiles: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    postprocessing: dict[str, int] = field(default_factory=dict)  # default map post-processing
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,6 +93,7 @@ class CheckpointInfo:
                 },
                 training=dict(d.get("training", {})),
                 description=str(d.get("description", "")),
+                postprocessing={str(k): int(v) for k, v in d.get("postprocessing", {}).items()},
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise CheckpointError(f"{source}: malformed napari-disyre metadata ({exc}).") from exc

@@ -7,11 +7,15 @@ them, so a lesion drawn diagonally across slices stays one lesion.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
+
+from .errors import InputError
 
 #: Healthy-voxel score quantile used as the default threshold when the checkpoint records one.
 DEFAULT_HEALTHY_QUANTILE = "0.999"
@@ -41,6 +45,81 @@ def smooth_map(anomaly_map: np.ndarray, median_size: int = 0) -> np.ndarray:
     if median_size <= 1:
         return anomaly_map
     return ndimage.median_filter(anomaly_map, size=median_size)
+
+
+@dataclass(frozen=True)
+class MapPostprocessing:
+    """Post-processing of an anomaly map that brain-MRI anomaly benchmarks apply before scoring.
+
+    ``median``: a 3D median filter of the map (window of that many voxels per axis; 0 or 1: off),
+    which drops speckle. ``erosion``: the map is set to 0 (its floor) outside the brain mask eroded by
+    that many voxels (face-connected steps; the array border counts as outside), which silences the
+    brain's edge, where restoration errors gather. The voxels that metrics count stay the whole brain.
+    Detection, evaluation and the widget share this one definition; a checkpoint may record its
+    default in ``disyre.json`` (``"postprocessing": {"erosion": N, "median": K}``).
+    """
+
+    erosion: int = 0
+    median: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("erosion", "median"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(
+                    f"post-processing {name} takes a whole number of voxels >= 0, not {value!r}."
+                )
+
+    @property
+    def enabled(self) -> bool:
+        return self.erosion > 0 or self.median > 1
+
+    def apply(self, anomaly_map: np.ndarray, brain: np.ndarray) -> np.ndarray:
+        """The post-processed map (a new array when enabled; ``anomaly_map`` itself otherwise)."""
+        if not self.enabled:
+            return anomaly_map
+        kept = ndimage.binary_erosion(brain, iterations=self.erosion) if self.erosion else brain.astype(bool)
+        return np.where(kept, smooth_map(anomaly_map, self.median), 0).astype(anomaly_map.dtype)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"erosion": self.erosion, "median": self.median}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> MapPostprocessing:
+        d = d or {}
+        return cls(erosion=int(d.get("erosion", 0)), median=int(d.get("median", 0)))
+
+    @classmethod
+    def for_checkpoint(cls, info, erosion: int | None = None, median: int | None = None) -> MapPostprocessing:
+        """The checkpoint's recorded default (``info.postprocessing``), each value overridden where given."""
+        default = cls.from_dict(getattr(info, "postprocessing", None))
+        return cls(
+            erosion=default.erosion if erosion is None else erosion,
+            median=default.median if median is None else median,
+        )
+
+    def describe(self) -> str:
+        parts = ([f"brain mask eroded by {self.erosion} voxel(s)"] if self.erosion else []) + (
+            [f"{self.median}-voxel median filter"] if self.median > 1 else []
+        )
+        return ", ".join(parts) or "none"
+
+
+def record_postprocessing(checkpoint_folder: Path, options: MapPostprocessing) -> None:
+    """Make ``options`` the default post-processing of a napari-disyre checkpoint folder: rewrites its
+    ``disyre.json`` atomically (detect and evaluate then apply it unless told otherwise)."""
+    from .checkpoint import METADATA_FILE, CheckpointInfo
+    from .outputs import write_json
+
+    path = Path(checkpoint_folder) / METADATA_FILE
+    if not path.exists():
+        raise InputError(
+            f"{checkpoint_folder}: no {METADATA_FILE}; only napari-disyre checkpoints record defaults."
+        )
+    record = json.loads(path.read_text())
+    CheckpointInfo.from_dict(record, str(path))  # a malformed file is reported, not rewritten
+    record["postprocessing"] = options.to_dict()  # every other key is kept as it was
+    write_json(path, record)
 
 
 def threshold_mask(

@@ -50,6 +50,23 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("map post-processing (default: the checkpoint's, else none)")
+    group.add_argument(
+        "--erode", type=int, metavar="N", help="zero the map within N voxels of the brain's edge"
+    )
+    group.add_argument(
+        "--median", type=int, metavar="K", help="3D median filter of the map, K voxels per axis"
+    )
+
+
+def postprocessing_options(args: argparse.Namespace, checkpoint):
+    """The map post-processing: the checkpoint's recorded default, overridden by --erode/--median."""
+    from ..postprocess import MapPostprocessing
+
+    return MapPostprocessing.for_checkpoint(checkpoint.info, erosion=args.erode, median=args.median)
+
+
 def restoration_settings(args: argparse.Namespace, checkpoint):
     from ..detection import default_settings
 

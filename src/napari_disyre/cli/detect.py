@@ -11,8 +11,10 @@ from pathlib import Path
 from ..errors import DisyreError, InputError, OutputExistsError
 from .common import (
     add_checkpoint_option,
+    add_postprocessing_options,
     add_restoration_options,
     open_checkpoint,
+    postprocessing_options,
     progress_bar,
     restoration_settings,
 )
@@ -55,9 +57,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(else this scan's 99th brain percentile)",
     )
     post.add_argument("--min-size", type=int, default=0, help="drop components smaller than this many voxels")
-    post.add_argument(
-        "--median", type=int, default=0, help="median-filter the map with this window (voxels) first"
-    )
+    add_postprocessing_options(parser)
     add_restoration_options(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or lesion table")
     parser.set_defaults(run=run)
@@ -200,7 +200,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
     from ..detection import iter_detect
     from ..engine import run_to_end
     from ..nifti import load_matching, load_scan, save_volume
-    from ..postprocess import lesion_table, smooth_map, threshold_mask
+    from ..postprocess import lesion_table, threshold_mask
 
     scan = load_scan(job.scan)
     brain = load_matching(args.mask, scan, what="brain mask") if args.mask else None
@@ -224,7 +224,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
     )
     result = run_to_end(generator, advance)
     bar.close()
-    anomaly = smooth_map(result.anomaly_map, args.median)
+    anomaly = postprocessing_options(args, checkpoint).apply(result.anomaly_map, result.foreground)
     threshold = result.suggested_threshold if str(args.threshold) == "auto" else _threshold(args.threshold)
     mask = threshold_mask(anomaly, threshold, min_size=args.min_size, region=result.foreground)
     if job.out_map is not None:

@@ -9,8 +9,10 @@ from pathlib import Path
 from ..errors import InputError
 from .common import (
     add_checkpoint_option,
+    add_postprocessing_options,
     add_restoration_options,
     open_checkpoint,
+    postprocessing_options,
     progress_bar,
     restoration_settings,
 )
@@ -48,7 +50,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--baselines",
         default="intensity,inverted-intensity",
-        help="comma-separated: intensity, inverted-intensity, or none (default: both)",
+        help="comma-separated: intensity (raw scanner values), intensity-zscore (z-scored inside the "
+        "brain), inverted-intensity, inverted-intensity-zscore, or none (default: the two raw ones)",
     )
     what.add_argument(
         "--combine", action="store_true", help="also score the rank mean of each DISYRE map and the intensity"
@@ -59,6 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--sample-voxels", type=int, help="evaluate N random voxels per volume (official parity: 10000)"
     )
     what.add_argument("--seed", type=int, default=0, help="seed of --sample-voxels")
+    add_postprocessing_options(parser)
     parser.add_argument("--out", type=Path, help="report folder (metrics.csv, metrics.json, PNG plots)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
     parser.add_argument("--note", default="", help="free text stored in metrics.json (e.g. the data split)")
@@ -101,6 +105,11 @@ def _describe(label_values: list[int] | None) -> str:
     return "label > 0" if label_values is None else "label in {" + ", ".join(map(str, label_values)) + "}"
 
 
+def _baselines(text: str) -> list[str]:
+    """The --baselines names (``none``: no baseline); unknown names are refused by ``score_case``."""
+    return [] if text.strip() == "none" else [b.strip() for b in text.split(",") if b.strip()]
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
     """Before any work: the report may not replace a folder silently, and both folders must be writable."""
     from ..outputs import check_writable, refuse_existing
@@ -121,16 +130,33 @@ def _interruption_advice(args: argparse.Namespace) -> str:
     return f"interrupted: no report was written and no partial file is left; {kept}."
 
 
+def _score_one(args: argparse.Namespace, item, checkpoint, settings, steps, post, baselines, options) -> None:
+    """The baselines and the model's map for each step count (plus its intensity combination) of one case."""
+    from ..evaluation.scoring import disyre_name, rank_combination, score_case
+
+    score_case(item, baselines=baselines)
+    for s in steps:
+        score_case(
+            item,
+            checkpoint,
+            [s],
+            (),
+            settings=settings,
+            maps_dir=args.maps,
+            detect_options=options,
+            postprocessing=post,
+        )
+        if args.combine:
+            name = disyre_name(s)
+            item.scores[f"{name} + intensity"] = rank_combination(
+                item.scores[name], item.scan.data, item.region
+            )
+            item.seconds[f"{name} + intensity"] = item.seconds[name]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import format_table, write_report
-    from ..evaluation.scoring import (
-        disyre_name,
-        load_case,
-        rank_combination,
-        require_lesion_voxels,
-        score_case,
-        summarise,
-    )
+    from ..evaluation.scoring import load_case, require_lesion_voxels, summarise
     from ..outputs import refuse_clashes
 
     _check_outputs(args)
@@ -144,14 +170,11 @@ def run(args: argparse.Namespace) -> int:
         if args.label_values is not None
         else None
     )
-    baselines = (
-        []
-        if args.baselines.strip() == "none"
-        else [b.strip() for b in args.baselines.split(",") if b.strip()]
-    )
+    baselines = _baselines(args.baselines)
     checkpoint = open_checkpoint(args.checkpoint)
     settings = restoration_settings(args, checkpoint)
     steps = _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
+    post = postprocessing_options(args, checkpoint)
     options = {
         "device": args.device,
         "precision": args.precision,
@@ -164,18 +187,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         for item in scored:
             bar.set_postfix_str(item.case.id)
-            score_case(item, baselines=baselines)
-            for s in steps:
-                score_case(
-                    item, checkpoint, [s], (), settings=settings, maps_dir=args.maps, detect_options=options
-                )
-                bar.update(1)
-                if args.combine:
-                    name = disyre_name(s)
-                    item.scores[f"{name} + intensity"] = rank_combination(
-                        item.scores[name], item.scan.data, item.region
-                    )
-                    item.seconds[f"{name} + intensity"] = item.seconds[name]
+            _score_one(args, item, checkpoint, settings, steps, post, baselines, options)
+            bar.update(len(steps))
     except KeyboardInterrupt as exc:
         exc.args = (_interruption_advice(args),)  # the class (Ctrl-C or SIGTERM) is kept
         raise
@@ -183,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
     print(
         f"{len(scored)} volume(s); labels binarised ({_describe(label_values)}); "
-        "metrics on brain-mask/foreground voxels"
+        f"metrics on brain-mask/foreground voxels; DISYRE map post-processing: {post.describe()}"
         + (
             f", {args.sample_voxels} random voxels per volume (seed {args.seed})"
             if args.sample_voxels
@@ -198,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
             "method": settings.method,
             "timesteps": settings.spacing,
             "baselines": baselines,
+            "postprocessing": post.to_dict(),
             "sample_voxels": args.sample_voxels,
             "seed": args.seed,
             "anomalous_labels": _describe(label_values),

@@ -1,7 +1,8 @@
 """``napari-disyre info``: what a checkpoint is, before running it.
 
 Prints the one-line summary the widget shows (contrast, size, window, grid), the restoration defaults
-that ``detect`` and the widget take from it, the healthy-score quantiles behind the suggested
+that ``detect`` and the widget take from it, the map post-processing ``detect`` and ``evaluate`` apply
+by default when it records one, the healthy-score quantiles behind the suggested
 threshold, and how it was trained, so that a model folder can be identified without opening JSON.
 """
 
@@ -41,6 +42,10 @@ def describe(checkpoint) -> list[str]:
         f"defaults: S = {info.steps}, {info.method}, "
         f"{'foreground-weighted' if info.weight_foreground else 'unweighted'} scores",
     ]
+    if info.postprocessing:
+        from ..postprocess import MapPostprocessing
+
+        lines.append(f"map post-processing: {MapPostprocessing.from_dict(info.postprocessing).describe()}")
     if info.healthy_score_quantiles:
         quantiles = ", ".join(f"{q}: {v:.4g}" for q, v in info.healthy_score_quantiles.items())
         lines.append(f"healthy-score quantiles: {quantiles}")

@@ -32,10 +32,23 @@ from .metrics import (
     voxel_metrics,
 )
 
-#: Scores that need no model: the scan's own intensity, bright-is-anomalous and dark-is-anomalous.
-BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "intensity": lambda data: data.astype(np.float32),
-    "inverted-intensity": lambda data: -data.astype(np.float32),
+
+def zscore_in_region(data: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The scan z-scored with the mean and standard deviation of its ``region`` voxels, unclipped:
+    raw scanner values differ in scale between patients, which blurs a baseline pooled over them."""
+    inside = data[region].astype(np.float64)
+    std = float(inside.std()) if inside.size else 0.0
+    mean = float(inside.mean()) if inside.size else 0.0
+    return ((data - mean) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+#: Scores that need no model, from the scan and the region that counts: the raw scanner values or
+#: the per-volume z-score (``-zscore``), bright-is-anomalous or dark-is-anomalous (``inverted-``).
+BASELINES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "intensity": lambda data, region: data.astype(np.float32),
+    "inverted-intensity": lambda data, region: -data.astype(np.float32),
+    "intensity-zscore": zscore_in_region,
+    "inverted-intensity-zscore": lambda data, region: -zscore_in_region(data, region),
 }
 
 
@@ -251,6 +264,7 @@ def score_case(
     maps_dir: Path | None = None,
     detect_options: dict | None = None,
     on_progress: Callable[[object], None] | None = None,
+    postprocessing=None,
 ) -> ScoredCase:
     """Add the baselines' scores and DISYRE's map for each step count in ``steps`` to ``scored``.
 
@@ -258,12 +272,15 @@ def score_case(
     instead of running the model, and a newly computed one is saved there, so a second evaluation
     (other metrics, other baselines) costs no restoration. Beside each map a JSON record holds what
     made it (:func:`map_record`); a map whose record differs from this run's is refused, never reused.
+    ``postprocessing`` (:class:`~napari_disyre.postprocess.MapPostprocessing`) is applied to every
+    DISYRE map within the case's region; saved maps stay raw, so one saved map serves every
+    post-processing.
     """
     for name in baselines:
         if name not in BASELINES:
             raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}.")
         started = time.perf_counter()
-        scored.scores[name] = BASELINES[name](scored.scan.data)
+        scored.scores[name] = BASELINES[name](scored.scan.data, scored.region)
         scored.seconds[name] = time.perf_counter() - started
     for s in steps:
         name = disyre_name(s)
@@ -285,9 +302,8 @@ def score_case(
         record = map_record(scored.scan, mask, checkpoint, run_settings, detect_options or {})
         if saved is not None and saved.exists():
             check_saved_map(saved, record)
-            scored.scores[name] = load_matching(saved, scored.scan, what="saved anomaly map").astype(
-                np.float32
-            )
+            raw = load_matching(saved, scored.scan, what="saved anomaly map").astype(np.float32)
+            scored.scores[name] = postprocessing.apply(raw, scored.region) if postprocessing else raw
             scored.seconds[name] = math.nan  # not measured: the map was computed earlier
             continue
         detection = detect(
@@ -299,11 +315,12 @@ def score_case(
             on_progress=on_progress,
             **(detect_options or {}),
         )
-        scored.scores[name] = detection.anomaly_map
+        raw = detection.anomaly_map
+        scored.scores[name] = postprocessing.apply(raw, scored.region) if postprocessing else raw
         scored.seconds[name] = detection.seconds
         if saved is not None:
             write_json(record_path(saved), record)  # first: a map never lacks its record
-            save_volume(saved, detection.anomaly_map, scored.scan, kind="map")
+            save_volume(saved, raw, scored.scan, kind="map")
     return scored
 
 

@@ -1,0 +1,397 @@
+"""The DISYRE paper's BraTS tasks on the 12 BraTS 2018 patients of ../shared, leave-patients-out.
+
+Tasks (``--contrasts``):
+
+- ``T1``: the bundled healthy T1 model on every patient's T1 (the paper's BraTS-T1 task): no BraTS
+  data in its training, so all 12 patients are test patients and nothing is trained.
+- ``T2``, ``FLAIR``, ``T1ce``: one model per fold and per start (``scratch``: random weights;
+  ``t1init``: fine-tuned from the bundled healthy T1 model), trained with ``napari-disyre train``
+  on the tumour-free axial slices (no slice touching label > 0) of the fold's seven training patients.
+
+Folds (deterministic, :func:`make_folds`): the 12 patient folders sorted by name; patient ``i``
+(0-based) is a test patient of fold ``i % 3 + 1``, so each fold tests four patients from several
+sites and every patient is tested exactly once. Of the eight other patients, one is held out as the
+fold's validation patient (nested selection): the first test patient of the next fold. It is never
+trained on and is the only tumour-bearing scan used to choose a setting; the remaining seven train.
+
+Selection (written down before the run in benchmarks/brats2018_PREREGISTERED.md): per fold, the
+start (scratch or t1init) and the map post-processing (none, brain-mask erosion, 3D median filter,
+both) with the highest AP on the validation patient; the fold's test patients are then scored with
+that choice. Every row is printed, chosen or not.
+
+Metrics (whole tumour, label > 0, on the scan's non-zero voxels) per fold, per patient, and pooled
+over the 12 patients with each patient scored by the model of the fold that tested it (the only
+model that never saw it). Baselines: ``intensity`` (raw scanner values) and ``intensity-zscore``
+(z-scored inside the brain), inverted for T1.
+
+The scans stay in ../shared (research licence); models, maps and logs go under --work, outside the
+repository (never commit them). Resumable: a rerun skips finished models and continues interrupted
+ones with ``train --resume``; saved maps are reused. Run from the repository root, e.g.:
+
+    nice -n 19 python benchmarks/brats2018.py --contrasts T2 --train-only   # the trainings (hours)
+    python benchmarks/brats2018.py --contrasts T1 T2 --evaluate-only        # the README tables
+    python benchmarks/brats2018.py --contrasts T2 --evaluate-only --extra-test OTHER_BRATS_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # this checkout's napari_disyre, as for the train commands below
+from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
+from napari_disyre.evaluation.metrics import average_precision  # noqa: E402
+from napari_disyre.evaluation.scoring import (  # noqa: E402
+    Case,
+    ScoredCase,
+    disyre_name,
+    load_case,
+    rank_combination,
+    score_case,
+    summarise,
+)
+from napari_disyre.postprocess import MapPostprocessing, record_postprocessing  # noqa: E402
+
+BRATS = ROOT.parent / "shared" / "data" / "brats2018"
+if not BRATS.is_dir():  # a worktree: ../shared sits beside the worktrees' folder
+    BRATS = Path("/work/shared/data/brats2018")
+WORK = Path("/root/disyre-runs/brats2018")
+HEALTHY_T1 = ROOT / "src" / "napari_disyre" / "data" / "demo_t1_checkpoint"
+SUFFIX = {"T1": "t1", "T2": "t2", "FLAIR": "flair", "T1ce": "t1ce"}  # Brats18_X_1_<suffix>.nii.gz
+TRAINED = ("T2", "FLAIR", "T1ce")
+STARTS = ("scratch", "t1init")
+N_FOLDS = 3
+# Fixed before the run (PREREGISTERED.md): training and evaluation settings.
+STEPS, PRESET, EVAL_STEPS, SAVE_EVERY = 1000, "small", 4, 100
+COMBINED = "DISYRE nested + intensity (rank mean)"  # reported, never selected
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One leave-patients-out split: ``train`` never meets ``validation`` or ``test``."""
+
+    name: str
+    test: tuple[str, ...]
+    validation: str
+    train: tuple[str, ...]
+
+
+def make_folds(patients: list[str], n_folds: int = N_FOLDS) -> list[Fold]:
+    """Patient ``i`` of the sorted list tests in fold ``i % n_folds + 1``; fold k's validation
+    patient is the first test patient of fold k + 1 (wrapping round); the rest train."""
+    ordered = sorted(patients)
+    tests = [tuple(ordered[i::n_folds]) for i in range(n_folds)]
+    folds = []
+    for k in range(n_folds):
+        validation = tests[(k + 1) % n_folds][0]
+        train = tuple(p for p in ordered if p not in tests[k] and p != validation)
+        folds.append(Fold(str(k + 1), tests[k], validation, train))
+    return folds
+
+
+def patients_in(folder: Path) -> list[str]:
+    """The BraTS case folders (``Brats18_*``) of ``folder``, sorted."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / f"{p.name}_seg.nii.gz").exists())
+
+
+def scan_path(folder: Path, patient: str, contrast: str) -> Path:
+    return folder / patient / f"{patient}_{SUFFIX[contrast]}.nii.gz"
+
+
+def label_path(folder: Path, patient: str) -> Path:
+    return folder / patient / f"{patient}_seg.nii.gz"
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def run_cli(arguments: list[str]) -> None:
+    """Run a napari-disyre command of this checkout (its src/ first on the path), echoing it."""
+    print("$ napari-disyre", " ".join(arguments), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    subprocess.run([sys.executable, "-m", "napari_disyre.cli", *arguments], check=True, env=env)
+
+
+def training_folder(work: Path, brats: Path, contrast: str, fold: Fold) -> Path:
+    """A folder of links to the fold's training scans and labels under fixed names
+    (``<patient>/t2.nii.gz``, ``<patient>/seg.nii.gz``), so that ``train --pattern`` and
+    ``--exclude-label-name`` select exactly those seven patients."""
+    folder = work / "data" / f"{contrast}_fold{fold.name}"
+    for patient in fold.train:
+        case = folder / patient
+        case.mkdir(parents=True, exist_ok=True)
+        for link, target in (
+            (case / f"{SUFFIX[contrast]}.nii.gz", scan_path(brats, patient, contrast)),
+            (case / "seg.nii.gz", label_path(brats, patient)),
+        ):
+            if not link.is_symlink():
+                link.symlink_to(target)
+    return folder
+
+
+def model_path(work: Path, contrast: str, start: str, fold: Fold) -> Path:
+    return work / "models" / f"{contrast}_{start}_fold{fold.name}"
+
+
+def last_log_row(model: Path) -> dict[str, str]:
+    """The last row of the model's training log (step, loss, ..., elapsed_s); empty when none."""
+    log = model / "training" / "log.csv"
+    rows = list(csv.DictReader(log.read_text().splitlines())) if log.exists() else []
+    return rows[-1] if rows else {}
+
+
+def is_finished(model: Path) -> bool:
+    return int(last_log_row(model).get("step", 0)) >= STEPS and (model / "disyre.json").exists()
+
+
+def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> None:
+    """Train one fold model unless it is finished; continue it with ``--resume`` if interrupted."""
+    model = model_path(work, contrast, start, fold)
+    if is_finished(model):
+        print(f"finished earlier: {model}", flush=True)
+        return
+    data = training_folder(work, brats, contrast, fold)
+    command = [
+        "train", str(data), "--out", str(model), "--preset", PRESET, "--steps", str(STEPS), "--ema",
+        "--pattern", f"*/{SUFFIX[contrast]}.nii.gz", "--exclude-label-name", "seg.nii.gz",
+        "--val-count", "0", "--contrast", contrast, "--save-every", str(SAVE_EVERY),
+        "--description", f"BraTS 2018 {contrast}, tumour-free slices of {' + '.join(fold.train)} "
+        f"(fold {fold.name}; validation {fold.validation}; test {' + '.join(fold.test)}); {start}",
+    ] + (["--init", str(HEALTHY_T1)] if start == "t1init" else [])  # fmt: skip
+    if (model / "training" / "state.pt").exists():
+        command.append("--resume")
+    elif model.exists():
+        command.append("--overwrite")  # stopped before its first saved state: nothing to continue
+    run_cli(command)
+
+
+def model_record(model: Path) -> str:
+    """Wall time and device of a trained model, from its log and checkpoint metadata."""
+    if not is_finished(model):
+        return f"{model.name}: not finished (step {last_log_row(model).get('step', 0)} of {STEPS})"
+    training = json.loads((model / "disyre.json").read_text()).get("training", {})
+    minutes = float(last_log_row(model)["elapsed_s"]) / 60
+    return (
+        f"{model.name}: {minutes:.0f} min on {training.get('device', '?')} ({training.get('machine', '?')})"
+    )
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+def baselines_of(contrast: str) -> tuple[str, ...]:
+    """T1 shows tumour dark (and bright where it enhances): the inverted baselines too."""
+    both = ("intensity", "intensity-zscore")
+    return (*both, "inverted-intensity", "inverted-intensity-zscore") if contrast == "T1" else both
+
+
+@dataclass
+class Patient(ScoredCase):
+    """A scored case cropped to its region's bounding box ``box`` (twelve whole volumes with several
+    scores each would not fit in memory); ``full`` keeps the uncropped region that detection and
+    post-processing work on."""
+
+    box: tuple[slice, ...] = ()
+    full: np.ndarray | None = None
+
+
+def load_patient(folder: Path, patient: str, contrast: str) -> Patient:
+    """The patient's scan, whole-tumour label (> 0), region (non-zero voxels) and baselines, cropped."""
+    item = score_case(
+        load_case(Case(patient, scan_path(folder, patient, contrast), label_path(folder, patient))),
+        baselines=baselines_of(contrast),
+    )
+    box = tuple(slice(a.min(), a.max() + 1) for a in np.nonzero(item.region))
+    scores = {name: score[box] for name, score in item.scores.items()}
+    return Patient(
+        item.case, item.scan, item.label[box], item.region[box], scores, item.seconds, box, item.region
+    )
+
+
+class Models:
+    """The checkpoints of the run, each loaded once when a map is missing; maps are saved raw."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[Path, object] = {}
+
+    def score(self, item: Patient, key: str, model: Path, maps: Path, post=None) -> None:
+        """Add ``model``'s S = EVAL_STEPS map of ``item`` as ``key``, post-processed by ``post``."""
+        saved = maps / f"{item.case.id}_S{EVAL_STEPS}_anomaly_map.nii.gz"
+        if not saved.exists() and model not in self.loaded:
+            self.loaded[model] = load_checkpoint(model)
+        full = ScoredCase(item.case, item.scan, item.full, item.full)  # the label is not used here
+        score_case(full, self.loaded.get(model), [EVAL_STEPS], (), maps_dir=maps, postprocessing=post)
+        item.scores[key] = full.scores[disyre_name(EVAL_STEPS)][item.box]
+        item.seconds[key] = full.seconds[disyre_name(EVAL_STEPS)]
+
+
+def candidates() -> list[tuple[str, object]]:
+    """The nested candidates, simplest first (PREREGISTERED.md)."""
+    posts = [
+        MapPostprocessing(0, 0),
+        MapPostprocessing(3, 0),
+        MapPostprocessing(0, 3),
+        MapPostprocessing(3, 3),
+    ]
+    return [(start, post) for start in STARTS for post in posts]
+
+
+def choose(work: Path, brats: Path, contrast: str, fold: Fold, models: Models) -> tuple | None:
+    """The (start, post-processing) with the highest AP on the fold's validation patient; a later
+    (less simple) candidate must beat the best so far by more than 0.005. None while a start of
+    the fold is unfinished. Also returns every candidate's validation AP."""
+    if not all(is_finished(model_path(work, contrast, start, fold)) for start in STARTS):
+        return None
+    item = load_patient(brats, fold.validation, contrast)
+    tried, best = {}, None
+    for start, post in candidates():
+        model = model_path(work, contrast, start, fold)
+        models.score(item, "candidate", model, work / "maps" / model.name, post)
+        ap = tried[start, post.describe()] = average_precision(
+            item.scores["candidate"], item.label, item.region
+        )
+        if best is None or ap > best[2] + 0.005:
+            best = (start, post, ap)
+    return best[0], best[1], tried
+
+
+def score_fold(args, contrast: str, fold: Fold, models: Models, patients: list[str], folder: Path, tag: str):
+    """The fold's models on ``patients`` of ``folder``: each finished start without post-processing
+    and, once chosen, the nested recipe; plus the baselines."""
+    choice = choose(args.work, args.brats, contrast, fold, models)
+    items = []
+    for patient in patients:
+        item = load_patient(folder, patient, contrast)
+        for start in args.starts:
+            model = model_path(args.work, contrast, start, fold)
+            if is_finished(model):
+                models.score(item, f"DISYRE {start}", model, args.work / "maps" / f"{model.name}{tag}")
+        if choice is not None:
+            model = model_path(args.work, contrast, choice[0], fold)
+            models.score(item, "DISYRE nested", model, args.work / "maps" / f"{model.name}{tag}", choice[1])
+            item.scores[COMBINED] = rank_combination(
+                item.scores["DISYRE nested"], item.scan.data[item.box], item.region
+            )
+            item.seconds[COMBINED] = item.seconds["DISYRE nested"]
+        items.append(item)
+    if choice is not None and choice[1].enabled:
+        record_postprocessing(model_path(args.work, contrast, choice[0], fold), choice[1])
+    return items, choice
+
+
+def score_t1(args, patients: list[str], folder: Path, tag: str, models: Models):
+    """The paper's BraTS-T1 task: the bundled healthy T1 model, no BraTS training."""
+    items = []
+    for patient in patients:
+        item = load_patient(folder, patient, "T1")
+        models.score(item, "DISYRE healthy T1 model", HEALTHY_T1, args.work / "maps" / f"T1_bundled{tag}")
+        items.append(item)
+    return items
+
+
+def table(title: str, items: list) -> str:
+    """Markdown: each score pooled over ``items``, then per patient (AP / best Dice / AUROC)."""
+    summaries = summarise(items)
+    names = [summary.name for summary in summaries]
+    lines = [f"**{title}**", "", "| score | AP | best Dice | AUROC |", "|---|---|---|---|"]
+    lines += [
+        f"| {s.name} | {s.pooled.ap:.3f} | {s.pooled.best_dice:.3f} | {s.pooled.auroc:.3f} |"
+        for s in summaries
+    ]
+    lines += [
+        "",
+        "| patient: AP / best Dice / AUROC | " + " | ".join(names) + " |",
+        "|---" * (1 + len(names)) + "|",
+    ]
+    for item in items:
+        cells = [summary.per_volume[item.case.id] for summary in summaries]
+        lines.append(f"| {item.case.id.removeprefix('Brats18_').removesuffix('_1')} | "
+                     + " | ".join(f"{m.ap:.3f} / {m.best_dice:.3f} / {m.auroc:.3f}" for m in cells) + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def report(args, folds: list[Fold]) -> None:
+    """Print the README tables of every asked contrast, per fold and pooled over the 12 patients."""
+    models = Models()
+    patients = patients_in(args.brats)
+    extra = patients_in(args.extra_test) if args.extra_test else []
+    for contrast in args.contrasts:
+        if contrast == "T1":
+            print(table("BraTS-T1: bundled healthy T1 model, all 12 patients (none trained on)",
+                        score_t1(args, patients, args.brats, "", models)))  # fmt: skip
+            if extra:
+                print(table(f"BraTS-T1, extra test patients ({args.extra_test})",
+                            score_t1(args, extra, args.extra_test, "_extra", models)))  # fmt: skip
+            continue
+        pooled = []
+        for fold in folds:
+            items, choice = score_fold(args, contrast, fold, models, list(fold.test), args.brats, "")
+            pooled.extend(items)
+            chosen = "pending (a start is unfinished)" if choice is None else (
+                f"{choice[0]}, post-processing: {choice[1].describe()}; validation AP "
+                + ", ".join(f"{s} / {p}: {ap:.3f}" for (s, p), ap in choice[2].items()))  # fmt: skip
+            print(table(f"{contrast} fold {fold.name}: train {' + '.join(fold.train)}; validation {fold.validation}; "
+                        f"nested choice: {chosen}", items))  # fmt: skip
+            if extra:
+                print(table(f"{contrast} fold {fold.name} model, extra test patients ({args.extra_test})",
+                            score_fold(args, contrast, fold, models, extra, args.extra_test, "_extra")[0]))  # fmt: skip
+        if len(folds) == N_FOLDS:
+            print(
+                table(
+                    f"{contrast}: all 12 patients, each scored by the model of the fold that tested it",
+                    pooled,
+                )
+            )
+        for start in args.starts:
+            for fold in folds:
+                print("-", model_record(model_path(args.work, contrast, start, fold)))
+        print()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--work", type=Path, default=WORK, help="models, maps and logs (outside the repository)"
+    )
+    parser.add_argument("--brats", type=Path, default=BRATS, help="the BraTS 2018 folder")
+    parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=list(SUFFIX))
+    parser.add_argument("--folds", nargs="+", default=[str(k + 1) for k in range(N_FOLDS)])
+    parser.add_argument("--starts", nargs="+", default=list(STARTS), choices=list(STARTS))
+    parser.add_argument("--train-only", action="store_true", help="train the models, print no tables")
+    parser.add_argument("--evaluate-only", action="store_true", help="train nothing; score what is finished")
+    parser.add_argument(
+        "--extra-test", type=Path, help="more patients in the same layout, scored by every fold"
+    )
+    args = parser.parse_args()
+    if not args.brats.is_dir():
+        print(f"skipped: {args.brats} is absent (the BraTS scans live in ../shared, never in the repository)")
+        return 0
+    folds = [f for f in make_folds(patients_in(args.brats)) if f.name in args.folds]
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not args.evaluate_only:
+        for contrast in (c for c in args.contrasts if c in TRAINED):
+            for start in args.starts:
+                for fold in folds:
+                    started = time.time()
+                    train(args.work, args.brats, contrast, start, fold)
+                    print(f"{contrast} {start} fold {fold.name}: {time.time() - started:.0f} s", flush=True)
+    if args.train_only:
+        return 0
+    report(args, folds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
