@@ -162,3 +162,22 @@ def test_auto_batch_size_is_bounded_by_device_windows_and_memory(monkeypatch):
     assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 5  # half the free memory
     monkeypatch.setattr(devices, "available_memory_bytes", lambda device: 0)
     assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 1
+
+
+@pytest.mark.parametrize("method", ["mean-single-step", "multi-step-restoration"])
+def test_step_maps_accumulate_to_the_final_map(method):
+    """The map after each step: S of them, the last one the final map itself, and (for the mean of
+    single steps, whose step scores only add) never decreasing from one step to the next."""
+    unet = make_unet()
+    slices = _stack((2, 41, 50))
+    settings = RestorationSettings(steps=3, method=method)
+    kept = run_to_end(restore(slices, unet, Schedule(), settings, keep_step_maps=True))
+    plain = run_to_end(restore(slices, unet, Schedule(), settings))
+    assert len(kept.step_maps) == 3 and not plain.step_maps
+    assert all(m.shape == kept.anomaly_map.shape for m in kept.step_maps)
+    np.testing.assert_array_equal(kept.step_maps[-1], kept.anomaly_map)
+    np.testing.assert_array_equal(kept.anomaly_map, plain.anomaly_map)  # keeping them changes nothing
+    assert 0 < kept.step_maps[0].max() < kept.anomaly_map.max()
+    if method == "mean-single-step":
+        for before, after in zip(kept.step_maps[:-1], kept.step_maps[1:], strict=True):
+            assert (after >= before - 1e-7).all()

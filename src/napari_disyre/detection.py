@@ -30,6 +30,7 @@ class Detection:
     anomaly_map: np.ndarray  # float32, 0 outside the brain
     foreground: np.ndarray  # bool
     restorations: list[np.ndarray] = field(default_factory=list)  # per step, intensities in [0, 1]
+    step_maps: list[np.ndarray] = field(default_factory=list)  # the map after steps 1..S (last = final)
     timesteps: list[int] = field(default_factory=list)
     settings: RestorationSettings = field(default_factory=RestorationSettings)
     device: str = "cpu"
@@ -57,12 +58,13 @@ def iter_detect(
     precision: str = "auto",
     batch_size: int | None = None,
     keep_restorations: bool = True,
+    keep_step_maps: bool = False,
     crop: bool = True,
 ) -> Generator[Progress, None, Detection]:
     """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.engine.Progress` as it goes.
 
-    Per-step restorations in the progress events and the result are on the scan's grid. Stop
-    iterating to cancel.
+    Per-step restorations in the progress events and the result are on the scan's grid, as are the
+    maps after each step when ``keep_step_maps``. Stop iterating to cancel.
     """
     started = time.perf_counter()
     settings = settings or default_settings(checkpoint)
@@ -87,6 +89,7 @@ def iter_detect(
         autocast=autocast_dtype(torch_device, precision),
         batch_size=batch_size,
         keep_restorations=keep_restorations,
+        keep_step_maps=keep_step_maps,
     )
     to_scan = _ScanMapper(prepared, box, spec.slice_axis)
     while True:
@@ -104,6 +107,7 @@ def iter_detect(
         anomaly_map=anomaly,
         foreground=prepared.scan_foreground,
         restorations=[to_scan(r, masked=False) for r in result.restorations],
+        step_maps=[to_scan(m, masked=True) for m in result.step_maps],
         timesteps=result.timesteps,
         settings=settings,
         device=str(torch_device),

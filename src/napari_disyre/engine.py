@@ -86,6 +86,7 @@ class Restoration:
     anomaly_map: np.ndarray  # float32
     final: np.ndarray  # blended final x (the input for mean-single-step), float32
     restorations: list[np.ndarray] = field(default_factory=list)  # per step, blended clamp(x0)
+    step_maps: list[np.ndarray] = field(default_factory=list)  # the map after steps 1..S (last = final)
     timesteps: list[int] = field(default_factory=list)
     windows_run: int = 0  # network evaluations
     windows_skipped: int = 0  # all-zero windows per step
@@ -103,12 +104,15 @@ def restore(
     autocast: torch.dtype | None = None,
     batch_size: int | None = None,
     keep_restorations: bool = True,
+    keep_step_maps: bool = False,
 ) -> Generator[Progress, None, Restoration]:
     """Restore a stack of slices (N, H, W), float32 in [0, 1] with a zero background.
 
     The network is moved to ``device`` (default: the CPU) and evaluated under ``autocast`` (None:
     float32). ``batch_size`` None chooses it from free memory. Stop iterating to cancel: the work
-    stops after the current batch.
+    stops after the current batch. ``keep_step_maps`` keeps the map after each step: the step scores
+    so far divided by S, weighted and blended exactly as the final map (whose value it has after
+    the last step), so a viewer can show the score accumulating.
     """
     import torch
 
@@ -136,6 +140,7 @@ def restore(
     state = jobs.inputs(padded).copy() if settings.method == "multi-step-restoration" else None
     score = np.zeros((len(jobs), *window), dtype=np.float32)
     restorations: list[np.ndarray] = []
+    step_maps: list[np.ndarray] = []
 
     for index, step in enumerate(plan, start=1):
         accumulated = (
@@ -150,6 +155,9 @@ def restore(
             yield Progress(index, len(plan), chunk.stop, len(jobs), runner.batch_size)
         if accumulated is not None:
             restorations.append(layout.blend(accumulated))
+        if keep_step_maps:
+            current = state if state is not None else jobs.inputs(padded)
+            step_maps.append(_blended_map(score, current, jobs, padded, layout, settings))
         yield Progress(
             index,
             len(plan),
@@ -160,28 +168,43 @@ def restore(
         )
 
     final_windows = state if state is not None else jobs.inputs(padded)
-    score /= settings.steps
-    if settings.weight_foreground:
-        score *= (jobs.inputs(padded) > 0).mean(axis=(1, 2), dtype=np.float32)[:, None, None]
-    score *= final_windows > 0
-    anomaly = np.zeros((len(slices), *layout.padded_size), dtype=np.float32)
-    jobs.accumulate(anomaly, score, layout)
+    anomaly_map = _blended_map(score, final_windows, jobs, padded, layout, settings)
     if state is not None:
-        final_acc = np.zeros_like(anomaly)
+        final_acc = np.zeros((len(slices), *layout.padded_size), dtype=np.float32)
         jobs.accumulate(final_acc, state, layout)
         final = layout.blend(final_acc)
     else:
         final = slices.copy()
     return Restoration(
-        anomaly_map=layout.blend(anomaly),
+        anomaly_map=anomaly_map,
         final=final,
         restorations=restorations,
+        step_maps=step_maps,
         timesteps=[s.t for s in plan],
         windows_run=len(jobs) * len(plan),
         windows_skipped=skipped,
         batch_size=runner.batch_size,
         seconds=time.perf_counter() - started,
     )
+
+
+def _blended_map(
+    score_sum: np.ndarray,
+    current: np.ndarray,
+    jobs: _Jobs,
+    padded: np.ndarray,
+    layout: WindowLayout,
+    settings: RestorationSettings,
+) -> np.ndarray:
+    """The anomaly map of window scores summed so far: divided by S, times the window's foreground
+    fraction (``weight_foreground``), zero where the current ``x`` is zero, blended."""
+    score = score_sum / np.float32(settings.steps)
+    if settings.weight_foreground:
+        score *= (jobs.inputs(padded) > 0).mean(axis=(1, 2), dtype=np.float32)[:, None, None]
+    score *= current > 0
+    anomaly = np.zeros((padded.shape[0], *layout.padded_size), dtype=np.float32)
+    jobs.accumulate(anomaly, score, layout)
+    return layout.blend(anomaly)
 
 
 def run_to_end(

@@ -138,7 +138,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
 
     from ..detection import iter_detect
     from ..engine import run_to_end
-    from ..nifti import load_matching, load_scan, save_volume
+    from ..nifti import load_matching, load_scan, save_stack, save_volume
     from ..postprocess import lesion_table, smooth_map, threshold_mask
 
     scan = load_scan(job.scan)
@@ -171,7 +171,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
     if job.out_mask is not None:
         save_volume(job.out_mask, mask, scan, kind="mask", overwrite=args.overwrite)
     if job.out_restorations is not None:
-        _save_restorations(job.out_restorations, np.stack(result.restorations, axis=-1), scan, args.overwrite)
+        save_stack(job.out_restorations, np.stack(result.restorations), scan, overwrite=args.overwrite)
     if not args.quiet:
         lesions = lesion_table(mask, anomaly, scan.affine)
         print(
@@ -194,15 +194,3 @@ def _threshold(text: str) -> float:
         return float(text)
     except ValueError:
         raise InputError(f"--threshold must be a number or 'auto', not {text!r}") from None
-
-
-def _save_restorations(path: Path, stack, scan, overwrite: bool) -> None:
-    """A 4D NIfTI (x, y, z, step) on the scan's grid."""
-    import nibabel as nib
-
-    from ..nifti import nifti_like
-    from ..outputs import atomic_output
-
-    image = nifti_like(stack.astype("float32"), scan, kind="image")
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        nib.save(image, tmp)

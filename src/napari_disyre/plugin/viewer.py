@@ -24,9 +24,37 @@ def viewer_with_widget(checkpoint: Path | None = None):
     return viewer, widget
 
 
-def show_axial(viewer) -> None:
-    """Slice along the last world axis (axial for RAS-like scans), the way radiologists browse."""
-    viewer.dims.order = (2, 1, 0)
+def show_axial(viewer, layer=None) -> None:
+    """Slice ``layer`` (default: the first layer) axially, anterior up, radiological left-right: the
+    view the ``demo`` command, File > Open Sample and the reader's first scan open with."""
+    from ..display import axial_view
+    from .layers import layer_affine
+
+    layer = layer if layer is not None else next(iter(viewer.layers), None)
+    if layer is None or layer.ndim != 3 or viewer.dims.ndim != 3:
+        return
+    view = axial_view(layer_affine(layer))
+    viewer.dims.order = view.order
+    viewer.camera.orientation2d = (view.vertical, view.horizontal)
+    viewer.reset_view()
+
+
+def show_axial_once_added(name: str) -> None:
+    """Show the layer called ``name`` axially once napari adds it to the current viewer, if that viewer
+    holds nothing else (a sample or reader cannot reach the viewer otherwise; a user's view of layers
+    already open is left alone)."""
+    import napari
+
+    viewer = napari.current_viewer()
+    if viewer is None or len(viewer.layers):
+        return
+
+    def added(event) -> None:
+        if event.value.name == name:
+            viewer.layers.events.inserted.disconnect(added)
+            show_axial(viewer, event.value)
+
+    viewer.layers.events.inserted.connect(added)
 
 
 def run_viewer() -> None:
