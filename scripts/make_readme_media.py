@@ -4,8 +4,8 @@ the bundled demo brain, after Detect anomalies with the bundled T1 model.
     xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb \
         python scripts/make_readme_media.py [--out docs] [--steps 4]
 
-Writes ``screenshot.png`` (the window at 1600 x 1000: the slice through the largest lesion with the
-map and the mask's outline on the scan, the widget beside it) and ``steps.gif`` (the canvas while the
+Writes ``screenshot.png`` (the window at 1600 x 1000: the slice through most of the demo's true
+lesion with the map and the mask's outline on the scan, the widget beside it) and ``steps.gif`` (the canvas while the
 step slider goes through the restorations with the map accumulated so far drawn over them).
 """
 
@@ -41,10 +41,18 @@ def detect(widget) -> None:
         sys.exit(f"detection failed: {widget.status.value}")
 
 
+def show_largest_true_lesion(viewer) -> None:
+    """Move to the axial slice holding most of the demo's ground-truth lesion voxels."""
+    truth = viewer.layers["demo ground truth"]
+    z = int(np.argmax(truth.data.sum(axis=(0, 1))))
+    viewer.dims.set_point(viewer.dims.ndim - 1, float(truth.data_to_world([0, 0, z])[2]))
+
+
 def step_frames(viewer, group: str) -> list[np.ndarray]:
-    """One canvas image per step: the step's restoration under the map accumulated so far."""
+    """One canvas image per step (the step's restoration under the map accumulated so far), then the
+    scan with the final map and the mask's outline."""
     restorations = viewer.layers[f"{group} restorations"]
-    step_maps = viewer.layers[f"{group} accumulated anomaly map"]
+    step_maps = viewer.layers[f"{group} accumulated map by step"]
     final = [viewer.layers[f"{group} {role}"] for role in ("anomaly map", "anomaly mask")]
     visible = [layer.visible for layer in final]
     for layer in final:
@@ -60,6 +68,9 @@ def step_frames(viewer, group: str) -> list[np.ndarray]:
     for layer, was in zip(final, visible, strict=True):
         layer.visible = was
     restorations.visible = step_maps.visible = False
+    viewer.text_overlay.text = "the scan, the final map, the mask at the suggested threshold"
+    wait_for_layout(0.3)
+    frames.append(viewer.screenshot(canvas_only=True, flash=False))
     viewer.text_overlay.visible = False
     return frames
 
@@ -72,7 +83,8 @@ def save_gif(frames: list[np.ndarray], path: Path) -> None:
         image = Image.fromarray(frame[..., :3])
         height = round(image.height * GIF_WIDTH / image.width)
         images.append(image.resize((GIF_WIDTH, height), Image.Resampling.LANCZOS).quantize(colors=128))
-    images[0].save(path, save_all=True, append_images=images[1:], duration=FRAME_MS, loop=0, optimize=True)
+    durations = [FRAME_MS] * (len(images) - 1) + [3 * FRAME_MS]  # linger on the final map
+    images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0, optimize=True)
 
 
 def main() -> int:
@@ -93,8 +105,9 @@ def main() -> int:
         widget.steps.value = args.steps
     widget.device.value = "cpu"
     detect(widget)
-    widget.jump_to_lesion(0)
+    show_largest_true_lesion(viewer)
     viewer.text_overlay.visible = True
+    viewer.text_overlay.position = "top_left"
     viewer.text_overlay.font_size = 14
     frames = step_frames(viewer, widget.source.name)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -88,3 +88,17 @@ def test_messages_put_the_reason_first_and_the_path_in_full_last():
     first, rest, file_line = reason_first(f"/x/y.safetensors: {long_reason}").splitlines()
     assert len(first) <= 70 and first.endswith("...") and rest.startswith("...")
     assert file_line == "File: /x/y.safetensors"
+
+
+def test_sliders_are_named_after_the_anatomical_axes():
+    from napari_disyre.display import anatomical_axis_labels
+
+    assert anatomical_axis_labels(np.diag([-1.0, -1.0, 2.0, 1.0])) == (
+        "left-right",
+        "posterior-anterior",
+        "inferior-superior",
+    )
+    sagittal_first = np.zeros((4, 4))
+    sagittal_first[1, 0], sagittal_first[2, 1], sagittal_first[0, 2] = 1.0, -1.0, 1.0
+    assert anatomical_axis_labels(sagittal_first) == ("posterior-anterior", "inferior-superior", "left-right")
+    assert anatomical_axis_labels(np.ones((4, 4))) == ("axis 0", "axis 1", "axis 2")

@@ -253,7 +253,7 @@ def test_layers_after_detection_read_well_and_every_one_saves(qtbot, widget, sca
     viewer = widget.viewer
     _detect(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
-    roles = ("restorations", "accumulated anomaly map", "anomaly map", "anomaly mask")
+    roles = ("restorations", "accumulated map by step", "anomaly map", "anomaly mask")
     assert names == ["scan", *(f"scan {role}" for role in roles)]
     restorations, steps, anomaly_map, mask = (viewer.layers[f"scan {role}"] for role in roles)
     assert not restorations.visible and not steps.visible and anomaly_map.visible and mask.visible
@@ -296,7 +296,7 @@ def test_user_display_settings_survive_a_rerun(qtbot, widget):
     assert mask.contour == 0 and mask.opacity == pytest.approx(0.4)
     assert viewer.layers["scan restorations"].visible
     # limits the user never touched follow the new map
-    steps = viewer.layers["scan accumulated anomaly map"]
+    steps = viewer.layers["scan accumulated map by step"]
     assert steps.data.shape[0] == 1 and tuple(steps.contrast_limits) != (0.0, 0.5)
 
 

@@ -69,7 +69,10 @@ def test_demo_lesion_stands_out_and_the_anatomy_stays_visible(make_napari_viewer
     lesion = ndimage.binary_erosion(lesion_screen, iterations=2) & brain
     healthy = brain & ~ndimage.binary_dilation(lesion_screen, iterations=8)
     assert lesion.sum() > 200 and healthy.sum() > 20 * lesion.sum()
-    lesion_colour, healthy_colour = _saturation(with_map)[lesion].mean(), _saturation(with_map)[healthy].mean()
+    lesion_colour, healthy_colour = (
+        _saturation(with_map)[lesion].mean(),
+        _saturation(with_map)[healthy].mean(),
+    )
     assert lesion_colour > healthy_colour + LESION_SATURATION_MARGIN, (lesion_colour, healthy_colour)
     kept = _edge_contrast(with_map, healthy) / _edge_contrast(scan_only, healthy)
     assert kept > KEPT_EDGE_CONTRAST, kept

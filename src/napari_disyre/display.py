@@ -73,6 +73,19 @@ def axial_view(affine: np.ndarray) -> SliceView:
     return SliceView(order=(superior, anterior, right), vertical="up", horizontal="left")
 
 
+#: napari slider names for the voxel axes, by the world direction (RAS+) they are nearest to
+_ANATOMICAL_AXES = ("left-right", "posterior-anterior", "inferior-superior")
+
+
+def anatomical_axis_labels(affine: np.ndarray) -> tuple[str, str, str]:
+    """Names for a scan's voxel axes in napari (its sliders): the anatomical axis each is nearest to."""
+    directions = np.abs(np.asarray(affine, dtype=np.float64)[:3, :3])
+    nearest = np.argmax(directions, axis=0)
+    if len(set(nearest.tolist())) < 3:  # a strongly oblique scan: two axes near one direction
+        return ("axis 0", "axis 1", "axis 2")
+    return tuple(_ANATOMICAL_AXES[int(world)] for world in nearest)  # type: ignore[return-value]
+
+
 def output_name(scan_path: str | Path, what: str) -> Path:
     """Where to suggest saving ``what`` (``"anomaly_map"``, ``"anomaly_mask"``...) for a scan: beside
     it, as ``<scan>_<what>.nii.gz``."""

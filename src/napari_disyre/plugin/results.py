@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 OUTPUT_KEY = "napari_disyre_output"  # metadata: the role of a layer this plugin made
 GROUP_KEY = "napari_disyre_result"  # metadata: which result (group of layers) it belongs to
 LIMITS_KEY = "napari_disyre_limits"  # metadata: the contrast limits last chosen by the plugin
-ROLES = ("restorations", "accumulated anomaly map", "anomaly map", "anomaly mask")
+ROLES = ("restorations", "accumulated map by step", "anomaly map", "anomaly mask")
 UNDERLAY = "scan copy"  # role of the scan copies under each result in the comparison grid
 
 #: Transparent at the floor (the brain's median score), red around the threshold, yellow at the top.
@@ -37,8 +37,8 @@ HEAT = Colormap(
         [1.0, 0.0, 0.0, 0.0],
         [1.0, 0.05, 0.0, 0.35],
         [1.0, 0.35, 0.0, 0.85],
-        [1.0, 0.85, 0.1, 0.95],
-        [1.0, 1.0, 0.6, 1.0],
+        [1.0, 0.85, 0.1, 0.9],
+        [1.0, 1.0, 0.6, 0.9],
     ],
     controls=[0.0, 0.2, 0.45, 0.75, 1.0],
     name="DISYRE heat",
@@ -81,11 +81,11 @@ def show_detection(viewer: napari.Viewer, source: Image, detection: Detection, t
     heat = {"colormap": HEAT, "blending": "translucent", "opacity": 0.9}
     stacks = {
         "restorations": (detection.restorations, {"colormap": "gray", "visible": False}),
-        "accumulated anomaly map": (detection.step_maps, {**heat, "visible": False}),
+        "accumulated map by step": (detection.step_maps, {**heat, "visible": False}),
     }
     for role, (steps, style) in stacks.items():
         if steps:
-            kwargs = derived_kwargs(source, "", leading_dims=1, axis_labels=("step", *source.axis_labels))
+            kwargs = derived_kwargs(source, "", leading_dims=1)
             if role == "restorations":
                 kwargs["contrast_limits"] = (0.0, 1.0)
             else:
@@ -208,6 +208,7 @@ def _scan_copy(viewer: napari.Viewer, scan: Image, group: str, visible: bool = T
         scan.data,
         name=layer_name(group, UNDERLAY),
         affine=scan.affine,
+        axis_labels=scan.axis_labels,
         colormap=scan.colormap,
         contrast_limits=scan.contrast_limits,
         visible=visible,
