@@ -162,3 +162,72 @@ def test_auto_batch_size_is_bounded_by_device_windows_and_memory(monkeypatch):
     assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 5  # half the free memory
     monkeypatch.setattr(devices, "available_memory_bytes", lambda device: 0)
     assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 1
+
+
+def test_step_batched_mean_single_step_equals_stepwise():
+    """One batch holding every (step, window) pair, timesteps mixed, gives the map of one window and
+    one step per network call."""
+    unet = make_unet()
+    slices = _stack((3, 41, 50))
+    settings = RestorationSettings(steps=3)
+    stepwise = run_to_end(restore(slices, unet, Schedule(), settings, batch_size=1))
+    original = unet.forward
+    timesteps = []
+
+    def recording_forward(sample, timestep, *args, **kwargs):
+        timesteps.append(timestep.tolist())
+        return original(sample, timestep, *args, **kwargs)
+
+    unet.forward = recording_forward
+    together = run_to_end(restore(slices, unet, Schedule(), settings, batch_size=1000))
+    per_step = together.windows_run // 3
+    assert timesteps == [[99] * per_step + [66] * per_step + [32] * per_step]
+    # the batch of 54 takes other convolution kernels than single windows: 7th digit
+    np.testing.assert_allclose(together.anomaly_map, stepwise.anomaly_map, atol=1e-5, rtol=0)
+    for a, b in zip(together.restorations, stepwise.restorations, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("where", ["wrapping", "first call"])
+def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, where):
+    unet = make_unet()
+    slices = _stack((1, 41, 50))
+    expected = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=4))
+
+    def broken_compile(module, **kwargs):
+        if where == "wrapping":
+            raise RuntimeError("no C++ compiler")
+
+        def fails(*args, **kwargs):
+            raise RuntimeError("inductor: backend compiler failed")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        result = run_to_end(
+            restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=4, compile=True)
+        )
+    np.testing.assert_allclose(result.anomaly_map, expected.anomaly_map, atol=1e-6, rtol=0)
+
+
+def test_compiled_network_sees_one_static_batch_shape(monkeypatch):
+    """The last, smaller batch is padded to the first batch's size (no recompilation) and cut back."""
+    unet = make_unet()
+    slices = _stack((1, 41, 50))  # 12 windows, S = 2: 24 pairs in batches of 5, 5, 5, 5, 4
+    expected = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=5))
+    shapes = []
+
+    def recording_compile(module, **kwargs):
+        def run(sample, timestep):
+            shapes.append(tuple(sample.shape))
+            return module(sample, timestep)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    result = run_to_end(
+        restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=5, compile=True)
+    )
+    assert shapes == [(5, 1, 32, 32)] * 5
+    np.testing.assert_allclose(result.anomaly_map, expected.anomaly_map, atol=1e-6, rtol=0)
