@@ -182,7 +182,7 @@ def test_step_batched_mean_single_step_equals_stepwise():
     together = run_to_end(restore(slices, unet, Schedule(), settings, batch_size=1000))
     per_step = together.windows_run // 3
     assert timesteps == [[99] * per_step + [66] * per_step + [32] * per_step]
-    # the batch of 54 takes other convolution kernels than single windows: 7th digit
+    # one batch of all (step, window) pairs takes other convolution kernels than one window: 7th digit
     np.testing.assert_allclose(together.anomaly_map, stepwise.anomaly_map, atol=1e-5, rtol=0)
     for a, b in zip(together.restorations, stepwise.restorations, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
