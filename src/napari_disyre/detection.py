@@ -16,7 +16,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .devices import autocast_dtype, resolve_device
-from .engine import Progress, RestorationSettings, restore, run_to_end
+from .engine import FAST_STEPS, Progress, RestorationSettings, restore, run_to_end
 from .nifti import Volume
 from .postprocess import suggest_threshold
 from .preprocessing import ModelInput, foreground_bbox, prepare_scan
@@ -41,9 +41,11 @@ class Detection:
 
 def default_settings(checkpoint: Checkpoint, **overrides: object) -> RestorationSettings:
     """The checkpoint's own defaults (steps, method, foreground weighting), with ``overrides`` applied
-    where they are not None."""
+    where they are not None. ``fast=True`` also makes the default step count FAST_STEPS (an explicit
+    ``steps`` wins)."""
     info = checkpoint.info
-    base = RestorationSettings(steps=info.steps, method=info.method, weight_foreground=info.weight_foreground)
+    steps = FAST_STEPS if overrides.get("fast") else info.steps
+    base = RestorationSettings(steps=steps, method=info.method, weight_foreground=info.weight_foreground)
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(base, **changes) if changes else base
 
@@ -60,6 +62,7 @@ def iter_detect(
     keep_restorations: bool = True,
     keep_step_maps: bool = False,
     crop: bool = True,
+    compile: bool = False,
 ) -> Generator[Progress, None, Detection]:
     """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.engine.Progress` as it goes.
 
@@ -90,6 +93,7 @@ def iter_detect(
         batch_size=batch_size,
         keep_restorations=keep_restorations,
         keep_step_maps=keep_step_maps,
+        compile=compile,
     )
     to_scan = _ScanMapper(prepared, box, spec.slice_axis)
     while True:

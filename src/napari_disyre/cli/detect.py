@@ -41,6 +41,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="folder for <scan>_anomaly_map.nii.gz and <scan>_anomaly_mask.nii.gz (any number of scans)",
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    out.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip scans whose outputs all exist (to resume an interrupted cohort, shard or torchrun job)",
+    )
+    out.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only shard K (0-based) of N of the scans, e.g. --shard $SLURM_ARRAY_TASK_ID/8; under "
+        "torchrun the ranks split the scans (and a --shard) with no scan done twice",
+    )
     post = parser.add_argument_group("segmentation")
     post.add_argument(
         "--threshold",
@@ -67,29 +79,58 @@ class Job:
 
 def run(args: argparse.Namespace) -> int:
     from ..outputs import refuse_existing
+    from ..sharding import agree_on_failures, rank_device, resolve_shard
 
-    jobs = plan_jobs(args)
+    shard = resolve_shard(args.shard)
+    everything = plan_jobs(args)
+    jobs = shard.take(everything)
+    finished = [job for job in jobs if args.skip_existing and _finished(job)]
+    jobs = [job for job in jobs if job not in finished]
     for job in jobs:
         for path in (job.out_map, job.out_mask, job.out_restorations):
             if path is not None:
                 refuse_existing(path, args.overwrite)
+    args.device = rank_device(args.device)
     checkpoint = open_checkpoint(args.checkpoint)
     settings = restoration_settings(args, checkpoint)
     if not args.quiet:
         print(checkpoint.summary(), file=sys.stderr)
+        if shard.count > 1 or finished:
+            print(
+                f"{shard.describe()}: {len(jobs)} scan(s) to run, {len(finished)} with finished outputs skipped",
+                file=sys.stderr,
+            )
     failures = []
-    for job in jobs:
+    for job, scan in _loaded_ahead(jobs):
         try:
-            detect_one(job, checkpoint, settings, args)
+            detect_one(job, checkpoint, settings, args, scan.result())
         except DisyreError as exc:
-            if len(jobs) == 1:
+            if len(everything) == 1:
                 raise
             failures.append(f"{job.scan}: {exc}")
             print(f"skipped {job.scan}: {exc}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(jobs)} scans failed:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 2
-    return 0
+    return 2 if agree_on_failures(len(failures)) else 0
+
+
+def _finished(job: Job) -> bool:
+    """All of the job's outputs exist (written atomically, so an existing file is a complete one)."""
+    return all(p.exists() for p in (job.out_map, job.out_mask, job.out_restorations) if p is not None)
+
+
+def _loaded_ahead(jobs: list[Job]):
+    """Yield ``(job, future scan)``, reading the next scan from disk while the current one is restored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..nifti import load_scan
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = [reader.submit(load_scan, job.scan) for job in jobs[:1]]
+        for i, job in enumerate(jobs):
+            if i + 1 < len(jobs):
+                pending.append(reader.submit(load_scan, jobs[i + 1].scan))
+            yield job, pending[i]
 
 
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
@@ -133,7 +174,8 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     return jobs
 
 
-def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None:
+def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=None) -> None:
+    """Detect one scan (``scan``: the job's scan already loaded, else read here) and write its outputs."""
     import numpy as np
 
     from ..detection import iter_detect
@@ -141,7 +183,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
     from ..nifti import load_matching, load_scan, save_stack, save_volume
     from ..postprocess import lesion_table, smooth_map, threshold_mask
 
-    scan = load_scan(job.scan)
+    scan = scan if scan is not None else load_scan(job.scan)
     brain = load_matching(args.mask, scan, what="brain mask") if args.mask else None
     bar = progress_bar(100, scan.name, args.quiet)
 
@@ -160,6 +202,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
         batch_size=args.batch_size,
         keep_restorations=job.out_restorations is not None,
         crop=not args.no_crop,
+        compile=args.compile,
     )
     result = run_to_end(generator, advance)
     bar.close()
@@ -176,7 +219,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
         lesions = lesion_table(mask, anomaly, scan.affine)
         print(
             f"{scan.name}: {result.seconds:.1f} s on {result.device} (batch {result.batch_size}), "
-            f"S={settings.steps} {settings.method}, threshold {threshold:.4f}: {len(lesions)} component(s), "
+            f"S={settings.steps} {settings.method}{' (fast)' if settings.fast else ''}, threshold {threshold:.4f}: {len(lesions)} component(s), "
             f"{sum(les.volume_ml for les in lesions):.2f} mL",
             file=sys.stderr,
         )

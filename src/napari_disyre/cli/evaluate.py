@@ -127,7 +127,10 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "batch_size": args.batch_size,
         "crop": not args.no_crop,
+        "compile": args.compile,
     }
+    # fast-mode maps are not exact-mode maps: keep them apart, never reuse one for the other
+    maps_dir = args.maps / "fast" if args.maps is not None and settings.fast else args.maps
     bar = progress_bar(len(cases) * len(steps), "evaluating", args.quiet)
     scored = []
     for case in cases:
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         score_case(item, baselines=baselines)
         for s in steps:
             score_case(
-                item, checkpoint, [s], (), settings=settings, maps_dir=args.maps, detect_options=options
+                item, checkpoint, [s], (), settings=settings, maps_dir=maps_dir, detect_options=options
             )
             bar.update(1)
             if args.combine:
@@ -164,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": steps,
             "method": settings.method,
             "timesteps": settings.spacing,
+            "fast": settings.fast,
             "baselines": baselines,
             "sample_voxels": args.sample_voxels,
             "seed": args.seed,
