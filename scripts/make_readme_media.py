@@ -13,30 +13,21 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+from napari_disyre.plugin.viewer import settle
 
 WINDOW = (1600, 1000)
 GIF_WIDTH = 480  # pixels; keeps the animation well under 2 MB
 FRAME_MS = 900
 
 
-def wait_for_layout(seconds: float = 0.5) -> None:
-    """Let Qt lay out and paint the window (sliders drawn before the screenshot)."""
-    from qtpy.QtWidgets import QApplication
-
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-        time.sleep(0.02)
-
-
 def detect(widget) -> None:
     widget.run()
     while widget.worker is not None:
-        wait_for_layout(0.05)
+        settle(0.05)
     if widget.detection is None:
         sys.exit(f"detection failed: {widget.status.value}")
 
@@ -63,13 +54,13 @@ def step_frames(viewer, group: str) -> list[np.ndarray]:
     for step in range(restorations.data.shape[0]):
         viewer.dims.set_point(step_axis, step)
         viewer.text_overlay.text = f"step {step + 1} of {restorations.data.shape[0]}: restoration, map so far"
-        wait_for_layout(0.3)
+        settle(0.3)
         frames.append(viewer.screenshot(canvas_only=True, flash=False))
     for layer, was in zip(final, visible, strict=True):
         layer.visible = was
     restorations.visible = step_maps.visible = False
     viewer.text_overlay.text = "the scan, the final map, the mask at the suggested threshold"
-    wait_for_layout(0.3)
+    settle(0.3)
     frames.append(viewer.screenshot(canvas_only=True, flash=False))
     viewer.text_overlay.visible = False
     return frames
@@ -112,7 +103,7 @@ def main() -> int:
     frames = step_frames(viewer, widget.source.name)
     args.out.mkdir(parents=True, exist_ok=True)
     save_gif(frames, args.out / "steps.gif")
-    wait_for_layout(1.0)
+    settle(1.0)
     viewer.screenshot(str(args.out / "screenshot.png"), canvas_only=False, flash=False)
     print(f"wrote {args.out / 'screenshot.png'} and {args.out / 'steps.gif'}")
     viewer.close()

@@ -185,7 +185,7 @@ def test_user_mistakes_give_notifications(qtbot, widget, tmp_path, errors):
     assert "3D scan" in errors[-1]
     viewer.layers.clear()
     widget.run()
-    assert "no image layer" in errors[-1]
+    assert errors[-1].startswith("No image layer")
     widget.cancel()  # nothing running: no error
     assert widget.worker is None
 

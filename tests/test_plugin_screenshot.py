@@ -40,7 +40,8 @@ def test_open_sample_first_view_is_axial(make_napari_viewer):
     viewer.open_sample("napari-disyre", "demo_brain")
     # the demo is stored RAS: slide along z (superior), rows along y drawn upwards, x drawn leftwards
     assert tuple(viewer.dims.order) == (2, 1, 0)
-    assert tuple(o.value for o in viewer.camera.orientation2d) == ("up", "left")
+    camera = getattr(viewer, "scene", viewer).camera
+    assert tuple(o.value for o in camera.orientation2d) == ("up", "left")
 
 
 def test_demo_lesion_stands_out_and_the_anatomy_stays_visible(make_napari_viewer, qtbot):

@@ -35,7 +35,8 @@ def show_axial(viewer, layer=None) -> None:
         return
     view = axial_view(layer_affine(layer))
     viewer.dims.order = view.order
-    viewer.camera.orientation2d = (view.vertical, view.horizontal)
+    scene = getattr(viewer, "scene", viewer)  # napari >= 0.9 keeps the camera in the scene
+    scene.camera.orientation2d = (view.vertical, view.horizontal)
     viewer.reset_view()
 
 
@@ -64,22 +65,32 @@ def run_viewer() -> None:
     napari.run()
 
 
-def screenshot_after_detection(viewer, widget, path: Path) -> int:
-    """Detect, show the slice with the largest lesion, save the viewer's canvas and close."""
+def settle(seconds: float = 0.0) -> None:
+    """Run Qt's event loop for ``seconds`` (at least once), so that the window is laid out and painted
+    before a screenshot (sliders drawn, not half-built)."""
     import time
 
     from qtpy.QtWidgets import QApplication
 
+    end = time.perf_counter() + seconds
+    QApplication.processEvents()
+    while time.perf_counter() < end:
+        time.sleep(0.02)
+        QApplication.processEvents()
+
+
+def screenshot_after_detection(viewer, widget, path: Path) -> int:
+    """Detect, show the slice with the largest lesion, save the window once laid out, and close."""
     widget.run()
     while widget.worker is not None:
-        QApplication.processEvents()
-        time.sleep(0.02)
+        settle(0.05)
     if widget.detection is None:
         return 1
     if getattr(widget, "lesions", None):
         widget.jump_to_lesion(0)
+    settle(1.0)
     with atomic_output(path, overwrite=True) as tmp:  # the path was given to be (re)written
-        viewer.screenshot(str(tmp), canvas_only=False)
+        viewer.screenshot(str(tmp), canvas_only=False, flash=False)
     viewer.close()
     print(f"screenshot written to {path}")
     return 0
