@@ -1,21 +1,25 @@
-"""Speed and memory of the restoration engine: batched windows vs one window at a time.
+"""Speed and memory of the restoration engine against the official pipeline as it really runs.
 
-The network is the official DISYRE UNet (26.3 M parameters, 128 x 128 windows) with seeded random
-weights: speed does not depend on what the weights learned. The input is a synthetic brain-like
-volume (an ellipsoid with smooth texture) of 240 x 240 in-plane voxels, as BraTS scans are, so the
-sliding windows cover each slice in 3 x 3 windows of 128 with overlap 0.25.
+Baseline ("official-style", ``benchmarks/official_style.py``): every window of every slice pooled,
+chunks of 320 windows, float32, the whole S-step chain per chunk, Gaussian blending by folding. Rows:
 
-- CPU: a slab of 16 slices (144 windows per step);
-- CUDA (when this PyTorch sees a GPU): the whole 240 x 240 x 155 volume.
+- ``exact``: this engine with default settings (maps equal to the baseline: float32 to 1e-5 in the
+  tests; on CUDA bf16 autocast, the default there, and channels_last);
+- ``exact, float32`` (CUDA only): the same without autocast;
+- ``exact, compiled`` (``--compile``): torch.compile with a static batch shape (compile time reported
+  separately, not in the speed);
+- ``fast``: ``RestorationSettings(fast=True)``, window step half the window, S = 1 (fast mode's default).
 
-"one window at a time" is the official implementation's loop (one window per network call); the
-batched engine pools the windows of all slices and sends them in batches sized from free memory.
-Each configuration runs in its own process so that peak memory (resident set size on the CPU,
-``torch.cuda.max_memory_allocated`` on CUDA) is its own. Figures are for ONE restoration step; S
-steps cost S times as much. Prints a Markdown table. Run from the repository root:
+Network: the official DISYRE UNet (26.3 M parameters, 128 x 128 windows; ``--network tiny`` for a dry
+run) with seeded random weights: speed does not depend on what the weights learned. Input: a
+synthetic brain-like slab (a textured ellipse filling 0.8 x 0.7 of each 240 x 240 slice, as BraTS
+slices are sized; 25 windows per slice at the official step). Each row runs in its own process
+(peak memory: resident set on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA), after one
+untimed network call. Speed-ups are against the official-style row of the same run. Prints a
+Markdown table:
 
-    python benchmarks/bench_engine.py            # CPU, plus CUDA when available
-    python benchmarks/bench_engine.py --slices 4 # a quicker CPU run
+    python benchmarks/bench_engine.py --slices 2 --steps 4            # CPU (2 slices: 50 windows)
+    python benchmarks/bench_engine.py --device cuda --slices 155 --compile
 """
 
 from __future__ import annotations
@@ -26,8 +30,23 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+TINY_NETWORK = {
+    "sample_size": [128, 128],
+    "in_channels": 1,
+    "out_channels": 1,
+    "layers_per_block": 1,
+    "block_out_channels": (8, 16, 16),
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "norm_num_groups": 8,
+}
+ROWS = ("official-style", "exact", "exact, float32", "exact, compiled", "fast")
 
 
 def synthetic_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -42,93 +61,147 @@ def synthetic_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return np.where(inside[None], 0.3 + texture, 0).astype(np.float32)
 
 
-def measure(device_name: str, slices: int, batch_size: int | None) -> dict:
-    """Restore once and report windows per second, the batch size used and peak memory."""
+def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int, network: str) -> dict:
+    """Restore the slab once as ``row`` does; report time, network evaluations and peak memory."""
     import torch
     from diffusers import UNet2DModel
+    from official_style import official_style_restore
 
     from napari_disyre.devices import autocast_dtype
-    from napari_disyre.engine import RestorationSettings, restore, run_to_end
+    from napari_disyre.engine import FAST_STEPS, RestorationSettings, restore, run_to_end
     from napari_disyre.schedule import Schedule
     from napari_disyre.training.presets import OFFICIAL_UNET
+    from napari_disyre.windows import window_layout
 
     torch.manual_seed(0)
     device = torch.device(device_name)
-    unet = UNet2DModel(**OFFICIAL_UNET)
-    volume = synthetic_volume((slices, 240, 240))
-    settings = RestorationSettings(steps=1)
-    dtype = autocast_dtype(device, "auto")
-    # warm-up on one slice (kernel selection, lazy initialisation), not timed
-    run_to_end(
-        restore(volume[:1], unet, Schedule(), settings, device=device, autocast=dtype, batch_size=batch_size)
+    unet = UNet2DModel(**(OFFICIAL_UNET if network == "official" else TINY_NETWORK)).eval().to(device)
+    volume = synthetic_volume(shape)
+    with torch.inference_mode():  # untimed: lazy initialisation, kernel selection
+        unet(torch.zeros(1, 1, 128, 128, device=device), torch.tensor([99], device=device))
+    precision = "float32" if row in ("official-style", "exact, float32") else "auto"
+    dtype = autocast_dtype(device, precision)
+    settings = (
+        RestorationSettings(steps=FAST_STEPS, fast=True) if row == "fast" else RestorationSettings(steps)
     )
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    compile_seconds = 0.0
+    if row == "exact, compiled":  # compile (and warm up) on the same shapes, untimed
+        started = time.perf_counter()
+        run_to_end(restore(volume, unet, Schedule(), settings, device=device, autocast=dtype, compile=True))
+        compile_seconds = time.perf_counter() - started
+    _synchronize(device)
     started = time.perf_counter()
-    result = run_to_end(
-        restore(volume, unet, Schedule(), settings, device=device, autocast=dtype, batch_size=batch_size)
-    )
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    if row == "official-style":
+        official_style_restore(volume, unet, Schedule(), steps)
+        per_slice = len(window_layout(shape[1:], (128, 128)).origins)
+        evaluations, batch = per_slice * shape[0] * steps, 320
+    else:
+        result = run_to_end(
+            restore(
+                volume, unet, Schedule(), settings, device=device, autocast=dtype,
+                keep_restorations=False, compile=row == "exact, compiled",
+            )
+        )  # fmt: skip
+        evaluations, batch = result.windows_run, result.batch_size
+    _synchronize(device)
     seconds = time.perf_counter() - started
     if device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return {
-        "windows": result.windows_run,
+        "row": row,
         "seconds": seconds,
-        "windows_per_s": result.windows_run / seconds,
-        "batch_size": result.batch_size,
+        "evaluations": evaluations,  # network evaluations of one window
+        "batch_size": batch,
+        "steps": settings.steps if row != "official-style" else steps,
         "peak_mib": peak_mib,
         "precision": str(dtype).replace("torch.", "") if dtype else "float32",
         "threads": torch.get_num_threads(),
+        "compile_seconds": compile_seconds,
+        "device": torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads",
     }
 
 
-def run_isolated(device: str, slices: int, batch_size: int | None) -> dict:
-    command = [sys.executable, __file__, "--child", device, str(slices), str(batch_size or 0)]
-    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_isolated(row: str, args: argparse.Namespace) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        row,
+        "--device",
+        args.device,
+        "--slices",
+        str(args.slices),
+    ]
+    command += ["--size", str(args.size), "--steps", str(args.steps), "--network", args.network]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:  # one failing row (e.g. compile) must not lose the others
+        return {"row": row, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict], args: argparse.Namespace) -> str:
+    base = next((r for r in results if r["row"] == "official-style" and "error" not in r), None)
+    lines = [
+        "| device | input | row | S | batch | precision | seconds | speed-up vs official-style | peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    size = f"{args.size} x {args.size} x {args.slices}"
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {args.device} | {size} | {r['row']} | failed: {r['error'][:80]} ||||||")
+            continue
+        ratio = f"{base['seconds'] / r['seconds']:.2f}x" if base else "n/a"
+        lines.append(
+            f"| {r['device']} | {size} | {r['row']} | {r['steps']} | {r['batch_size']} | {r['precision']} "
+            f"| {r['seconds']:.2f} | {ratio} | {r['peak_mib']:.0f} |"
+        )
+    compiled = [r for r in results if r.get("compile_seconds")]
+    notes = [f"\ncompile + warm-up of the compiled row: {r['compile_seconds']:.1f} s" for r in compiled]
+    return "\n".join(lines) + "".join(notes)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--slices", type=int, default=16, help="slices of the CPU slab")
-    parser.add_argument("--gpu-slices", type=int, default=155, help="slices of the CUDA volume")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--slices", type=int, default=2, help="slices of the slab")
+    parser.add_argument("--size", type=int, default=240, help="in-plane size of the slices")
+    parser.add_argument("--steps", type=int, default=4, help="S of the baseline and exact rows")
+    parser.add_argument("--network", choices=("official", "tiny"), default="official")
+    parser.add_argument("--compile", action="store_true", help="add the torch.compile row")
+    parser.add_argument("--rows", default=None, help="comma-separated subset of the rows")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shape = (args.slices, args.size, args.size)
     if args.child:
-        device, slices, batch = args.child
-        print(json.dumps(measure(device, int(slices), int(batch) or None)))
+        print(json.dumps(measure(args.child, args.device, shape, args.steps, args.network)))
         return 0
-
-    import torch
-
-    targets = [("cpu", args.slices)]
-    if torch.cuda.is_available():
-        targets.append(("cuda", args.gpu_slices))
-    else:
-        print("(no CUDA GPU visible to this PyTorch: CPU rows only)\n")
-    rows = []
-    for device, slices in targets:
-        one = run_isolated(device, slices, 1)
-        batched = run_isolated(device, slices, None)
-        name = torch.cuda.get_device_name() if device == "cuda" else f"CPU, {one['threads']} threads"
-        for label, r in (("one window at a time", one), ("batched engine", batched)):
-            rows.append(
-                f"| {name} | 240 x 240 x {slices} | {label} | {r['batch_size']} | {r['precision']} "
-                f"| {r['windows_per_s']:.2f} | {r['windows_per_s'] / one['windows_per_s']:.2f}x "
-                f"| {r['peak_mib']:.0f} |"
-            )
-    print("| device | input | engine | batch | precision | windows/s | speed-up | peak memory (MiB) |")
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
-    print("\nOne restoration step of the official UNet (random weights); windows of 128 x 128, overlap 0.25.")
-    return 0
+    rows = [
+        r
+        for r in ROWS
+        if (args.compile or r != "exact, compiled") and (args.device != "cpu" or r != "exact, float32")
+    ]
+    if args.rows:
+        rows = [r.strip() for r in args.rows.split(",")]
+    results = [run_isolated(row, args) for row in rows]
+    print(table(results, args))
+    print(
+        f"\n{args.network} UNet, random weights, 128 x 128 windows; S = {args.steps} "
+        "mean-single-step except fast (its own S); one run, each row in its own process."
+    )
+    return 1 if any("error" in r for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -90,9 +90,9 @@ def test_progress_is_reported_per_batch_and_restorations_per_step():
     result = run_to_end(
         restore(slices, unet, Schedule(), RestorationSettings(steps=3), batch_size=10), events.append
     )
-    per_step = result.windows_run // 3
-    batches = -(-per_step // 10)
-    assert len(events) == 3 * (batches + 1)
+    # mean-single-step batches (step, window) pairs across step boundaries: 10 pairs per batch
+    batches = -(-result.windows_run // 10)
+    assert len(events) == batches + 3
     assert [e.step for e in events if e.restoration is not None] == [1, 2, 3]
     assert events[-1].fraction == pytest.approx(1.0)
     assert len(result.restorations) == 3
@@ -162,3 +162,92 @@ def test_auto_batch_size_is_bounded_by_device_windows_and_memory(monkeypatch):
     assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 5  # half the free memory
     monkeypatch.setattr(devices, "available_memory_bytes", lambda device: 0)
     assert devices.auto_batch_size(torch.device("cuda"), 2**30, 10_000) == 1
+
+
+@pytest.mark.parametrize("method", ["mean-single-step", "multi-step-restoration"])
+def test_step_maps_accumulate_to_the_final_map(method):
+    """The map after each step: S of them, the last one the final map itself, and (for the mean of
+    single steps, whose step scores only add) never decreasing from one step to the next."""
+    unet = make_unet()
+    slices = _stack((2, 41, 50))
+    settings = RestorationSettings(steps=3, method=method)
+    kept = run_to_end(restore(slices, unet, Schedule(), settings, keep_step_maps=True))
+    plain = run_to_end(restore(slices, unet, Schedule(), settings))
+    assert len(kept.step_maps) == 3 and not plain.step_maps
+    assert all(m.shape == kept.anomaly_map.shape for m in kept.step_maps)
+    np.testing.assert_array_equal(kept.step_maps[-1], kept.anomaly_map)
+    # keeping them changes nothing but the order of a float sum
+    np.testing.assert_allclose(kept.anomaly_map, plain.anomaly_map, atol=1e-6, rtol=0)
+    assert 0 < kept.step_maps[0].max() < kept.anomaly_map.max()
+    if method == "mean-single-step":
+        for before, after in zip(kept.step_maps[:-1], kept.step_maps[1:], strict=True):
+            assert (after >= before - 1e-7).all()
+
+
+def test_step_batched_mean_single_step_equals_stepwise():
+    """One batch holding every (step, window) pair, timesteps mixed, gives the map of one window and
+    one step per network call."""
+    unet = make_unet()
+    slices = _stack((3, 41, 50))
+    settings = RestorationSettings(steps=3)
+    stepwise = run_to_end(restore(slices, unet, Schedule(), settings, batch_size=1))
+    original = unet.forward
+    timesteps = []
+
+    def recording_forward(sample, timestep, *args, **kwargs):
+        timesteps.append(timestep.tolist())
+        return original(sample, timestep, *args, **kwargs)
+
+    unet.forward = recording_forward
+    together = run_to_end(restore(slices, unet, Schedule(), settings, batch_size=1000))
+    per_step = together.windows_run // 3
+    assert timesteps == [[99] * per_step + [66] * per_step + [32] * per_step]
+    # one batch of all (step, window) pairs takes other convolution kernels than one window: 7th digit
+    np.testing.assert_allclose(together.anomaly_map, stepwise.anomaly_map, atol=1e-5, rtol=0)
+    for a, b in zip(together.restorations, stepwise.restorations, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("where", ["wrapping", "first call"])
+def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, where):
+    unet = make_unet()
+    slices = _stack((1, 41, 50))
+    expected = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=4))
+
+    def broken_compile(module, **kwargs):
+        if where == "wrapping":
+            raise RuntimeError("no C++ compiler")
+
+        def fails(*args, **kwargs):
+            raise RuntimeError("inductor: backend compiler failed")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        result = run_to_end(
+            restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=4, compile=True)
+        )
+    np.testing.assert_allclose(result.anomaly_map, expected.anomaly_map, atol=1e-6, rtol=0)
+
+
+def test_compiled_network_sees_one_static_batch_shape(monkeypatch):
+    """The last, smaller batch is padded to the first batch's size (no recompilation) and cut back."""
+    unet = make_unet()
+    slices = _stack((1, 41, 50))  # 12 windows, S = 2: 24 pairs in batches of 5, 5, 5, 5, 4
+    expected = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=5))
+    shapes = []
+
+    def recording_compile(module, **kwargs):
+        def run(sample, timestep):
+            shapes.append(tuple(sample.shape))
+            return module(sample, timestep)
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    result = run_to_end(
+        restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=5, compile=True)
+    )
+    assert shapes == [(5, 1, 32, 32)] * 5
+    np.testing.assert_allclose(result.anomaly_map, expected.anomaly_map, atol=1e-6, rtol=0)

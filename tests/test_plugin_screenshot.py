@@ -1,50 +1,79 @@
-"""A real rendered viewer (needs OpenGL: run under xvfb-run with QT_QPA_PLATFORM=xcb, as ./run.sh test
-does): after detection the heat map is visible over the scan."""
+"""Real rendered viewers (need OpenGL: run under xvfb-run with QT_QPA_PLATFORM=xcb, as ./run.sh test
+does): what the user sees on the demo after detection, checked on the pixels."""
 
 from __future__ import annotations
 
 import os
 
-import nibabel as nib
 import numpy as np
 import pytest
-
-from .conftest import synthetic_brain
+from scipy import ndimage
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("QT_QPA_PLATFORM") == "offscreen" or not os.environ.get("DISPLAY"),
     reason="needs a display with OpenGL: run under `xvfb-run -a env QT_QPA_PLATFORM=xcb` (./run.sh test does)",
 )
 
+#: The anatomy outside the lesion keeps at least this fraction of its edge contrast under the map.
+KEPT_EDGE_CONTRAST = 0.6
+#: Mean colour saturation (max - min channel, 0-255) the lesion must show beyond healthy tissue.
+LESION_SATURATION_MARGIN = 60
 
-def _hot_pixels(image: np.ndarray) -> int:
-    """Pixels coloured by a heat colormap: clearly more red than blue."""
-    rgb = image[..., :3].astype(int)
-    return int(((rgb[..., 0] > 120) & (rgb[..., 0] > rgb[..., 2] + 60)).sum())
+
+def _shot(viewer, visible: set[str]) -> np.ndarray:
+    for layer in viewer.layers:
+        layer.visible = layer.name in visible
+    return viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(np.float64)
 
 
-def test_heat_map_is_visible_over_the_scan(make_napari_viewer, qtbot, tmp_path, tiny_checkpoint):
-    from napari_disyre.checkpoint import save_checkpoint
+def _saturation(rgb: np.ndarray) -> np.ndarray:
+    return rgb.max(axis=-1) - rgb.min(axis=-1)
+
+
+def _edge_contrast(rgb: np.ndarray, where: np.ndarray) -> float:
+    grey = rgb.mean(axis=-1)
+    return float(np.hypot(ndimage.sobel(grey, 0), ndimage.sobel(grey, 1))[where].mean())
+
+
+def test_open_sample_first_view_is_axial(make_napari_viewer):
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-disyre", "demo_brain")
+    # the demo is stored RAS: slide along z (superior), rows along y drawn upwards, x drawn leftwards
+    assert tuple(viewer.dims.order) == (2, 1, 0)
+    camera = getattr(viewer, "scene", viewer).camera
+    assert tuple(o.value for o in camera.orientation2d) == ("up", "left")
+
+
+def test_demo_lesion_stands_out_and_the_anatomy_stays_visible(make_napari_viewer, qtbot):
     from napari_disyre.plugin.widget import DetectionWidget
 
-    data, _ = synthetic_brain(shape=(64, 64, 12))
-    path = tmp_path / "scan.nii.gz"
-    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 3.0, 1.0])), path)
     viewer = make_napari_viewer(show=True)
-    viewer.open(str(path), plugin="napari-disyre")
-    viewer.dims.order = (2, 0, 1)
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.open_sample("napari-disyre", "demo_brain")
     widget = DetectionWidget(viewer)
-    widget.checkpoint.value = str(save_checkpoint(tmp_path / "ckpt", tiny_checkpoint))
-    widget.device.value = "cpu"
-    widget.steps.value = 2
+    viewer.window.add_dock_widget(widget, area="right")
+    widget.steps.value, widget.device.value = 1, "cpu"
     widget.run()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    anomaly_map = viewer.layers["scan anomaly map"]
-    viewer.layers["scan anomaly mask"].visible = False
-    viewer.dims.set_point(0, 0.0)  # restoration step 0; spatial point unchanged
-    with_map = viewer.screenshot(canvas_only=True, flash=False)
-    anomaly_map.visible = False
-    without_map = viewer.screenshot(canvas_only=True, flash=False)
-    assert with_map.shape == without_map.shape and with_map.shape[0] > 100
-    assert _hot_pixels(without_map) < 0.001 * without_map[..., 0].size  # a grey scan has no hot pixels
-    assert _hot_pixels(with_map) > 0.01 * with_map[..., 0].size  # the map shows over the brain
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=600_000)
+    assert widget.detection is not None
+    order = tuple(viewer.dims.order)
+    assert order[-3:] == (3, 2, 1)  # still axial with the step axis in front
+    truth = viewer.layers["demo ground truth"]
+    z = int(np.argmax(truth.data.sum(axis=(0, 1))))  # the slice through most of the lesion
+    viewer.dims.set_point(viewer.dims.ndim - 1, float(truth.data_to_world([0, 0, z])[2]))
+    truth.opacity = 1.0
+    outputs = {"DISYRE demo brain", "DISYRE demo brain anomaly map", "DISYRE demo brain anomaly mask"}
+    lesion_screen = _shot(viewer, {"demo ground truth"}).max(axis=-1) > 0
+    scan_only = _shot(viewer, {"DISYRE demo brain"})
+    with_map = _shot(viewer, outputs)
+    brain = scan_only.mean(axis=-1) > 25
+    lesion = ndimage.binary_erosion(lesion_screen, iterations=2) & brain
+    healthy = brain & ~ndimage.binary_dilation(lesion_screen, iterations=8)
+    assert lesion.sum() > 200 and healthy.sum() > 20 * lesion.sum()
+    lesion_colour, healthy_colour = (
+        _saturation(with_map)[lesion].mean(),
+        _saturation(with_map)[healthy].mean(),
+    )
+    assert lesion_colour > healthy_colour + LESION_SATURATION_MARGIN, (lesion_colour, healthy_colour)
+    kept = _edge_contrast(with_map, healthy) / _edge_contrast(scan_only, healthy)
+    assert kept > KEPT_EDGE_CONTRAST, kept

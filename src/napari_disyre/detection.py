@@ -17,7 +17,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint
 from .devices import autocast_dtype, resolve_device
-from .engine import Progress, RestorationSettings, restore, run_to_end
+from .engine import FAST_STEPS, Progress, RestorationSettings, restore, run_to_end
 from .nifti import Volume, check_scan
 from .postprocess import suggest_threshold
 from .preprocessing import ModelInput, foreground_bbox, prepare_scan
@@ -31,6 +31,7 @@ class Detection:
     anomaly_map: np.ndarray  # float32, 0 outside the brain
     foreground: np.ndarray  # bool
     restorations: list[np.ndarray] = field(default_factory=list)  # per step, intensities in [0, 1]
+    step_maps: list[np.ndarray] = field(default_factory=list)  # the map after steps 1..S (last = final)
     timesteps: list[int] = field(default_factory=list)
     settings: RestorationSettings = field(default_factory=RestorationSettings)
     device: str = "cpu"
@@ -41,9 +42,11 @@ class Detection:
 
 def default_settings(checkpoint: Checkpoint, **overrides: object) -> RestorationSettings:
     """The checkpoint's own defaults (steps, method, foreground weighting), with ``overrides`` applied
-    where they are not None."""
+    where they are not None. ``fast=True`` also makes the default step count FAST_STEPS (an explicit
+    ``steps`` wins)."""
     info = checkpoint.info
-    base = RestorationSettings(steps=info.steps, method=info.method, weight_foreground=info.weight_foreground)
+    steps = FAST_STEPS if overrides.get("fast") else info.steps
+    base = RestorationSettings(steps=steps, method=info.method, weight_foreground=info.weight_foreground)
     changes = {k: v for k, v in overrides.items() if v is not None}
     return dataclasses.replace(base, **changes) if changes else base
 
@@ -58,12 +61,14 @@ def iter_detect(
     precision: str = "auto",
     batch_size: int | None = None,
     keep_restorations: bool = True,
+    keep_step_maps: bool = False,
     crop: bool = True,
+    compile: bool = False,
 ) -> Generator[Progress, None, Detection]:
     """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.engine.Progress` as it goes.
 
-    Per-step restorations in the progress events and the result are on the scan's grid. Stop
-    iterating to cancel.
+    Per-step restorations in the progress events and the result are on the scan's grid, as are the
+    maps after each step when ``keep_step_maps``. Stop iterating to cancel.
     """
     started = time.perf_counter()
     check_scan(scan)
@@ -90,6 +95,8 @@ def iter_detect(
         autocast=autocast_dtype(torch_device, precision),
         batch_size=batch_size,
         keep_restorations=keep_restorations,
+        keep_step_maps=keep_step_maps,
+        compile=compile,
     )
     to_scan = _ScanMapper(prepared, box, spec.slice_axis)
     while True:
@@ -107,6 +114,7 @@ def iter_detect(
         anomaly_map=anomaly,
         foreground=prepared.scan_foreground,
         restorations=[to_scan(r, masked=False) for r in result.restorations],
+        step_maps=[to_scan(m, masked=True) for m in result.step_maps],
         timesteps=result.timesteps,
         settings=settings,
         device=str(torch_device),

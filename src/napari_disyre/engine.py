@@ -7,10 +7,12 @@ timestep, ``multi-step-restoration`` carries ``x`` on. The anomaly score is the 
 divided by S, times the window's foreground fraction (``weight_foreground``), and zero where the final
 ``x`` is zero; windows are blended with the Gaussian importance map.
 
-Unlike the official code, which runs one slice (or one window) at a time, the windows of ALL slices
-are pooled and sent through the network in batches as large as memory allows; an out-of-memory error
-halves the batch and retries the same windows. Windows whose input is entirely zero are skipped when
-that provably leaves the anomaly map unchanged (their score is multiplied by zero).
+The official code pools the windows of all slices and runs the whole S-step chain on chunks of 320
+windows in float32 (``benchmarks/official_style.py`` restates it). This engine gives the same maps
+faster: batches sized for the device (4 windows on a CPU, from free memory on CUDA; an out-of-memory
+error halves the batch and retries), the independent steps of mean-single-step batched together,
+windows whose input is entirely zero skipped where that provably leaves the map unchanged (their
+score is multiplied by zero), and the network run in channels_last (see ``acceleration``).
 
 :func:`restore` is a generator: it yields a :class:`Progress` after every batch (the caller may stop
 iterating to cancel) and one carrying the blended restoration at the end of every step; its return
@@ -22,21 +24,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
-from .devices import auto_batch_size, inference_context, is_out_of_memory, release_cached_memory
+from .acceleration import BatchRunner, Network, bytes_per_window
+from .devices import auto_batch_size
 from .errors import DisyreError
-from .methods import METHODS, Method
+from .restoration_maps import RestorationMaps
 from .schedule import InferenceStep, Schedule, Spacing
-from .windows import WindowLayout, sample_size_pair, window_layout
+from .windows import WindowLayout, window_layout
 
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
 
 T = TypeVar("T")
+Method = Literal["mean-single-step", "multi-step-restoration"]
+METHODS: tuple[str, ...] = ("mean-single-step", "multi-step-restoration")
+#: Multi-step-restoration keeps each window's state for the whole chain; this many windows at a time
+#: (128 MiB of state and scores for 128 x 128 windows) bound the memory whatever the volume size.
+WINDOWS_PER_CHUNK = 1024
+#: Fast mode: the window step as a fraction of the window (the official 0.25 gives 25 windows per
+#: 240 x 240 slice with 128 x 128 windows, 0.5 gives 9) and the default step count (see ``fast``).
+FAST_OVERLAP = 0.5
+FAST_STEPS = 1
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,10 @@ class RestorationSettings:
     weight_foreground: bool = True
     overlap: float = 0.25
     sigma_scale: float = 0.125
+    #: Fast mode: windows step by at least FAST_OVERLAP of the window (fewer windows, same blending).
+    #: Its step count is chosen where the settings are made (``detection.default_settings``: S =
+    #: FAST_STEPS unless asked), and reduced precision where the device has it (bf16 on CUDA).
+    fast: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -57,6 +73,11 @@ class RestorationSettings:
             raise DisyreError(f"the number of restoration steps must be at least 1, got {self.steps}")
         if not 0 < self.overlap <= 1:
             raise DisyreError(f"overlap must be in (0, 1], got {self.overlap}")
+
+    @property
+    def window_overlap(self) -> float:
+        """The window step as a fraction of the window: ``overlap``, or at least FAST_OVERLAP when fast."""
+        return max(self.overlap, FAST_OVERLAP) if self.fast else self.overlap
 
 
 @dataclass
@@ -69,9 +90,13 @@ class Progress:
     windows_total: int  # per step
     batch_size: int
     restoration: np.ndarray | None = None  # (N, H, W) blended x0 of the completed step, in [0, 1]
+    evaluations_done: int = 0  # network evaluations so far, all steps (0 with the total: unknown)
+    evaluations_total: int = 0
 
     @property
     def fraction(self) -> float:
+        if self.evaluations_total:
+            return self.evaluations_done / self.evaluations_total
         total = self.n_steps * max(self.windows_total, 1)
         return ((self.step - 1) * self.windows_total + self.windows_done) / total
 
@@ -86,9 +111,11 @@ class Restoration:
     anomaly_map: np.ndarray  # float32
     final: np.ndarray  # blended final x (the input for mean-single-step), float32
     restorations: list[np.ndarray] = field(default_factory=list)  # per step, blended clamp(x0)
+    step_maps: list[np.ndarray] = field(default_factory=list)  # the map after steps 1..S (last = final)
     timesteps: list[int] = field(default_factory=list)
     windows_run: int = 0  # network evaluations
     windows_skipped: int = 0  # all-zero windows per step
+    windows_partial: int = 0  # windows (per step) partly outside the brain: run, and not skippable
     batch_size: int = 0
     seconds: float = 0.0
 
@@ -103,12 +130,19 @@ def restore(
     autocast: torch.dtype | None = None,
     batch_size: int | None = None,
     keep_restorations: bool = True,
+    keep_step_maps: bool = False,
+    compile: bool = False,
 ) -> Generator[Progress, None, Restoration]:
     """Restore a stack of slices (N, H, W), float32 in [0, 1] with a zero background.
 
     The network is moved to ``device`` (default: the CPU) and evaluated under ``autocast`` (None:
-    float32). ``batch_size`` None chooses it from free memory. Stop iterating to cancel: the work
-    stops after the current batch.
+    float32), compiled with ``torch.compile`` when ``compile`` (falling back to eager if that fails).
+    ``batch_size`` None chooses it from free memory. Stop iterating to cancel: the work stops after
+    the current batch. Memory beyond the input and output stacks is bounded by the batch and, for
+    multi-step-restoration, by :data:`WINDOWS_PER_CHUNK` windows of state, whatever the volume size.
+    ``keep_step_maps`` also keeps the map after each step, so a viewer can show the score accumulate:
+    the step scores so far divided by S, weighted and blended as the final map, which is the last of
+    them (S more padded maps in memory).
     """
     import torch
 
@@ -118,70 +152,122 @@ def restore(
     if slices.ndim != 3:
         raise ValueError(f"expected a stack of slices (N, H, W), got shape {slices.shape}")
     window = _window_of(unet)
-    layout = window_layout(slices.shape[1:], window, settings.overlap, settings.sigma_scale)
+    layout = window_layout(slices.shape[1:], window, settings.window_overlap, settings.sigma_scale)
     plan = schedule.plan(settings.steps, settings.spacing)
     padded = layout.pad(slices)
     jobs = _window_jobs(padded, layout)
-    if settings.method == "mean-single-step" or settings.weight_foreground:
+    partial = int((jobs.nonzero & ~jobs.full).sum())
+    single = settings.method == "mean-single-step"
+    if single or settings.weight_foreground:
         skipped = int((~jobs.nonzero).sum())
         jobs = jobs.select(jobs.nonzero)
     else:
         skipped = 0
 
-    unet.to(device).eval()
-    batch = batch_size or auto_batch_size(
-        device, _bytes_per_window(unet, window, device, autocast), len(jobs)
-    )
-    runner = _BatchRunner(unet, device, autocast, batch)
-    state = jobs.inputs(padded).copy() if settings.method == "multi-step-restoration" else None
-    score = np.zeros((len(jobs), *window), dtype=np.float32)
-    restorations: list[np.ndarray] = []
-
-    for index, step in enumerate(plan, start=1):
-        accumulated = (
-            np.zeros((len(slices), *layout.padded_size), dtype=np.float32) if keep_restorations else None
+    network = Network(unet, device, autocast, compile=compile)
+    try:
+        per_pass = len(jobs) * (len(plan) if single else 1)
+        batch = batch_size or auto_batch_size(device, bytes_per_window(network, window), per_pass)
+        runner = BatchRunner(network, batch)
+        maps = RestorationMaps(
+            len(slices), layout, len(plan), keep_restorations, not single, keep_step_maps, single
         )
-        for chunk, x, x0 in runner.run(jobs, padded, state, step):
-            score[chunk] += np.abs(x - x0)
-            if state is not None:
-                state[chunk] = cold_diffusion_update(x, x0, step)
-            if accumulated is not None:
-                jobs.accumulate(accumulated, np.clip(x0, 0, 1), layout, chunk)
-            yield Progress(index, len(plan), chunk.stop, len(jobs), runner.batch_size)
-        if accumulated is not None:
-            restorations.append(layout.blend(accumulated))
-        yield Progress(
-            index,
-            len(plan),
-            len(jobs),
-            len(jobs),
-            runner.batch_size,
-            restorations[-1] if restorations else None,
-        )
-
-    final_windows = state if state is not None else jobs.inputs(padded)
-    score /= settings.steps
-    if settings.weight_foreground:
-        score *= (jobs.inputs(padded) > 0).mean(axis=(1, 2), dtype=np.float32)[:, None, None]
-    score *= final_windows > 0
-    anomaly = np.zeros((len(slices), *layout.padded_size), dtype=np.float32)
-    jobs.accumulate(anomaly, score, layout)
-    if state is not None:
-        final_acc = np.zeros_like(anomaly)
-        jobs.accumulate(final_acc, state, layout)
-        final = layout.blend(final_acc)
-    else:
-        final = slices.copy()
+        method = _mean_single_step if single else _multi_step
+        yield from method(jobs, padded, plan, runner, maps, settings)
+        for index in maps.unfinished_steps():
+            n = len(jobs)
+            yield Progress(index + 1, len(plan), n, n, runner.batch_size, maps.finish_step(index))
+    finally:
+        network.release()
     return Restoration(
-        anomaly_map=layout.blend(anomaly),
-        final=final,
-        restorations=restorations,
+        anomaly_map=maps.step_maps[-1] if maps.step_maps else layout.blend(maps.anomaly),
+        final=slices.copy() if maps.final is None else layout.blend(maps.final),
+        restorations=maps.restorations,
+        step_maps=maps.step_maps,
         timesteps=[s.t for s in plan],
         windows_run=len(jobs) * len(plan),
         windows_skipped=skipped,
+        windows_partial=partial,
         batch_size=runner.batch_size,
         seconds=time.perf_counter() - started,
     )
+
+
+def _mean_single_step(
+    jobs: _Jobs,
+    padded: np.ndarray,
+    plan: list[InferenceStep],
+    runner: BatchRunner,
+    maps: RestorationMaps,
+    settings: RestorationSettings,
+) -> Iterator[Progress]:
+    """Every step restores the ORIGINAL window, so the (step, window) pairs are independent: they are
+    batched together in step-major order (a batch may hold the end of one step and the start of the
+    next), and each pair's score goes straight into the map, weighted as the final score would be."""
+    n, n_steps = len(jobs), len(plan)
+    timesteps = np.array([s.t for s in plan], dtype=np.int64)
+    finished = 0
+    for items, x, x0 in runner.run(n * n_steps, lambda i: (jobs.inputs(padded, i % n), timesteps[i // n])):
+        job, step_of = items % n, items // n
+        weight = np.full(len(items), 1.0 / settings.steps, dtype=np.float32)
+        if settings.weight_foreground:
+            weight *= (x > 0).mean(axis=(1, 2), dtype=np.float32)
+        # the final x of mean-single-step is the input: zero input pixels score zero
+        score = np.abs(x - x0) * (x > 0) * weight[:, None, None]
+        jobs.accumulate(maps.anomaly, score, maps.layout, job)
+        for index in np.unique(step_of):
+            in_step = step_of == index
+            maps.add_restoration(int(index), jobs, np.clip(x0[in_step], 0, 1), job[in_step])
+            maps.add_step_score(int(index), jobs, score[in_step], job[in_step])
+        last = int(items[-1])
+        yield Progress(
+            last // n + 1, n_steps, last % n + 1, n, runner.batch_size, None, last + 1, n * n_steps
+        )
+        while finished < n_steps and last + 1 >= (finished + 1) * n:
+            yield Progress(finished + 1, n_steps, n, n, runner.batch_size, maps.finish_step(finished))
+            finished += 1
+
+
+def _multi_step(
+    jobs: _Jobs,
+    padded: np.ndarray,
+    plan: list[InferenceStep],
+    runner: BatchRunner,
+    maps: RestorationMaps,
+    settings: RestorationSettings,
+) -> Iterator[Progress]:
+    """The restoration carries on from step to step, so windows run the whole chain chunk by chunk
+    (:data:`WINDOWS_PER_CHUNK` windows of state at a time), step after step within a chunk."""
+    n, n_steps = len(jobs), len(plan)
+    for start in range(0, n, WINDOWS_PER_CHUNK):
+        chunk = np.arange(start, min(start + WINDOWS_PER_CHUNK, n))
+        state = jobs.inputs(padded, chunk)
+        foreground = (state > 0).mean(axis=(1, 2), dtype=np.float32) if settings.weight_foreground else None
+        score = np.zeros_like(state)
+        for index, step in enumerate(plan):
+            times = np.full(len(chunk), step.t, dtype=np.int64)
+            for items, x, x0 in runner.run(
+                len(chunk), lambda i, state=state, times=times: (state[i], times[i])
+            ):
+                score[items] += np.abs(x - x0)
+                state[items] = cold_diffusion_update(x, x0, step)
+                maps.add_restoration(index, jobs, np.clip(x0, 0, 1), chunk[items])
+                done = start * n_steps + index * len(chunk) + int(items[-1]) + 1
+                window = int(chunk[items[-1]]) + 1
+                yield Progress(index + 1, n_steps, window, n, runner.batch_size, None, done, n * n_steps)
+            if maps.keep_step_maps:  # the final score's formula, with the scores and x so far
+                so_far = score / np.float32(settings.steps)
+                if foreground is not None:
+                    so_far *= foreground[:, None, None]
+                maps.add_step_score(index, jobs, so_far * (state > 0), chunk)
+            if chunk[-1] == n - 1:
+                yield Progress(index + 1, n_steps, n, n, runner.batch_size, maps.finish_step(index))
+        score /= settings.steps
+        if foreground is not None:
+            score *= foreground[:, None, None]
+        score *= state > 0
+        jobs.accumulate(maps.anomaly, score, maps.layout, chunk)
+        jobs.accumulate(maps.final, state, maps.layout, chunk)
 
 
 def run_to_end(
@@ -220,6 +306,7 @@ class _Jobs:
     origin_y: np.ndarray
     origin_x: np.ndarray
     nonzero: np.ndarray  # (K,) bool, window input has a non-zero pixel
+    full: np.ndarray  # (K,) bool, every pixel of the window input is non-zero
     window: tuple[int, int]
 
     def __len__(self) -> int:
@@ -227,24 +314,29 @@ class _Jobs:
 
     def select(self, keep: np.ndarray) -> _Jobs:
         return _Jobs(
-            self.slice_index[keep], self.origin_y[keep], self.origin_x[keep], self.nonzero[keep], self.window
+            self.slice_index[keep],
+            self.origin_y[keep],
+            self.origin_x[keep],
+            self.nonzero[keep],
+            self.full[keep],
+            self.window,
         )
 
-    def inputs(self, padded: np.ndarray, chunk: slice = slice(None)) -> np.ndarray:
-        """The input windows (k, h, w) of the jobs in ``chunk`` (all by default)."""
+    def inputs(self, padded: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """The input windows (k, h, w) of the jobs ``index``."""
         h, w = self.window
-        out = np.empty((len(range(len(self))[chunk]), h, w), dtype=np.float32)
-        for j, i in enumerate(range(len(self))[chunk]):
+        out = np.empty((len(index), h, w), dtype=np.float32)
+        for j, i in enumerate(index):
             y, x = self.origin_y[i], self.origin_x[i]
             out[j] = padded[self.slice_index[i], y : y + h, x : x + w]
         return out
 
     def accumulate(
-        self, target: np.ndarray, values: np.ndarray, layout: WindowLayout, chunk: slice = slice(None)
+        self, target: np.ndarray, values: np.ndarray, layout: WindowLayout, index: np.ndarray
     ) -> None:
-        """Add importance-weighted window ``values`` into the padded stack ``target``."""
+        """Add importance-weighted window ``values`` of the jobs ``index`` into the padded stack ``target``."""
         h, w = self.window
-        for j, i in enumerate(range(len(self))[chunk]):
+        for j, i in enumerate(index):
             y, x = self.origin_y[i], self.origin_x[i]
             target[self.slice_index[i], y : y + h, x : x + w] += values[j] * layout.importance
 
@@ -256,7 +348,7 @@ def _window_jobs(padded: np.ndarray, layout: WindowLayout) -> _Jobs:
     oy = np.tile(origins[:, 0], n)
     ox = np.tile(origins[:, 1], n)
     h, w = layout.window
-    # A window is non-zero if any pixel in it is: a summed-area table answers this for all at once.
+    # How many pixels of each window are non-zero: a summed-area table answers this for all at once.
     occupied = np.pad((padded != 0).cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
     counts = (
         occupied[slice_index, oy + h, ox + w]
@@ -264,74 +356,10 @@ def _window_jobs(padded: np.ndarray, layout: WindowLayout) -> _Jobs:
         - occupied[slice_index, oy + h, ox]
         + occupied[slice_index, oy, ox]
     )
-    return _Jobs(slice_index, oy, ox, counts > 0, layout.window)
-
-
-# -- batched network evaluation with out-of-memory fallback ----------------------------------------
-
-
-class _BatchRunner:
-    """Runs the network on consecutive chunks of windows; halves the batch on out-of-memory."""
-
-    def __init__(
-        self, unet: UNet2DModel, device: torch.device, autocast: torch.dtype | None, batch_size: int
-    ):
-        self.unet = unet
-        self.device = device
-        self.autocast = autocast
-        self.batch_size = max(1, batch_size)
-
-    def run(
-        self, jobs: _Jobs, padded: np.ndarray, state: np.ndarray | None, step: InferenceStep
-    ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-        """Yield ``(chunk, x, unet(x, t))`` for consecutive chunks of the jobs."""
-        start = 0
-        while start < len(jobs):
-            chunk = slice(start, min(start + self.batch_size, len(jobs)))
-            x = state[chunk] if state is not None else jobs.inputs(padded, chunk)
-            try:
-                x0 = self.predict(x, step.t)
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                release_cached_memory(self.device)
-                if self.batch_size == 1:
-                    raise DisyreError(
-                        f"out of memory on {self.device} even with one window per batch. Free memory (close other "
-                        "programs or viewers), or use --device cpu."
-                    ) from exc
-                self.batch_size //= 2
-                continue
-            yield chunk, x, x0
-            start = chunk.stop
-
-    def predict(self, x: np.ndarray, t: int) -> np.ndarray:
-        """``unet(x, t)`` for a batch of windows (k, h, w), returned as float32 numpy."""
-        import torch
-
-        with inference_context(self.device, self.autocast):
-            batch = torch.from_numpy(np.ascontiguousarray(x))[:, None].to(self.device)
-            timesteps = torch.full((batch.shape[0],), t, dtype=torch.long, device=self.device)
-            out = self.unet(batch, timesteps).sample[:, 0]
-        return out.float().cpu().numpy()
+    return _Jobs(slice_index, oy, ox, counts > 0, counts == h * w, layout.window)
 
 
 def _window_of(unet: UNet2DModel) -> tuple[int, int]:
+    from .checkpoint import sample_size_pair
+
     return sample_size_pair(unet.config.sample_size)
-
-
-def _bytes_per_window(
-    unet: UNet2DModel, window: tuple[int, int], device: torch.device, autocast: torch.dtype | None
-) -> int:
-    """Peak memory one window costs: measured on CUDA, estimated from the widest layers elsewhere."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        runner = _BatchRunner(unet, device, autocast, 1)
-        runner.predict(np.zeros((2, *window), dtype=np.float32), 50)
-        return max(1, (torch.cuda.max_memory_allocated(device) - before) // 2)
-    channels = max(unet.config.block_out_channels)
-    # a few activations of the widest block at full resolution dominate; 4 bytes each
-    return int(window[0] * window[1] * channels * 4 * 6)

@@ -149,6 +149,22 @@ def save_volume(
     return path
 
 
+def save_stack(path: str | Path, stack: np.ndarray, like: Volume, *, overwrite: bool = False) -> Path:
+    """Write a stack of volumes on ``like``'s grid, steps first ``(S, *grid)``, as one 4D float32
+    NIfTI ``(*grid, S)`` (the restorations, the map after each step). Atomic; no clobber unless
+    ``overwrite``."""
+    path = Path(path)
+    if not is_nifti_path(path):
+        raise InputError(f"{path}: output names must end in .nii or .nii.gz.")
+    stack = np.asarray(stack)
+    if stack.ndim != 4 or tuple(stack.shape[1:]) != like.shape:
+        raise ValueError(f"a stack of shape {stack.shape} does not match the scan's grid {like.shape}")
+    image = nifti_like(np.moveaxis(stack, 0, -1).astype(np.float32), like, kind="image")
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        nib.save(image, tmp)
+    return path
+
+
 def nifti_like(data: np.ndarray, like: Volume, kind: OutputKind) -> nib.Nifti1Image:
     """A NIfTI image of ``data`` with ``like``'s affine and a copy of its header, retyped for ``kind``."""
     header_class = type(like.header) if like.header is not None else nib.Nifti1Header

@@ -48,6 +48,17 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-crop", action="store_true", help="do not crop to the non-zero box before sliding windows"
     )
+    group.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast mode: windows step by half a window instead of a quarter, and S = 1 unless --steps "
+        "is given (see README, Benchmarks: its speed and AP against the exact mode)",
+    )
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network (pays off for cohorts on a GPU; falls back to eager if it fails)",
+    )
 
 
 def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +87,7 @@ def restoration_settings(args: argparse.Namespace, checkpoint):
         method=args.method,
         spacing=args.timesteps,
         weight_foreground=False if args.no_weight_foreground else None,
+        fast=True if args.fast else None,
     )
 
 

@@ -47,7 +47,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     out.add_argument(
         "--skip-existing",
         action="store_true",
-        help="skip scans whose outputs all exist (finish an interrupted cohort run)",
+        help="skip scans whose outputs all exist (to resume an interrupted cohort, shard or torchrun job)",
+    )
+    out.add_argument(
+        "--shard",
+        default=None,
+        metavar="K/N",
+        help="run only shard K (0-based) of N of the scans, e.g. --shard $SLURM_ARRAY_TASK_ID/8; under "
+        "torchrun the ranks split the scans (and a --shard) with no scan done twice",
     )
     post = parser.add_argument_group("segmentation")
     post.add_argument(
@@ -77,12 +84,15 @@ class Job:
 
 def run(args: argparse.Namespace) -> int:
     from ..outputs import check_writable, refuse_clashes, refuse_existing
+    from ..sharding import agree_on_failures, rank_device, resolve_shard
 
-    jobs = plan_jobs(args)
-    inputs = [job.scan for job in jobs] + ([args.mask] if args.mask else [])
-    refuse_clashes([p for job in jobs for p in job.outputs], inputs)
-    if args.skip_existing:
-        jobs = [job for job in jobs if not all(p.exists() for p in job.outputs)]
+    shard = resolve_shard(args.shard)
+    everything = plan_jobs(args)
+    inputs = [job.scan for job in everything] + ([args.mask] if args.mask else [])
+    refuse_clashes([p for job in everything for p in job.outputs], inputs)
+    jobs = shard.take(everything)
+    finished = [job for job in jobs if args.skip_existing and _finished(job)]
+    jobs = [job for job in jobs if job not in finished]
     checked: set[Path] = set()
     for job in jobs:
         for path in job.outputs:
@@ -96,18 +106,24 @@ def run(args: argparse.Namespace) -> int:
                 checked.add(path.parent)
     if not jobs:
         print("every scan's outputs exist already: nothing to do.", file=sys.stderr)
-        return 0
+        return 2 if agree_on_failures(0) else 0  # torchrun: every rank still takes part in the vote
+    args.device = rank_device(args.device)
     checkpoint = open_checkpoint(args.checkpoint)
     settings = restoration_settings(args, checkpoint)
     if not args.quiet:
         print(checkpoint.summary(), file=sys.stderr)
+        if shard.count > 1 or finished:
+            print(
+                f"{shard.describe()}: {len(jobs)} scan(s) to run, {len(finished)} with finished outputs skipped",
+                file=sys.stderr,
+            )
     failures, done = [], 0
     try:
-        for done, job in enumerate(jobs):  # noqa: B007 (done is read after an interruption)
+        for done, (job, scan) in enumerate(_loaded_ahead(jobs)):  # noqa: B007 (read after an interruption)
             try:
-                detect_one(job, checkpoint, settings, args)
+                detect_one(job, checkpoint, settings, args, scan.result())
             except DisyreError as exc:
-                if len(jobs) == 1:
+                if len(everything) == 1:
                     raise
                 failures.append(f"{job.scan}: {exc}")
                 print(f"skipped {job.scan}: {exc}", file=sys.stderr)
@@ -119,8 +135,26 @@ def run(args: argparse.Namespace) -> int:
         raise
     if failures:
         print(f"{len(failures)} of {len(jobs)} scans failed:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 2
-    return 0
+    return 2 if agree_on_failures(len(failures)) else 0
+
+
+def _finished(job: Job) -> bool:
+    """All of the job's outputs exist (written atomically, so an existing file is a complete one)."""
+    return all(p.exists() for p in job.outputs)
+
+
+def _loaded_ahead(jobs: list[Job]):
+    """Yield ``(job, future scan)``, reading the next scan from disk while the current one is restored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..nifti import load_scan
+
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = [reader.submit(load_scan, job.scan) for job in jobs[:1]]
+        for i, job in enumerate(jobs):
+            if i + 1 < len(jobs):
+                pending.append(reader.submit(load_scan, jobs[i + 1].scan))
+            yield job, pending[i]
 
 
 def plan_jobs(args: argparse.Namespace) -> list[Job]:
@@ -194,15 +228,16 @@ def _distinct_names(scans: list[Path], quiet: bool) -> list[str]:
     return names
 
 
-def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None:
+def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=None) -> None:
+    """Detect one scan (``scan``: the job's scan already loaded, else read here) and write its outputs."""
     import numpy as np
 
     from ..detection import iter_detect
     from ..engine import run_to_end
-    from ..nifti import load_matching, load_scan, save_volume
+    from ..nifti import load_matching, load_scan, save_stack, save_volume
     from ..postprocess import lesion_table, threshold_mask
 
-    scan = load_scan(job.scan)
+    scan = scan if scan is not None else load_scan(job.scan)
     brain = load_matching(args.mask, scan, what="brain mask") if args.mask else None
     bar = progress_bar(100, scan.name, args.quiet)
 
@@ -221,6 +256,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
         batch_size=args.batch_size,
         keep_restorations=job.out_restorations is not None,
         crop=not args.no_crop,
+        compile=args.compile,
     )
     result = run_to_end(generator, advance)
     bar.close()
@@ -232,12 +268,12 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace) -> None
     if job.out_mask is not None:
         save_volume(job.out_mask, mask, scan, kind="mask", overwrite=args.overwrite)
     if job.out_restorations is not None:
-        _save_restorations(job.out_restorations, np.stack(result.restorations, axis=-1), scan, args.overwrite)
+        save_stack(job.out_restorations, np.stack(result.restorations), scan, overwrite=args.overwrite)
     if not args.quiet:
         lesions = lesion_table(mask, anomaly, scan.affine)
         print(
             f"{scan.name}: {result.seconds:.1f} s on {result.device} (batch {result.batch_size}), "
-            f"S={settings.steps} {settings.method}, threshold {threshold:.4f}: {len(lesions)} component(s), "
+            f"S={settings.steps} {settings.method}{' (fast)' if settings.fast else ''}, threshold {threshold:.4f}: {len(lesions)} component(s), "
             f"{sum(les.volume_ml for les in lesions):.2f} mL",
             file=sys.stderr,
         )
@@ -255,15 +291,3 @@ def _threshold(text: str) -> float:
         return float(text)
     except ValueError:
         raise InputError(f"--threshold must be a number or 'auto', not {text!r}") from None
-
-
-def _save_restorations(path: Path, stack, scan, overwrite: bool) -> None:
-    """A 4D NIfTI (x, y, z, step) on the scan's grid."""
-    import nibabel as nib
-
-    from ..nifti import nifti_like
-    from ..outputs import atomic_output
-
-    image = nifti_like(stack.astype("float32"), scan, kind="image")
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        nib.save(image, tmp)

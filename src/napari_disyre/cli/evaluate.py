@@ -130,7 +130,7 @@ def _interruption_advice(args: argparse.Namespace) -> str:
     return f"interrupted: no report was written and no partial file is left; {kept}."
 
 
-def _score_one(args: argparse.Namespace, item, checkpoint, settings, steps, post, baselines, options) -> None:
+def _score_one(args: argparse.Namespace, item, maps_dir, checkpoint, settings, steps, post, baselines, options) -> None:
     """The baselines and the model's map for each step count (plus its intensity combination) of one case."""
     from ..evaluation.scoring import disyre_name, rank_combination, score_case
 
@@ -142,7 +142,7 @@ def _score_one(args: argparse.Namespace, item, checkpoint, settings, steps, post
             [s],
             (),
             settings=settings,
-            maps_dir=args.maps,
+            maps_dir=maps_dir,
             detect_options=options,
             postprocessing=post,
         )
@@ -180,14 +180,17 @@ def run(args: argparse.Namespace) -> int:
         "precision": args.precision,
         "batch_size": args.batch_size,
         "crop": not args.no_crop,
+        "compile": args.compile,
     }
+    # fast-mode maps are not exact-mode maps: keep them apart, never reuse one for the other
+    maps_dir = args.maps / "fast" if args.maps is not None and settings.fast else args.maps
     scored = [load_case(case, label_values) for case in cases]  # every input checked before the model runs
     require_lesion_voxels(scored)
     bar = progress_bar(len(cases) * len(steps), "evaluating", args.quiet)
     try:
         for item in scored:
             bar.set_postfix_str(item.case.id)
-            _score_one(args, item, checkpoint, settings, steps, post, baselines, options)
+            _score_one(args, item, maps_dir, checkpoint, settings, steps, post, baselines, options)
             bar.update(len(steps))
     except KeyboardInterrupt as exc:
         exc.args = (_interruption_advice(args),)  # the class (Ctrl-C or SIGTERM) is kept
@@ -210,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": steps,
             "method": settings.method,
             "timesteps": settings.spacing,
+            "fast": settings.fast,
             "baselines": baselines,
             "postprocessing": post.to_dict(),
             "sample_voxels": args.sample_voxels,

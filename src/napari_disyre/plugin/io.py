@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ..nifti import is_nifti_path, load_matching, load_volume, save_volume
+from ..nifti import is_nifti_path, load_matching, load_volume, save_stack, save_volume
 from ..sample_data import demo_lesion_path, demo_scan_path
 from .layers import grid_of, layer_kwargs
+from .viewer import show_axial_once_added
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 
@@ -27,6 +28,8 @@ def read_nifti(path: str | list[str]) -> list[LayerData]:
     for p in paths:
         volume = load_volume(p)
         layers.append((volume.data, layer_kwargs(volume), "image"))
+    if layers:
+        show_axial_once_added(layers[0][1]["name"])
     return layers
 
 
@@ -41,8 +44,12 @@ def _write(path: str, data: Any, meta: dict[str, Any], kind: str) -> list[str]:
     inner = np.eye(array.ndim + 1)
     inner[:-1, :-1] = np.diag(scale)
     inner[:-1, -1] = translate
-    like = grid_of(array, meta.get("metadata", {}), affine @ inner)
+    full = affine @ inner
     # napari's save dialog has already asked before replacing a file
+    if array.ndim == 4 and kind == "map":  # steps first (restorations, map after each step)
+        like = grid_of(array[0], meta.get("metadata", {}), full[1:, 1:])
+        return [str(save_stack(path, array, like, overwrite=True))]
+    like = grid_of(array, meta.get("metadata", {}), full)
     return [str(save_volume(path, array, like, kind=kind, overwrite=True))]
 
 
@@ -60,6 +67,7 @@ def demo_brain() -> list[LayerData]:
     """The bundled demo brain (MNI152 T1 with two synthetic lesions) and its ground truth."""
     scan = load_volume(demo_scan_path())
     truth = load_matching(demo_lesion_path(), scan, what="label").astype(np.uint8)
+    show_axial_once_added("DISYRE demo brain")
     return [
         (scan.data, layer_kwargs(scan, name="DISYRE demo brain"), "image"),
         (truth, layer_kwargs(scan, name="demo ground truth", opacity=0.5, visible=False), "labels"),

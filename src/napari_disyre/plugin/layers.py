@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..display import anatomical_axis_labels
 from ..errors import InputError
 from ..nifti import Volume
 
@@ -21,18 +22,26 @@ PATH_KEY = "nifti_path"
 def layer_kwargs(volume: Volume, **extra: Any) -> dict[str, Any]:
     """napari layer keyword arguments that place ``volume`` in world space with its affine."""
     metadata = {HEADER_KEY: volume.header, PATH_KEY: str(volume.path) if volume.path else None}
-    return {"name": volume.name, "affine": volume.affine, "metadata": metadata, **extra}
+    return {
+        "name": volume.name,
+        "affine": volume.affine,
+        "metadata": metadata,
+        "axis_labels": anatomical_axis_labels(volume.affine),
+        **extra,
+    }
 
 
 def derived_kwargs(source: Any, name: str, leading_dims: int = 0, **extra: Any) -> dict[str, Any]:
     """Keyword arguments for a layer derived from ``source`` (same world placement and metadata);
-    ``leading_dims`` extra axes (e.g. the restoration step) get an identity placement."""
+    ``leading_dims`` extra axes (e.g. the restoration step, named ``"step"``) get an identity placement."""
     affine = layer_affine(source)
+    labels = tuple(source.axis_labels)
     if leading_dims:
         full = np.eye(4 + leading_dims)
         full[leading_dims:, leading_dims:] = affine
         affine = full
-    return {"name": name, "affine": affine, "metadata": dict(source.metadata), **extra}
+        labels = ("step", *labels)
+    return {"name": name, "affine": affine, "metadata": dict(source.metadata), "axis_labels": labels, **extra}
 
 
 def layer_affine(layer: Any) -> np.ndarray:

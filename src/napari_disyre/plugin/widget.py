@@ -29,19 +29,29 @@ from magicgui.widgets import (
     Slider,
     SpinBox,
 )
-from napari.layers import Image, Labels
+from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QFileDialog, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QHeaderView,
+    QSizePolicy,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..checkpoint import read_checkpoint_info
 from ..checkpoint_cache import CheckpointCache
 from ..devices import DEVICE_CHOICES
-from ..errors import DisyreError, InputError
+from ..display import output_name
+from ..errors import CheckpointError, DisyreError, InputError, reason_first
 from ..methods import METHODS
 from ..nifti import save_volume
 from ..postprocess import lesion_table, threshold_mask
 from ..sample_data import demo_checkpoint_path
-from .layers import derived_kwargs, grid_of, layer_affine, volume_from_layer
+from .layers import PATH_KEY, grid_of, layer_affine, volume_from_layer
+from .results import find_result, is_output, keep_result, show_detection, toggle_comparison
 from .worker import detection_worker
 
 if TYPE_CHECKING:
@@ -83,6 +93,7 @@ class DetectionWidget(QWidget):
         )
         self.checkpoint = FileEdit(label="checkpoint", mode="d", nullable=True)
         self.checkpoint_info = Label(label="", value="no checkpoint")
+        self.checkpoint_info.native.setWordWrap(True)
         self.steps = SpinBox(label="steps", min=1, max=100, value=4)
         self.method = ComboBox(label="method", choices=METHODS)
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
@@ -94,6 +105,7 @@ class DetectionWidget(QWidget):
         self.threshold_box = FloatSpinBox(label="threshold", min=-1e9, max=1e9, step=0.0001)  # 4 decimals
         self.min_size = SpinBox(label="min. lesion size (voxels)", min=0, max=10**7, value=10)
         export_mask, export_map = PushButton(text="Export mask..."), PushButton(text="Export map...")
+        keep, compare = PushButton(text="Keep this result"), PushButton(text="Compare side by side")
         self.checkpoint_kind.changed.connect(self._kind_changed)
         self.checkpoint.changed.connect(self._checkpoint_changed)
         self.detect_button.changed.connect(self.run)
@@ -103,6 +115,8 @@ class DetectionWidget(QWidget):
         self.min_size.changed.connect(self._update_mask)
         export_mask.changed.connect(lambda: self.export("mask"))
         export_map.changed.connect(lambda: self.export("map"))
+        keep.changed.connect(self.keep_result)
+        compare.changed.connect(self.compare)
         self.form = Container(
             widgets=[
                 self.scan,
@@ -125,11 +139,17 @@ class DetectionWidget(QWidget):
         self.table = QTableWidget(0, len(LESION_COLUMNS))
         self.table.setHorizontalHeaderLabels(LESION_COLUMNS)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)  # the "lesion" column numbers the rows
+        # columns as wide as their text, all of them inside the dock
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Expanding)
         self.table.cellClicked.connect(self.jump_to_lesion)
         exports = Container(widgets=[export_mask, export_map], layout="horizontal", labels=False)
+        results = Container(widgets=[keep, compare], layout="horizontal", labels=False)
         layout = QVBoxLayout(self)
-        for part in (self.form.native, self.table, exports.native):
+        for part in (self.form.native, self.table, exports.native, results.native):
             layout.addWidget(part)
+        self._fit_table()
 
     def reset_choices(self, *_: Any) -> None:
         """Refresh the scan choices from the viewer's layers (napari calls this on docked widgets)."""
@@ -139,7 +159,7 @@ class DetectionWidget(QWidget):
         return [
             (layer.name, layer)
             for layer in self.viewer.layers
-            if isinstance(layer, Image) and not _is_output(layer)
+            if isinstance(layer, Image) and not is_output(layer)
         ]
 
     # -- the checkpoint ---------------------------------------------------------------------------
@@ -159,7 +179,7 @@ class DetectionWidget(QWidget):
         try:
             info = read_checkpoint_info(path)
         except DisyreError as exc:
-            self.checkpoint_info.value = str(exc)
+            self.checkpoint_info.value = f"Not usable: {reason_first(str(exc))}"
             return
         self.steps.value = info.steps
         self.method.value = info.method
@@ -180,7 +200,7 @@ class DetectionWidget(QWidget):
             if checkpoint_path is None or not str(checkpoint_path).strip():
                 raise InputError("choose a checkpoint (folder or .safetensors file) first.")
         except DisyreError as exc:
-            show_error(str(exc))
+            show_error(reason_first(str(exc)))
             return
         self.worker = detection_worker(
             volume,
@@ -222,7 +242,9 @@ class DetectionWidget(QWidget):
             self.status.value = update.describe()
 
     def _on_error(self, exc: Exception) -> None:
-        show_error(str(exc) if isinstance(exc, DisyreError) else f"detection failed: {exc!r}")
+        if isinstance(exc, CheckpointError):  # the caption must not claim a model is loaded
+            self.checkpoint_info.value = f"Not usable: {reason_first(str(exc))}"
+        show_error(reason_first(str(exc)) if isinstance(exc, DisyreError) else f"Detection failed: {exc!r}")
         self.status.value = "failed"
 
     def _on_finished(self) -> None:
@@ -232,56 +254,17 @@ class DetectionWidget(QWidget):
     def _on_done(self, source: Image, detection: Detection) -> None:
         self.detection, self.source = detection, source
         inside = detection.anomaly_map[detection.foreground]
-        high = float(np.quantile(inside, 0.999)) if inside.size else 1.0
-        stack = np.stack(detection.restorations) if detection.restorations else None
-        if stack is not None:
-            self._show(
-                Image,
-                f"{source.name} restorations",
-                stack,
-                derived_kwargs(source, "", leading_dims=1, colormap="gray"),
-            )
-        self._show(
-            Image,
-            f"{source.name} anomaly map",
-            detection.anomaly_map,
-            derived_kwargs(
-                source, "", colormap="inferno", blending="additive", contrast_limits=(0.0, max(high, 1e-6))
-            ),
-        )
-        self._show(
-            Labels,
-            f"{source.name} anomaly mask",
-            np.zeros(detection.scan.shape, np.uint8),
-            derived_kwargs(source, "", opacity=0.6),
-        )
         self._range = (
             float(inside.min()) if inside.size else 0.0,
             float(inside.max()) if inside.size else 1.0,
         )
         with self.threshold_box.changed.blocked():
             self.threshold_box.value = detection.suggested_threshold
+        show_detection(self.viewer, source, detection, self.threshold_box.value)
         self._sync_slider()
         self._update_mask()
         self.progress.value = SLIDER_TICKS
         self.status.value = f"done in {detection.seconds:.1f} s on {detection.device}"
-
-    def _show(self, kind: type, name: str, data: np.ndarray, kwargs: dict[str, Any]) -> None:
-        """Replace the data of the output layer ``name`` in place, or add it the first time."""
-        kwargs = {**kwargs, "name": name}
-        if name in self.viewer.layers and isinstance(self.viewer.layers[name], kind):
-            layer = self.viewer.layers[name]
-            layer.data = data
-            layer.affine = kwargs["affine"]
-            if "contrast_limits" in kwargs:
-                layer.contrast_limits = kwargs["contrast_limits"]
-            return
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        layer = (
-            self.viewer.add_image(data, **kwargs) if kind is Image else self.viewer.add_labels(data, **kwargs)
-        )
-        layer.metadata["napari_disyre_output"] = True
 
     # -- thresholding and lesions -----------------------------------------------------------------
 
@@ -310,9 +293,9 @@ class DetectionWidget(QWidget):
             return
         self._sync_slider()
         mask = self.current_mask()
-        name = f"{self.source.name} anomaly mask"
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = mask.astype(np.uint8)
+        layer = find_result(self.viewer, self.source.name).mask
+        if layer is not None:
+            layer.data = mask.astype(np.uint8)
         self.lesions = lesion_table(mask, self.detection.anomaly_map, self.detection.scan.affine)
         self.table.setRowCount(len(self.lesions))
         for row, lesion in enumerate(self.lesions):
@@ -325,6 +308,16 @@ class DetectionWidget(QWidget):
             )
             for column, value in enumerate(values):
                 self.table.setItem(row, column, QTableWidgetItem(str(value)))
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        """Keep every column of the lesion table visible: the dock is at least as wide as they are."""
+        self.table.resizeColumnsToContents()
+        header = self.table.horizontalHeader()
+        width = (
+            header.length() + self.table.frameWidth() * 2 + self.table.verticalScrollBar().sizeHint().width()
+        )
+        self.table.setMinimumWidth(width)
 
     def jump_to_lesion(self, row: int, column: int = 0) -> None:
         """Move the viewer's slices to the centroid of the lesion in ``row``."""
@@ -337,33 +330,70 @@ class DetectionWidget(QWidget):
     # -- export -----------------------------------------------------------------------------------
 
     def export(self, what: str, path: str | None = None) -> Path | None:
-        """Write the mask (uint8) or the map (float32) as NIfTI on the scan's grid.
+        """Write the mask layer (uint8) or the map layer (float32) as NIfTI on the scan's grid: what
+        the layers hold now (a mask edited by hand is exported as edited).
 
-        Without ``path`` a save dialog asks for one (and confirms before replacing a file, so the
-        choice made there is honoured); with ``path`` an existing file is never replaced.
+        Without ``path`` a save dialog opens in the scan's folder with a name derived from the scan
+        (and confirms before replacing a file, so the choice made there is honoured); with ``path``
+        an existing file is never replaced.
         """
         if self.detection is None or self.source is None:
-            show_error("nothing to export yet: run Detect anomalies first.")
+            show_error("Nothing to export yet: run Detect anomalies first.")
+            return None
+        result = find_result(self.viewer, self.source.name)
+        layer = result.mask if what == "mask" else result.anomaly_map
+        if layer is None or self.source not in self.viewer.layers:
+            gone = "scan" if self.source not in self.viewer.layers else f"anomaly {what}"
+            show_error(
+                f"The {gone} layer was deleted, so there is no {what} to export: run Detect anomalies again."
+            )
             return None
         overwrite = False
         if path is None:
-            suggestion = f"{self.source.name}_anomaly_{what}.nii.gz"
+            scan_path = self.source.metadata.get(PATH_KEY) or f"{self.source.name}.nii.gz"
+            suggestion = output_name(scan_path, f"anomaly_{what}")
             path, _ = QFileDialog.getSaveFileName(
-                self, f"Export {what}", suggestion, "NIfTI (*.nii.gz *.nii)"
+                self, f"Export {what}", str(suggestion), "NIfTI (*.nii.gz *.nii)"
             )
             if not path:
                 return None
             overwrite = True  # the dialog asked
-        data = self.current_mask() if what == "mask" else self.detection.anomaly_map
+        data = np.asarray(layer.data)
         grid = grid_of(data, self.source.metadata, layer_affine(self.source))
         try:
             written = save_volume(path, data, grid, kind=what, overwrite=overwrite)
         except DisyreError as exc:
-            show_error(str(exc))
+            show_error(reason_first(str(exc)))
             return None
         show_info(f"{what} written to {written}")
         return written
 
+    # -- comparing results ------------------------------------------------------------------------
 
-def _is_output(layer: Any) -> bool:
-    return bool(layer.metadata.get("napari_disyre_output"))
+    def keep_result(self) -> str | None:
+        """Keep the current result's layers under a name that says how they were made (steps,
+        method, checkpoint, threshold); the next run makes new layers beside them."""
+        if self.detection is None or self.source is None:
+            show_error("Nothing to keep yet: run Detect anomalies first.")
+            return None
+        settings = self.detection.settings
+        checkpoint = Path(str(self.checkpoint.value)).name
+        label = f"S={settings.steps} {settings.method}, {checkpoint}, t={self.threshold_box.value:.4f}"
+        kept = keep_result(self.viewer, self.source.name, label)
+        self.detection = None  # the threshold controls no longer drive the kept mask
+        self.table.setRowCount(0)
+        return kept
+
+    def compare(self) -> None:
+        """Show every result on the chosen scan side by side in napari's grid (click again to undo)."""
+        try:
+            scan = self._chosen_layer()
+        except DisyreError as exc:
+            show_error(reason_first(str(exc)))
+            return
+        undo = self.viewer.grid.enabled
+        if toggle_comparison(self.viewer, scan) < 2 and not undo:
+            show_error(
+                "Only one result to compare: click Keep this result, change the steps or the checkpoint, "
+                "and detect again."
+            )

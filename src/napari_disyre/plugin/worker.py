@@ -32,4 +32,4 @@ def detection_worker(
     checkpoint = cache.get(checkpoint_path)
     yield f"{checkpoint.summary()}; device {device}"
     settings = default_settings(checkpoint, steps=steps, method=method)
-    return (yield from iter_detect(volume, checkpoint, settings, device=device))
+    return (yield from iter_detect(volume, checkpoint, settings, device=device, keep_step_maps=True))
