@@ -16,8 +16,9 @@ At t = 0 the result is the real-valued, unmasked x0 = |x_1 - flip(x_1, 0)|, deco
 Departures from the official script, on purpose: the mask is built for every slice of a batch from
 its own flip probabilities (the official code thresholds batch element 0 and applies that mask to
 the whole batch, so it is right only with batch 1); every random draw of slice i (its code, its
-noising, each posterior sample) comes from its own generator seeded by (seed, i), so a map depends on
-the seed but not on the batch size or the device.
+noising, each posterior sample) comes from its own CPU generator seeded by (seed, i), so the random
+draws depend on the seed but not on the batch size or the device (the maps then agree up to the
+float rounding of batched convolutions).
 """
 
 from __future__ import annotations
