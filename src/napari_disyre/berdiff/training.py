@@ -189,16 +189,17 @@ def _optimise(
         x = x.to(device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = loss_fn(x)
-        if not math.isfinite(float(loss)):
-            raise DisyreError(f"the training loss became {float(loss)} at step {step}; lower the learning rate")
+        value = loss.item()
+        if not math.isfinite(value):
+            raise DisyreError(f"the training loss became {value} at step {step}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         if step % settings.ema_every == 0:
             ema.update(model)
-        result.losses.append(float(loss))
+        result.losses.append(value)
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, value)
     model.eval()
     return result
