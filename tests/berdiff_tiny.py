@@ -16,7 +16,12 @@ TINY_AE = AutoencoderConfig(
     norm_groups=4,
 )
 TINY_UNET = LatentUNetConfig(
-    bits=4, latent_size=8, block_out_channels=(8, 16), layers_per_block=1, attention_levels=(1,), norm_groups=4
+    bits=4,
+    latent_size=8,
+    block_out_channels=(8, 16),
+    layers_per_block=1,
+    attention_levels=(1,),
+    norm_groups=4,
 )
 
 

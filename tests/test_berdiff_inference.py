@@ -41,9 +41,7 @@ def bits(*values: float) -> torch.Tensor:
 
 
 def test_reverse_step_grows_the_mask_and_mixes_x0_inside_it():
-    state = LatentState(
-        code=bits(1, 0, 1, 0), x=bits(1, 1, 0, 0), mask=bits(0, 0, 0, 1).bool()
-    )
+    state = LatentState(code=bits(1, 0, 1, 0), x=bits(1, 1, 0, 0), mask=bits(0, 0, 0, 1).bool())
     noise = RecordingNoise()
     flip = bits(0.7, 0.2, 0.9, 0.1)
     mixed = reverse_step(lambda x, t: flip, FIVE, state, 1, 0.6, noise)
@@ -74,7 +72,9 @@ def test_threshold_is_strict_and_a_higher_p_masks_fewer_bits():
 
 
 def test_mask_is_per_slice_not_from_batch_element_zero():
-    state = LatentState(code=torch.zeros(2, 2, 1, 1), x=torch.ones(2, 2, 1, 1), mask=torch.zeros(2, 2, 1, 1).bool())
+    state = LatentState(
+        code=torch.zeros(2, 2, 1, 1), x=torch.ones(2, 2, 1, 1), mask=torch.zeros(2, 2, 1, 1).bool()
+    )
     flip = torch.tensor([[0.9, 0.1], [0.1, 0.9]]).reshape(2, 2, 1, 1)
     reverse_step(lambda x, t: flip, FIVE, state, 1, 0.5, RecordingNoise())
     assert state.mask.reshape(2, 2).tolist() == [[True, False], [False, True]]

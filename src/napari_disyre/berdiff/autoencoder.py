@@ -203,9 +203,7 @@ def load_official_state(path: str | Path, model: BinaryAutoencoder) -> None:
         ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}.")
-    kept = {
-        k.removeprefix("ae."): v for k, v in state.items() if any(part in k for part in OFFICIAL_PARTS)
-    }
+    kept = {k.removeprefix("ae."): v for k, v in state.items() if any(part in k for part in OFFICIAL_PARTS)}
     if not kept:
         raise CheckpointError(f"{path}: no ae.encoder/quantize/generator weights; not a binary AE file.")
     load_strict(model, kept, str(path))

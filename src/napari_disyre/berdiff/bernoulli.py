@@ -85,9 +85,7 @@ def _per_sample(values: torch.Tensor, t: torch.Tensor | int, like: torch.Tensor)
     return picked.reshape(-1, *([1] * (like.ndim - 1))) if picked.ndim else picked
 
 
-def forward_probability(
-    schedule: BernoulliSchedule, x0: torch.Tensor, t: torch.Tensor | int
-) -> torch.Tensor:
+def forward_probability(schedule: BernoulliSchedule, x0: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
     """``P(x_t = 1 | x_0)`` for the schedule's forward process; ``t`` an int or one per sample."""
     abar = _per_sample(schedule.alphas_cumprod, t, x0)
     p = abar * x0

@@ -145,7 +145,9 @@ def load_berdiff(path: str | Path) -> BerDiffModel:
         schedule=schedule,
         inference=inference,
         preprocessing=dict(meta.get("preprocessing", {})),
-        healthy_score_quantiles={str(k): float(v) for k, v in meta.get("healthy_score_quantiles", {}).items()},
+        healthy_score_quantiles={
+            str(k): float(v) for k, v in meta.get("healthy_score_quantiles", {}).items()
+        },
         training=dict(meta.get("training", {})),
         description=str(meta.get("description", "")),
         source=folder,

@@ -127,7 +127,9 @@ def train_autoencoder(
 
     def loss_fn(x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != config.in_channels:
-            raise DisyreError(f"the autoencoder takes {config.in_channels} channel(s), a batch has {x.shape[1]}")
+            raise DisyreError(
+                f"the autoencoder takes {config.in_channels} channel(s), a batch has {x.shape[1]}"
+            )
         return (ae(x, generator=gen).float() - x).abs().mean()
 
     optimizer = torch.optim.Adam(ae.parameters(), lr=settings.learning_rate)
