@@ -106,6 +106,16 @@ def test_noise_level_l_means_noise_at_index_l_then_l_network_calls():
     assert len(noise.asked) == 1 + 2  # x_L, then one posterior draw for t = 2 and t = 1
 
 
+def test_the_symmetric_forward_process_noises_both_bit_values():
+    sym = BernoulliSchedule(steps=5, beta_start=0.1, beta_end=0.5, forward="symmetric")
+    noise = RecordingNoise()
+    next(
+        restore_codes(lambda x, t: torch.full_like(x, 0.2), sym, bits(1, 0), InferenceSettings(3, 0.5), noise)
+    )
+    # abar[3] x0 + (1 - abar[3]) / 2 with abar[3] = 0.3024
+    assert noise.asked[0].flatten().tolist() == pytest.approx([0.3024 + 0.3488, 0.3488])
+
+
 def test_settings_are_checked_against_the_schedule():
     with pytest.raises(DisyreError, match="noise level"):
         InferenceSettings(noise_level=5).check(FIVE)

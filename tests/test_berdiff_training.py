@@ -20,9 +20,11 @@ from napari_disyre.berdiff.checkpoint import (  # noqa: E402
 )
 from napari_disyre.berdiff.inference import InferenceSettings, restore_slices  # noqa: E402
 from napari_disyre.berdiff.latent_unet import build_latent_unet, flip_probability  # noqa: E402
+from napari_disyre.berdiff.presets import get_berdiff_preset  # noqa: E402
 from napari_disyre.berdiff.training import (  # noqa: E402
     EMA,
     OptimiserSettings,
+    stage_settings,
     train_autoencoder,
     train_latent_diffusion,
 )
@@ -79,6 +81,27 @@ def test_autoencoder_then_diffusion_training_reduce_their_losses():
     assert unet.losses[0] == pytest.approx(1.0, abs=1e-6)
     assert held_out_bits(build_latent_unet(TINY_UNET), ae.ema) == pytest.approx(1.0, abs=1e-6)
     assert held_out_bits(unet.ema, ae.ema) < 0.9
+
+
+def test_stage_settings_follow_the_official_recipe():
+    official = get_berdiff_preset("official")
+    ae = stage_settings(official, "autoencoder")
+    assert (ae.steps, ae.learning_rate, ae.ema_decay, ae.ema_every) == (
+        30_000,
+        pytest.approx(1.08e-4),
+        0.995,
+        10,
+    )
+    diffusion = stage_settings(official, "diffusion", steps=5)
+    assert (diffusion.steps, diffusion.learning_rate, diffusion.ema_decay, diffusion.ema_every) == (
+        5,
+        1e-4,
+        0.999,
+        1,
+    )
+    assert diffusion.weight_decay == 0.0
+    with pytest.raises(DisyreError, match="unknown training stage"):
+        stage_settings(official, "gan")
 
 
 def test_bad_batches_are_refused_with_the_step():

@@ -200,12 +200,14 @@ def restore_slices(
     """
     started = time.perf_counter()
     settings.check(schedule)
+    if batch_size < 1:
+        raise DisyreError(f"batch_size must be at least 1, got {batch_size}")
     device = device or torch.device("cpu")
     stack = as_stack(slices, ae)
     n, n_steps = len(stack), settings.noise_level
     ae, unet = ae.to(device).eval(), unet.to(device).eval()
     noise = SliceNoise(settings.seed, n)
-    batches = [(s, min(s + batch_size, n)) for s in range(0, n, max(1, batch_size))]
+    batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     plane = np.zeros((n, *stack.shape[2:]), np.float32)
     result = BerDiffResult(anomaly_map=plane, restoration=stack, flip_mask=plane.copy())
     flip_model = _unet_flip(unet)

@@ -90,7 +90,12 @@ class LatentUNetConfig:
 
 @dataclass(frozen=True)
 class TrainingDefaults:
-    """Optimisation defaults of one preset (method document §2.3 and §3.4)."""
+    """Optimisation defaults of one preset (method document §2.3 and §3.4).
+
+    The official autoencoder stops at step 30,000 (its loop crashes at 30,002); the official
+    diffusion loop never stops and its step count is not recorded, so ``official.diffusion_steps``
+    is this project's choice. ``small``'s counts are sized for a 2-core CPU.
+    """
 
     ae_steps: int
     ae_batch_size: int

@@ -32,7 +32,7 @@ from ..errors import DisyreError
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule, training_loss
 from .latent_unet import build_latent_unet, flip_probability
-from .presets import AutoencoderConfig, LatentUNetConfig
+from .presets import AutoencoderConfig, BerDiffPreset, LatentUNetConfig
 
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
@@ -86,6 +86,24 @@ class StageResult:
     model: nn.Module
     ema: nn.Module
     losses: list[float] = field(default_factory=list)
+
+
+def stage_settings(preset: BerDiffPreset, stage: str, **overrides: Any) -> OptimiserSettings:
+    """The preset's optimisation of ``stage`` ("autoencoder" or "diffusion"), with ``overrides``:
+    official EMA 0.995 every 10 steps for the autoencoder, 0.999 every step for the latent UNet."""
+    defaults = preset.training
+    if stage == "autoencoder":
+        base = dict(steps=defaults.ae_steps, learning_rate=defaults.ae_learning_rate)
+    elif stage == "diffusion":
+        base = dict(
+            steps=defaults.diffusion_steps,
+            learning_rate=defaults.diffusion_learning_rate,
+            ema_decay=0.999,
+            ema_every=1,
+        )
+    else:
+        raise DisyreError(f"unknown training stage {stage!r}; choose autoencoder or diffusion")
+    return OptimiserSettings(**{**base, **overrides})
 
 
 def batch_iterator(source: BatchSource, start: int = 0) -> Iterator[torch.Tensor]:
