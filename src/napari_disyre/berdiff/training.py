@@ -18,6 +18,7 @@ in there; this module knows nothing of scans.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -106,10 +107,10 @@ def stage_settings(preset: BerDiffPreset, stage: str, **overrides: Any) -> Optim
     return OptimiserSettings(**{**base, **overrides})
 
 
-def batch_iterator(source: BatchSource, start: int = 0) -> Iterator[torch.Tensor]:
+def batch_iterator(source: BatchSource) -> Iterator[torch.Tensor]:
     """Float32 tensors (B, C, H, W) from a batch source, checked to lie in [0, 1]."""
-    steps = (source(k) for k in _count(start)) if callable(source) else iter(source)
-    for k, batch in enumerate(steps, start=start):
+    steps = (source(k) for k in itertools.count()) if callable(source) else iter(source)
+    for k, batch in enumerate(steps):
         x = torch.as_tensor(np.asarray(batch, dtype=np.float32))
         if x.ndim == 3:
             x = x[:, None]
@@ -119,13 +120,6 @@ def batch_iterator(source: BatchSource, start: int = 0) -> Iterator[torch.Tensor
                 f"{tuple(x.shape)}, range {float(x.min()):.3g}..{float(x.max()):.3g}"
             )
         yield x
-
-
-def _count(start: int) -> Iterator[int]:
-    k = start
-    while True:
-        yield k
-        k += 1
 
 
 def train_autoencoder(
