@@ -49,8 +49,8 @@ def measure(device_name: str, slices: int, batch_size: int | None) -> dict:
 
     from napari_disyre.devices import autocast_dtype
     from napari_disyre.engine import RestorationSettings, restore, run_to_end
-    from napari_disyre.presets import OFFICIAL_UNET
     from napari_disyre.schedule import Schedule
+    from napari_disyre.training.presets import OFFICIAL_UNET
 
     torch.manual_seed(0)
     device = torch.device(device_name)

@@ -14,10 +14,10 @@ import argparse
 import os
 import time
 
-from napari_disyre.dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
-from napari_disyre.presets import get_preset
 from napari_disyre.sample_data import demo_scan_path
 from napari_disyre.schedule import Schedule
+from napari_disyre.training.dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
+from napari_disyre.training.presets import get_preset
 
 
 def crops_per_second(stream: CorruptedSlices, workers: int, batches: int, size: int) -> float:

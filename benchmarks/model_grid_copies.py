@@ -30,7 +30,7 @@ import numpy as np
 from napari_disyre.grid import model_grid
 from napari_disyre.nifti import load_matching, load_scan
 from napari_disyre.preprocessing import Preprocessing, foreground_mask, zero_background
-from napari_disyre.presets import get_preset
+from napari_disyre.training.presets import get_preset
 
 INT16_MAX = 32000
 

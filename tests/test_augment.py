@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from napari_disyre.augment import (
+from napari_disyre.training.augment import (
     DEFAULT_PROBABILITIES,
     AugmentationProbabilities,
     augment_slice,

@@ -268,3 +268,51 @@ def test_bundled_demo_checkpoint_fits_the_package_budget():
     assert tuple(checkpoint.info.preprocessing.spacing) == (1.5, 1.5, 1.5)
     assert checkpoint.info.preprocessing.orientation == "RAS"
     assert checkpoint.info.healthy_score_quantiles["0.999"] == pytest.approx(0.0823, abs=1e-4)
+
+
+def test_checkpoint_info_is_read_without_loading_the_network(tmp_path, tiny_checkpoint):
+    import shutil
+    import subprocess
+    import sys
+
+    from napari_disyre.checkpoint import read_checkpoint_info
+
+    folder = save_checkpoint(
+        tmp_path / "s8", tiny_checkpoint.with_info(steps=8, method="multi-step-restoration")
+    )
+    single = save_checkpoint(tmp_path / "s3.safetensors", tiny_checkpoint.with_info(steps=3, contrast="T2"))
+    info = read_checkpoint_info(folder)
+    assert (info.steps, info.method) == (8, "multi-step-restoration")
+    assert (read_checkpoint_info(single).steps, read_checkpoint_info(single).contrast) == (3, "T2")
+    official = tmp_path / "official"
+    shutil.copytree(folder, official)
+    (official / "disyre.json").unlink()
+    assert (
+        read_checkpoint_info(official) == CheckpointInfo()
+    )  # the official defaults: S = 4, mean-single-step
+    with pytest.raises(CheckpointError, match="no unet/ folder"):
+        read_checkpoint_info(tmp_path)
+    with pytest.raises(CheckpointError, match="not found"):
+        read_checkpoint_info(tmp_path / "missing")
+    code = (
+        "import sys; from napari_disyre.checkpoint import read_checkpoint_info as read; "
+        f"ok = read({str(single)!r}).steps == 3 and read({str(folder)!r}).steps == 8; "
+        "sys.exit(0 if ok and 'torch' not in sys.modules else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_checkpoint_cache_reloads_only_when_the_files_change(tmp_path, tiny_checkpoint):
+    from napari_disyre.checkpoint_cache import CheckpointCache
+
+    cache = CheckpointCache()
+    folder = save_checkpoint(tmp_path / "model", tiny_checkpoint)
+    first = cache.get(folder)
+    assert cache.get(folder) is first
+    save_checkpoint(folder, tiny_checkpoint.with_info(steps=7), overwrite=True)
+    second = cache.get(folder)
+    assert second is not first and second.info.steps == 7
+    single = save_checkpoint(tmp_path / "model.safetensors", tiny_checkpoint.with_info(steps=5))
+    third = cache.get(single)
+    assert third.info.steps == 5 and cache.get(single) is third
+    assert cache.get(folder) is not second  # one model held: going back loads again

@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from napari_disyre.cli import main
 from napari_disyre.errors import InputError
-from napari_disyre.evaluation import (
+from napari_disyre.evaluation.scoring import (
     Case,
     binarise_label,
     cases_by_name,

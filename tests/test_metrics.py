@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from napari_disyre.metrics import (
+from napari_disyre.evaluation.metrics import (
     VoxelMetrics,
     auroc,
     average_precision,

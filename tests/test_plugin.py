@@ -60,9 +60,9 @@ def widget(qtbot, viewer, scan_path, checkpoint_dir):
 
     viewer.open(str(scan_path), plugin="napari-disyre")
     widget = DetectionWidget(viewer)
-    widget.checkpoint_edit.setText(str(checkpoint_dir))
-    widget.device.setCurrentText("cpu")
-    widget.steps.setValue(2)
+    widget.checkpoint.value = str(checkpoint_dir)
+    widget.device.value = "cpu"
+    widget.steps.value = 2
     qtbot.addWidget(widget)
     return widget
 
@@ -70,7 +70,7 @@ def widget(qtbot, viewer, scan_path, checkpoint_dir):
 def _detect(qtbot, widget):
     from qtpy.QtCore import Qt
 
-    qtbot.mouseClick(widget.detect_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(widget.detect_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
 
 
@@ -125,9 +125,11 @@ def test_detect_threshold_rerun_and_export(qtbot, widget, scan_path, tmp_path):
         (float(np.quantile(anomaly_map.data[detection.foreground], 0.9)), 0),
         (0.0, 5),
     ):
-        widget.min_size.setValue(min_size)
-        widget.threshold_box.setValue(threshold)
-        expected = threshold_mask(anomaly_map.data, threshold, min_size=min_size, region=detection.foreground)
+        widget.min_size.value = min_size
+        widget.threshold_box.value = threshold
+        shown = widget.threshold_box.value  # the box shows 4 decimals; the mask follows what it shows
+        assert shown == pytest.approx(threshold, abs=5e-5)
+        expected = threshold_mask(anomaly_map.data, shown, min_size=min_size, region=detection.foreground)
         assert int(mask.data.sum()) == int(expected.sum()) > 0
         assert widget.table.rowCount() == len(widget.lesions) >= 1
     widget.jump_to_lesion(0)
@@ -140,7 +142,7 @@ def test_detect_threshold_rerun_and_export(qtbot, widget, scan_path, tmp_path):
     np.testing.assert_allclose(written.affine, nib.load(scan_path).affine, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(written.dataobj), mask.data)
     before = out.read_bytes()
-    widget.threshold_box.setValue(float(anomaly_map.data.max()) * 2)
+    widget.threshold_box.value = float(anomaly_map.data.max()) * 2
     assert widget.export("mask", str(out)) is None and out.read_bytes() == before
     # a second run replaces the outputs in place
     n_layers, layer_ids = len(viewer.layers), [id(layer) for layer in viewer.layers]
@@ -151,22 +153,22 @@ def test_detect_threshold_rerun_and_export(qtbot, widget, scan_path, tmp_path):
 def test_event_loop_runs_during_detection_and_cancel_keeps_viewer_usable(qtbot, widget, errors):
     from qtpy.QtCore import QTimer
 
-    widget.steps.setValue(40)
+    widget.steps.value = 40
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(5)
     widget.run()
-    assert not widget.detect_button.isEnabled() and widget.cancel_button.isEnabled()
-    qtbot.waitUntil(lambda: widget.progress.value() > 0, timeout=30_000)
+    assert not widget.detect_button.enabled and widget.cancel_button.enabled
+    qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=30_000)
     widget.cancel()
     widget.cancel()  # twice: harmless
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     timer.stop()
     assert len(ticks) > 5  # the Qt event loop kept running while the model worked
-    assert widget.status.text() == "cancelled" and widget.detection is None
-    assert widget.detect_button.isEnabled() and not errors
-    widget.steps.setValue(1)
+    assert widget.status.value == "cancelled" and widget.detection is None
+    assert widget.detect_button.enabled and not errors
+    widget.steps.value = 1
     _detect(qtbot, widget)  # still usable
     assert widget.detection is not None
 
@@ -175,11 +177,11 @@ def test_user_mistakes_give_notifications(qtbot, widget, tmp_path, errors):
     widget.export("mask", str(tmp_path / "early.nii.gz"))
     assert "nothing to export" in errors[-1] and not (tmp_path / "early.nii.gz").exists()
     viewer = widget.viewer
-    widget.checkpoint_edit.setText(str(tmp_path))  # a folder that is not a checkpoint
+    widget.checkpoint.value = tmp_path  # a folder that is not a checkpoint
     _detect(qtbot, widget)
     assert str(tmp_path) in errors[-1] and widget.detection is None
     viewer.add_image(np.ones((20, 20)), name="flat")
-    widget.layer_box.setCurrentText("flat")
+    widget.scan.value = viewer.layers["flat"]
     widget.run()
     assert "3D scan" in errors[-1]
     viewer.layers.clear()
@@ -197,3 +199,47 @@ def test_labels_layer_is_refused():
 
     with pytest.raises(InputError, match="labels layer"):
         volume_from_layer(Labels(np.zeros((4, 4, 4), np.uint8), name="mask"))
+
+
+def test_choosing_a_checkpoint_sets_its_default_steps_and_method(qtbot, widget, tmp_path, tiny_checkpoint):
+    from napari_disyre.checkpoint import save_checkpoint
+
+    s8 = save_checkpoint(tmp_path / "s8", tiny_checkpoint.with_info(steps=8, method="multi-step-restoration"))
+    s3 = save_checkpoint(tmp_path / "s3.safetensors", tiny_checkpoint.with_info(steps=3))
+    widget.checkpoint.value = s8
+    assert (widget.steps.value, widget.method.value) == (8, "multi-step-restoration")
+    assert widget.checkpoint_kind.value == "folder" and "S = 8" in widget.checkpoint_info.value
+    widget.checkpoint.value = s3
+    assert (widget.steps.value, widget.method.value) == (3, "mean-single-step")
+    assert widget.checkpoint_kind.value == ".safetensors file" and widget.checkpoint.mode.value == "r"
+    widget.checkpoint.value = s8
+    _detect(qtbot, widget)  # the run uses what the controls show: the checkpoint's S = 8, multi-step
+    assert (
+        widget.detection.settings.steps == 8 and widget.detection.settings.method == "multi-step-restoration"
+    )
+    assert len(widget.detection.timesteps) == 8
+
+
+def test_a_checkpoint_rewritten_on_disk_is_reloaded(qtbot, widget, checkpoint_dir, scan_path):
+    from napari_disyre.checkpoint import Checkpoint, CheckpointInfo, load_checkpoint, save_checkpoint
+    from napari_disyre.detection import default_settings, detect
+    from napari_disyre.nifti import load_scan
+    from napari_disyre.schedule import Schedule
+
+    from .conftest import make_unet
+
+    _detect(qtbot, widget)
+    first = widget.detection.anomaly_map
+    held = widget.checkpoints.get(checkpoint_dir)
+    assert widget.checkpoints.get(checkpoint_dir) is held  # unchanged files: the same model, not reloaded
+    retrained = Checkpoint(unet=make_unet(seed=1), schedule=Schedule(), info=CheckpointInfo())
+    save_checkpoint(checkpoint_dir, retrained, overwrite=True)  # a retrain into the same folder
+    _detect(qtbot, widget)
+    expected = detect(
+        load_scan(scan_path),
+        load_checkpoint(checkpoint_dir),
+        default_settings(retrained, steps=2),
+        device="cpu",
+    )
+    np.testing.assert_allclose(widget.detection.anomaly_map, expected.anomaly_map, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(first, widget.detection.anomaly_map)

@@ -34,9 +34,9 @@ def test_heat_map_is_visible_over_the_scan(make_napari_viewer, qtbot, tmp_path, 
     viewer.open(str(path), plugin="napari-disyre")
     viewer.dims.order = (2, 0, 1)
     widget = DetectionWidget(viewer)
-    widget.checkpoint_edit.setText(str(save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)))
-    widget.device.setCurrentText("cpu")
-    widget.steps.setValue(2)
+    widget.checkpoint.value = str(save_checkpoint(tmp_path / "ckpt", tiny_checkpoint))
+    widget.device.value = "cpu"
+    widget.steps.value = 2
     widget.run()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     anomaly_map = viewer.layers["scan anomaly map"]

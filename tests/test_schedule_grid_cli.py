@@ -138,3 +138,24 @@ def test_cli_detect_bad_input_leaves_no_output(tmp_path, checkpoint_dir, capsys,
     assert str(bad) in error or bad.name in error
     assert message.lower() in error.lower()
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_info_describes_the_checkpoint(tmp_path, tiny_checkpoint, capsys):
+    quantiles = {"0.99": 0.125, "0.999": 0.25}
+    described = tiny_checkpoint.with_info(
+        steps=8,
+        method="multi-step-restoration",
+        contrast="T2",
+        healthy_score_quantiles=quantiles,
+        training={"preset": "small", "steps": 300, "batch_size": 16, "training_scans": ["a", "b", "c"],
+                  "wall_time_s": 5400.0, "device": "cpu"},
+    )  # fmt: skip
+    path = save_checkpoint(tmp_path / "model", described)
+    assert main(["info", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("model: T2, ") and "scan's own grid (napari-disyre layout)" in lines[0]
+    assert lines[1] == "defaults: S = 8, multi-step-restoration, foreground-weighted scores"
+    assert lines[2] == "healthy-score quantiles: 0.99: 0.125, 0.999: 0.25"
+    assert lines[3] == "trained: preset small, 300 steps of 16, 3 scans, 1.5 h on cpu"
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err

@@ -12,9 +12,9 @@ import pytest
 
 from napari_disyre.checkpoint import load_checkpoint
 from napari_disyre.cli import main
-from napari_disyre.dataset import TrainingScan
 from napari_disyre.errors import DisyreError
-from napari_disyre.training import TrainingConfig, train
+from napari_disyre.training.dataset import TrainingScan
+from napari_disyre.training.loop import TrainingConfig, train
 
 from .conftest import synthetic_brain
 
@@ -146,7 +146,7 @@ def test_resume_without_state_and_existing_output_are_refused(tmp_path, healthy)
 def test_precision_and_workers_options_reach_the_training(tmp_path, healthy, monkeypatch, precision):
     import torch
 
-    from napari_disyre.training import _training_autocast
+    from napari_disyre.devices import training_autocast_dtype
 
     seen = {}
 
@@ -154,19 +154,24 @@ def test_precision_and_workers_options_reach_the_training(tmp_path, healthy, mon
         seen["config"] = config
         raise DisyreError("stopped by the test")
 
-    monkeypatch.setattr("napari_disyre.training.train", fake_train)
+    monkeypatch.setattr("napari_disyre.training.loop.train", fake_train)
     folder = healthy[0][0].path.parent
     code = main(["train", str(folder), "--out", str(tmp_path / "m"), "--precision", precision, "--device", "cpu",
                  "--workers", "2"])  # fmt: skip
     assert code == 2 and seen["config"].precision == precision and seen["config"].workers == 2
-    expected = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": None}
-    assert _training_autocast(torch.device("cuda"), precision) == expected[precision]
-    assert _training_autocast(torch.device("cpu"), precision) is None  # CPU training is float32
+    expected = {
+        "auto": torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "float32": None,
+    }
+    assert training_autocast_dtype(torch.device("cuda"), precision) == expected[precision]
+    assert training_autocast_dtype(torch.device("cpu"), precision) is None  # CPU training is float32
 
 
 def test_batches_from_worker_processes_equal_those_made_here(healthy):
-    from napari_disyre.dataset import CorruptedSlices, SliceBank, training_batches
     from napari_disyre.schedule import Schedule
+    from napari_disyre.training.dataset import CorruptedSlices, SliceBank, training_batches
 
     bank = SliceBank.from_scans(healthy[0], _config().resolved().preprocessing)
     stream = CorruptedSlices(bank, Schedule(), (0, 0), crop=64)
@@ -202,7 +207,7 @@ def test_auto_workers_leave_the_cpu_to_the_network_and_share_cores_between_gpus(
 
     import torch
 
-    from napari_disyre.training import auto_workers
+    from napari_disyre.training.distributed import auto_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert auto_workers(torch.device("cpu"), 1) == 0

@@ -13,8 +13,7 @@ Quick start::
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -34,16 +33,12 @@ _EXPORTS = {
     "restore": "engine",
     "threshold_mask": "postprocess",
     "lesion_table": "postprocess",
-    "train": "training",
-    "TrainingConfig": "training",
-    "TrainingScan": "dataset",
+    "train": "training.loop",
+    "TrainingConfig": "training.config",
+    "TrainingScan": "training.dataset",
     "DisyreError": "errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -17,53 +17,29 @@ The official repository's Python classes are never needed: the scheduler JSON is
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CheckpointError
-from .files import atomic_output
+from .methods import DEFAULT_METHOD, METHODS, Method
+from .outputs import atomic_output, write_json
 from .preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
 from .schedule import Schedule
+from .unet import build_unet, load_weights, unet_config_dict
+from .windows import sample_size_pair
 
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
 
 Layout = Literal["official", "napari-disyre", "single-file"]
-Method = Literal["mean-single-step", "multi-step-restoration"]
 
 METADATA_FILE = "disyre.json"
 WEIGHTS_SAFETENSORS = "diffusion_pytorch_model.safetensors"
 WEIGHTS_BIN = "diffusion_pytorch_model.bin"
 FORMAT_NAME = "napari-disyre"
 FORMAT_VERSION = 1
-
-DOWN_BLOCKS = frozenset(
-    {
-        "DownBlock2D",
-        "ResnetDownsampleBlock2D",
-        "AttnDownBlock2D",
-        "SkipDownBlock2D",
-        "AttnSkipDownBlock2D",
-        "DownEncoderBlock2D",
-        "AttnDownEncoderBlock2D",
-    }
-)
-UP_BLOCKS = frozenset(
-    {
-        "UpBlock2D",
-        "ResnetUpsampleBlock2D",
-        "AttnUpBlock2D",
-        "SkipUpBlock2D",
-        "AttnSkipUpBlock2D",
-        "UpDecoderBlock2D",
-        "AttnUpDecoderBlock2D",
-    }
-)
-_LEGACY_ATTENTION = re.compile(r"^(.*attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
-_LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +54,7 @@ class CheckpointInfo:
     contrast: str | None = None
     preprocessing: Preprocessing = OFFICIAL_PREPROCESSING
     steps: int = 4
-    method: Method = "mean-single-step"
+    method: Method = DEFAULT_METHOD
     weight_foreground: bool = True
     healthy_score_quantiles: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
@@ -101,8 +77,8 @@ class CheckpointInfo:
                 "upgrade napari-disyre to read it."
             )
         try:
-            method = d.get("method", "mean-single-step")
-            if method not in ("mean-single-step", "multi-step-restoration"):
+            method = d.get("method", DEFAULT_METHOD)
+            if method not in METHODS:
                 raise ValueError(f"unknown method {method!r}")
             return cls(
                 contrast=d.get("contrast"),
@@ -159,34 +135,43 @@ class Checkpoint:
         return replace(self, info=replace(self.info, **changes))
 
 
-def sample_size_pair(sample_size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
-    if isinstance(sample_size, int):
-        return (sample_size, sample_size)
-    size = tuple(int(s) for s in sample_size)
-    if len(size) != 2:
-        raise CheckpointError(f"sample_size must be an int or two ints, got {sample_size!r}")
-    return size  # type: ignore[return-value]
-
-
 # -- loading -------------------------------------------------------------------------------------
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load any supported checkpoint form; every problem is a :class:`CheckpointError` naming the file."""
+    path = checkpoint_path(path)
+    return _load_single_file(path) if path.is_file() else _load_folder(path)
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """What a checkpoint says about itself (defaults, contrast, grid) without loading its network.
+
+    Cheap and torch-free: the widget calls it as soon as a checkpoint is chosen, so that its step
+    count and method controls show the checkpoint's own defaults before anything runs.
+    """
+    path = checkpoint_path(path)
+    if path.is_file():
+        metadata = _single_file_metadata(path)
+        return _info_from_metadata(metadata, path)
+    _unet_dir(path)
+    return _folder_info(path)
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file), else a CheckpointError."""
     path = Path(path).expanduser()
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found.")
-    if path.is_file():
-        if path.suffix != ".safetensors":
-            raise CheckpointError(
-                f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
-                "scheduler/) or a single .safetensors file written by napari-disyre."
-            )
-        return _load_single_file(path)
-    return _load_folder(path)
+    if path.is_file() and path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
+            "scheduler/) or a single .safetensors file written by napari-disyre."
+        )
+    return path
 
 
-def _load_folder(folder: Path) -> Checkpoint:
+def _unet_dir(folder: Path) -> Path:
     unet_dir = folder / "unet"
     if not unet_dir.is_dir():
         hint = (
@@ -195,33 +180,36 @@ def _load_folder(folder: Path) -> Checkpoint:
             else " Point to the folder that holds model_index.json, unet/ and scheduler/."
         )
         raise CheckpointError(f"{folder}: no unet/ folder, so this is not a DISYRE checkpoint.{hint}")
+    return unet_dir
+
+
+def _folder_info(folder: Path) -> CheckpointInfo:
+    info_path = folder / METADATA_FILE
+    if not info_path.exists():
+        return CheckpointInfo()
+    return CheckpointInfo.from_dict(_read_json(info_path, "napari-disyre metadata"), str(info_path))
+
+
+def _load_folder(folder: Path) -> Checkpoint:
+    unet_dir = _unet_dir(folder)
     config = _read_json(unet_dir / "config.json", "UNet config")
     schedule = Schedule.from_json(
         _require(folder / "scheduler" / "scheduler_config.json", "scheduler config")
     )
-    info_path = folder / METADATA_FILE
-    info = (
-        CheckpointInfo.from_dict(_read_json(info_path, "napari-disyre metadata"), str(info_path))
-        if info_path.exists()
-        else CheckpointInfo()
-    )
+    info = _folder_info(folder)
     unet = build_unet(config, str(unet_dir / "config.json"))
-    state = _read_weights(unet_dir)
-    _load_state(unet, state, str(unet_dir))
-    layout: Layout = "napari-disyre" if info_path.exists() else "official"
+    load_weights(unet, _read_weights(unet_dir), str(unet_dir))
+    layout: Layout = "napari-disyre" if (folder / METADATA_FILE).exists() else "official"
     return Checkpoint(unet=unet, schedule=schedule, info=info, source=folder, layout=layout)
 
 
-def _load_single_file(path: Path) -> Checkpoint:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _single_file_metadata(path: Path) -> dict[str, str]:
+    """The safetensors header metadata (read with numpy: no torch), refusing weight-only files."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
-        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from exc
     missing = [
@@ -232,61 +220,33 @@ def _load_single_file(path: Path) -> Checkpoint:
             f"{path}: this .safetensors file holds weights only (no {', '.join(missing)} in its metadata), "
             "so the network cannot be rebuilt. Use a checkpoint folder, or a file saved by napari-disyre."
         )
+    return metadata
+
+
+def _info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
+    if "napari_disyre.info" not in metadata:
+        return CheckpointInfo()
+    return CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path))
+
+
+def _load_single_file(path: Path) -> Checkpoint:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    metadata = _single_file_metadata(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc}).") from exc
     config = _parse_json(metadata["napari_disyre.unet_config"], f"{path} (UNet config)")
     schedule = Schedule.from_config(
         _parse_json(metadata["napari_disyre.scheduler_config"], f"{path} (scheduler config)"),
         source=str(path),
     )
-    info = (
-        CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path))
-        if "napari_disyre.info" in metadata
-        else CheckpointInfo()
-    )
     unet = build_unet(config, str(path))
-    _load_state(unet, state, str(path))
+    load_weights(unet, state, str(path))
+    info = _info_from_metadata(metadata, path)
     return Checkpoint(unet=unet, schedule=schedule, info=info, source=path, layout="single-file")
-
-
-def validate_unet_config(config: dict[str, Any], source: str) -> None:
-    """Refuse what DISYRE cannot run, with the reason: wrong class, channels or block types."""
-    cls = config.get("_class_name", "UNet2DModel")
-    if cls != "UNet2DModel":
-        raise CheckpointError(
-            f"{source}: describes a {cls}; DISYRE checkpoints hold a diffusers UNet2DModel."
-        )
-    for key in ("in_channels", "out_channels"):
-        channels = config.get(key, 3)
-        if channels != 1:
-            raise CheckpointError(
-                f"{source}: the UNet has {key} = {channels}, but DISYRE restores single-channel MRI slices "
-                "(one contrast per model), so it needs 1. This checkpoint was made for something else."
-            )
-    for key, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
-        blocks = config.get(key)
-        if not isinstance(blocks, list | tuple) or not blocks:
-            raise CheckpointError(f"{source}: {key} is missing or empty.")
-        unknown = [b for b in blocks if b not in known]
-        if unknown:
-            raise CheckpointError(
-                f"{source}: unsupported UNet block type(s) {', '.join(map(repr, unknown))} in {key}; "
-                f"supported: {', '.join(sorted(known))}."
-            )
-    sample_size_pair(config.get("sample_size", 128))
-
-
-def build_unet(config: dict[str, Any], source: str) -> UNet2DModel:
-    """A float32 UNet2DModel from its config (random weights until a state dict is loaded)."""
-    validate_unet_config(config, source)
-    from diffusers import UNet2DModel
-
-    clean = {k: v for k, v in config.items() if not k.startswith("_")}
-    try:
-        unet = UNet2DModel.from_config(clean)
-    except Exception as exc:  # diffusers raises assorted errors for inconsistent configs
-        raise CheckpointError(
-            f"{source}: the UNet config is inconsistent ({type(exc).__name__}: {exc})."
-        ) from exc
-    return unet.float().eval()
 
 
 def _read_weights(unet_dir: Path) -> dict[str, torch.Tensor]:
@@ -316,39 +276,6 @@ def _read_weights(unet_dir: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{unet_dir}: no {WEIGHTS_SAFETENSORS} (or {WEIGHTS_BIN}) weights file.")
 
 
-def _load_state(unet: UNet2DModel, state: dict[str, torch.Tensor], source: str) -> None:
-    state = {_modern_key(k): v for k, v in state.items()}
-    expected = unet.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = sorted(
-        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or wrong_shape:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong_shape:
-            k = wrong_shape[0]
-            details.append(
-                f"{len(wrong_shape)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} "
-                f"instead of {tuple(expected[k].shape)})"
-            )
-        raise CheckpointError(f"{source}: the weights do not fit the UNet config: {'; '.join(details)}.")
-    unet.load_state_dict(state, strict=True)
-
-
-def _modern_key(key: str) -> str:
-    """Rename attention weights of pre-0.14 diffusers (query/key/value/proj_attn) to today's names."""
-    match = _LEGACY_ATTENTION.match(key)
-    if match is None:
-        return key
-    prefix, old, kind = match.groups()
-    return f"{prefix}.{_LEGACY_NAMES[old]}.{kind}"
-
-
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise CheckpointError(f"{path}: {what} missing; the checkpoint folder is incomplete.")
@@ -375,18 +302,6 @@ def _parse_json(text: str, source: str) -> dict[str, Any]:
 
 
 # -- saving --------------------------------------------------------------------------------------
-
-
-def unet_config_dict(unet: UNet2DModel) -> dict[str, Any]:
-    """The UNet's config as the official pipeline expects it (``sample_size`` as a list)."""
-    import diffusers
-
-    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
-    config["sample_size"] = list(sample_size_pair(config.get("sample_size", 128)))
-    for key, value in list(config.items()):
-        if isinstance(value, tuple):
-            config[key] = list(value)
-    return {"_class_name": "UNet2DModel", "_diffusers_version": diffusers.__version__, **config}
 
 
 def save_checkpoint(
@@ -443,13 +358,13 @@ def write_checkpoint_files(
     (folder / "scheduler").mkdir(exist_ok=True)
     with atomic_output(folder / "unet" / WEIGHTS_SAFETENSORS, overwrite=True) as tmp:
         save_file(_state(checkpoint, weights_dtype), str(tmp))
-    _write_json(folder / "unet" / "config.json", unet_config)
-    _write_json(
+    write_json(folder / "unet" / "config.json", unet_config)
+    write_json(
         folder / "scheduler" / "scheduler_config.json",
         {**checkpoint.schedule.to_config(), "_diffusers_version": version},
     )
-    _write_json(folder / METADATA_FILE, checkpoint.info.to_dict())
-    _write_json(folder / "model_index.json", model_index)
+    write_json(folder / METADATA_FILE, checkpoint.info.to_dict())
+    write_json(folder / "model_index.json", model_index)
 
 
 def _state(checkpoint: Checkpoint, weights_dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -457,8 +372,3 @@ def _state(checkpoint: Checkpoint, weights_dtype: torch.dtype | None) -> dict[st
         k: (v.to(weights_dtype) if weights_dtype is not None else v).detach().cpu().contiguous()
         for k, v in checkpoint.unet.state_dict().items()
     }
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    with atomic_output(path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(value, indent=2) + "\n")

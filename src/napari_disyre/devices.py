@@ -81,6 +81,17 @@ def autocast_dtype(device: torch.device, precision: str | None = "auto") -> torc
     return getattr(torch, precision)
 
 
+def training_autocast_dtype(device: torch.device, precision: str | None = "auto") -> torch.dtype | None:
+    """The autocast dtype for training: the inference policy on CUDA, plain float32 elsewhere.
+
+    Off CUDA training stays in float32, whatever ``precision`` says (the CLI documents this), so one
+    command line gives the same run on a laptop as before; only CUDA gets tensor-core speed-ups.
+    """
+    if device.type != "cuda":
+        return None
+    return autocast_dtype(device, precision)
+
+
 @contextlib.contextmanager
 def inference_context(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
     """``torch.inference_mode`` plus autocast when a reduced precision is chosen."""

@@ -22,22 +22,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from .devices import auto_batch_size, inference_context, is_out_of_memory, release_cached_memory
 from .errors import DisyreError
+from .methods import METHODS, Method
 from .schedule import InferenceStep, Schedule, Spacing
-from .windows import WindowLayout, window_layout
+from .windows import WindowLayout, sample_size_pair, window_layout
 
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
 
 T = TypeVar("T")
-Method = Literal["mean-single-step", "multi-step-restoration"]
-METHODS: tuple[str, ...] = ("mean-single-step", "multi-step-restoration")
 
 
 @dataclass(frozen=True)
@@ -318,8 +317,6 @@ class _BatchRunner:
 
 
 def _window_of(unet: UNet2DModel) -> tuple[int, int]:
-    from .checkpoint import sample_size_pair
-
     return sample_size_pair(unet.config.sample_size)
 
 

@@ -21,7 +21,3 @@ class CheckpointError(DisyreError):
 
 class OutputExistsError(DisyreError):
     """An output file exists and overwriting was not asked for."""
-
-
-class Cancelled(Exception):
-    """Raised inside long work when the user asked it to stop; not an error."""

@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from .errors import InputError
-from .files import atomic_output
+from .outputs import atomic_output
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 OutputKind = Literal["map", "mask", "image"]

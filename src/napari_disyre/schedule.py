@@ -2,9 +2,10 @@
 
 DISYRE borrows a diffusion scheduler only for its bookkeeping: a corruption level ``a`` in [0, 1] is
 tied to a timestep through ``sqrt(alphas_cumprod)``, and inference walks the timesteps with a
-cold-diffusion update. Everything here is plain numpy so that it can be tested against the numbers
-the method document gives, and so that no code of the official repository is needed to read its
-``scheduler_config.json``.
+cold-diffusion update. Everything here is numpy, with torch used only (imported inside the function
+that needs it) to round the schedule to float32 exactly as the official scheduler's tensors do, so
+that it can be tested against the numbers the method document gives, and so that no code of the
+official repository is needed to read its ``scheduler_config.json``.
 
 The official scheduler has two quirks that change anomaly maps, so ``spacing="official"`` keeps them:
 

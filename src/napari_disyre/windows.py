@@ -13,6 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import CheckpointError
+
+
+def sample_size_pair(sample_size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    """The window (height, width) from a UNet's ``sample_size``, which diffusers stores as an int or a pair."""
+    if isinstance(sample_size, int):
+        return (sample_size, sample_size)
+    size = tuple(int(s) for s in sample_size)
+    if len(size) != 2:
+        raise CheckpointError(f"sample_size must be an int or two ints, got {sample_size!r}")
+    return size  # type: ignore[return-value]
+
 
 @dataclass(frozen=True)
 class WindowLayout:

@@ -36,12 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="napari-disyre",
-        description="Unsupervised anomaly detection in brain MRI with DISYRE (detect, train, evaluate).",
+        description="Unsupervised anomaly detection in brain MRI with DISYRE (detect, train, evaluate, info).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import detect, evaluate, train, view
+    from . import detect, evaluate, info, train, view
 
-    for module in (detect, train, evaluate, view):
+    for module in (detect, train, evaluate, info, view):
         module.register(commands)
     return parser

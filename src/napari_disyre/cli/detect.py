@@ -66,7 +66,7 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..files import refuse_existing
+    from ..outputs import refuse_existing
 
     jobs = plan_jobs(args)
     for job in jobs:
@@ -200,8 +200,8 @@ def _save_restorations(path: Path, stack, scan, overwrite: bool) -> None:
     """A 4D NIfTI (x, y, z, step) on the scan's grid."""
     import nibabel as nib
 
-    from ..files import atomic_output
     from ..nifti import nifti_like
+    from ..outputs import atomic_output
 
     image = nifti_like(stack.astype("float32"), scan, kind="image")
     with atomic_output(path, overwrite=overwrite) as tmp:

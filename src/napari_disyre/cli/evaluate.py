@@ -68,7 +68,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _cases(args: argparse.Namespace):
-    from ..evaluation import Case, cases_by_name, cases_from_csv, cases_in_folders
+    from ..evaluation.scoring import Case, cases_by_name, cases_from_csv, cases_in_folders
     from ..sample_data import demo_lesion_path, demo_scan_path
 
     if args.demo:
@@ -102,9 +102,9 @@ def _describe(label_values: list[int] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import disyre_name, load_case, rank_combination, score_case, summarise
-    from ..files import refuse_existing
-    from ..report import format_table, write_report
+    from ..evaluation.report import format_table, write_report
+    from ..evaluation.scoring import disyre_name, load_case, rank_combination, score_case, summarise
+    from ..outputs import refuse_existing
 
     if args.out is not None:
         refuse_existing(args.out, args.overwrite)

@@ -9,7 +9,8 @@ from ..errors import InputError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from ..presets import PRESETS
+    from ..devices import DEVICE_CHOICES, PRECISION_CHOICES
+    from ..training.presets import PRESETS
 
     parser = commands.add_parser(
         "train",
@@ -79,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     opt.add_argument("--validate-every", type=int, default=500)
     opt.add_argument("--save-every", type=int, default=1000)
     opt.add_argument("--seed", type=int, default=0)
-    opt.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"), default="auto")
+    opt.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     opt.add_argument(
         "--workers",
         type=int,
@@ -88,7 +89,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     opt.add_argument(
         "--precision",
-        choices=("auto", "bfloat16", "float16", "float32"),
+        choices=PRECISION_CHOICES,
         default="auto",
         help="autocast type on CUDA (auto: bfloat16); CPU training is always float32",
     )
@@ -96,8 +97,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..contrasts import check_same_contrast
-    from ..training import TrainingConfig, train
+    from ..training.contrasts import check_same_contrast
+    from ..training.loop import TrainingConfig, train
 
     scans = find_scans(args.healthy_dir, args.pattern, args.mask_name, args.exclude_label_name)
     if args.val_dir is not None:
@@ -157,8 +158,8 @@ def run(args: argparse.Namespace) -> int:
 
 def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: str | None):
     """The scans under ``folder`` matching ``pattern``, each with its sibling mask and label."""
-    from ..dataset import TrainingScan
     from ..nifti import is_nifti_path
+    from ..training.dataset import TrainingScan
 
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder. Give the folder that holds the healthy scans.")

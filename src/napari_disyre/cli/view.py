@@ -18,75 +18,36 @@ def register(commands: argparse._SubParsersAction) -> None:
         "detection, save a screenshot of the viewer and exit (needs a display with OpenGL, e.g. xvfb-run).",
     )
     demo.add_argument("--screenshot", type=Path, help="detect, save a screenshot here and exit")
-    demo.add_argument("--steps", type=int, default=4)
+    demo.add_argument("--steps", type=int, default=None, help="default: the demo checkpoint's (4)")
     demo.set_defaults(run=run_demo)
 
 
-def _viewer_with_widget(checkpoint: Path | None = None):
-    import napari
-
-    from ..plugin.widget import DetectionWidget
-
-    viewer = napari.Viewer(title="napari-disyre")
-    widget = DetectionWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="DISYRE anomaly detection", area="right")
-    if checkpoint is not None:
-        widget.checkpoint_edit.setText(str(checkpoint))
-    return viewer, widget
-
-
-def _show_axial(viewer) -> None:
-    """Slice along the last world axis (axial for RAS-like scans), the way radiologists browse."""
-    viewer.dims.order = (2, 1, 0)
-
-
 def run_view(args: argparse.Namespace) -> int:
-    import napari
+    from ..plugin.viewer import run_viewer, show_axial, viewer_with_widget
 
-    viewer, _ = _viewer_with_widget(args.checkpoint)
+    viewer, _ = viewer_with_widget(args.checkpoint)
     if args.scan is not None:
         viewer.open(str(args.scan), plugin="napari-disyre")
-        _show_axial(viewer)
-    napari.run()
+        show_axial(viewer)
+    run_viewer()
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    import napari
-
     from ..errors import InputError
+    from ..plugin.viewer import run_viewer, screenshot_after_detection, show_axial, viewer_with_widget
     from ..sample_data import demo_checkpoint_path
 
     if not demo_checkpoint_path().exists():
         raise InputError(
             f"the demo checkpoint is missing from the package ({demo_checkpoint_path()}); reinstall it."
         )
-    viewer, widget = _viewer_with_widget(demo_checkpoint_path())
+    viewer, widget = viewer_with_widget(demo_checkpoint_path())
     viewer.open_sample("napari-disyre", "demo_brain")
-    _show_axial(viewer)
-    widget.steps.setValue(args.steps)
+    show_axial(viewer)
+    if args.steps is not None:
+        widget.steps.value = args.steps
     if args.screenshot is None:
-        napari.run()
+        run_viewer()
         return 0
-    return _screenshot(viewer, widget, args.screenshot)
-
-
-def _screenshot(viewer, widget, path: Path) -> int:
-    """Detect, show the slice with the largest lesion, save the viewer's canvas and close."""
-    import time
-
-    from qtpy.QtWidgets import QApplication
-
-    widget.run()
-    while widget.worker is not None:
-        QApplication.processEvents()
-        time.sleep(0.02)
-    if widget.detection is None:
-        return 1
-    if getattr(widget, "lesions", None):
-        widget.jump_to_lesion(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(str(path), canvas_only=False)
-    viewer.close()
-    print(f"screenshot written to {path}")
-    return 0
+    return screenshot_after_detection(viewer, widget, args.screenshot)

@@ -1,9 +1,14 @@
-"""The dock widget "DISYRE anomaly detection": a thin Qt shell over :func:`iter_detect`.
+"""The dock widget "DISYRE anomaly detection": a magicgui form over :func:`iter_detect`.
 
-Detection runs in a napari thread worker that yields the engine's progress, so the viewer stays
-responsive and Cancel stops the run between two batches. Thresholding, component filtering and the
-lesion table are core functions re-run on the stored map when a control moves: no model re-run.
-User mistakes become napari notifications, never a traceback dialog.
+The form (scan layer, checkpoint, steps, method, device, threshold) is built from magicgui widgets,
+napari's own toolkit: the scan combo box takes its choices from the viewer's image layers and is
+refreshed by napari whenever layers change, ``FileEdit`` picks the checkpoint. Choosing a checkpoint
+sets the step count and method to the checkpoint's own defaults, as the command line does. Qt
+remains only for the lesion table, which magicgui lacks. Detection runs in a napari thread worker
+(:mod:`~napari_disyre.plugin.worker`), so the viewer stays responsive and Cancel stops the run
+between two batches. Thresholding, component filtering and the lesion table are core functions
+re-run on the stored map when a control moves: no model re-run. User mistakes become napari
+notifications, never a traceback dialog.
 """
 
 from __future__ import annotations
@@ -12,43 +17,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (
-    QComboBox,
-    QDoubleSpinBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QSlider,
-    QSpinBox,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    RadioButtons,
+    Slider,
+    SpinBox,
 )
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from ..checkpoint import read_checkpoint_info
+from ..checkpoint_cache import CheckpointCache
+from ..devices import DEVICE_CHOICES
 from ..errors import DisyreError, InputError
+from ..methods import METHODS
 from ..nifti import save_volume
 from ..postprocess import lesion_table, threshold_mask
 from ..sample_data import demo_checkpoint_path
 from .layers import derived_kwargs, grid_of, layer_affine, volume_from_layer
+from .worker import detection_worker
 
 if TYPE_CHECKING:
     import napari
 
     from ..detection import Detection
+    from ..engine import Progress
 
 SLIDER_TICKS = 1000
-DEVICES = ("auto", "cuda", "mps", "cpu")
-METHODS = ("mean-single-step", "multi-step-restoration")  # engine.METHODS, without importing torch
 LESION_COLUMNS = ("lesion", "voxels", "volume (mL)", "peak", "mean")
+CHECKPOINT_KINDS = {"folder": "d", ".safetensors file": "r"}  # magicgui FileEdit modes
 
 
 class DetectionWidget(QWidget):
@@ -60,105 +64,108 @@ class DetectionWidget(QWidget):
         self.detection: Detection | None = None
         self.source: Image | None = None  # the scan layer the current outputs belong to
         self.worker = None
-        self._checkpoints: dict[str, Any] = {}  # loaded once per path
+        self.checkpoints = CheckpointCache()  # the last model, reloaded when its files change
         self._build()
-        self.viewer.layers.events.inserted.connect(self._refresh_layers)
-        self.viewer.layers.events.removed.connect(self._refresh_layers)
-        self._refresh_layers()
+        # napari calls reset_choices on docked widgets when layers change; undocked (tests, scripts)
+        # the widget asks for the same events itself
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self.reset_choices)
+        demo = demo_checkpoint_path()
+        if demo.exists():
+            self.checkpoint.value = demo
 
     # -- layout -----------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.layer_box = QComboBox()
-        self.checkpoint_edit = QLineEdit(
-            str(demo_checkpoint_path()) if demo_checkpoint_path().exists() else ""
+        self.scan = ComboBox(label="scan", choices=self._scan_choices)
+        self.checkpoint_kind = RadioButtons(
+            label="checkpoint is a", choices=tuple(CHECKPOINT_KINDS), value="folder", orientation="horizontal"
         )
-        self.checkpoint_edit.setPlaceholderText("checkpoint folder or .safetensors file")
-        browse_file, browse_folder = QPushButton("File..."), QPushButton("Folder...")
-        browse_file.clicked.connect(lambda: self._browse(folder=False))
-        browse_folder.clicked.connect(lambda: self._browse(folder=True))
-        self.checkpoint_info = QLabel(
-            "bundled demo T1 model" if self.checkpoint_edit.text() else "no checkpoint"
+        self.checkpoint = FileEdit(label="checkpoint", mode="d", nullable=True)
+        self.checkpoint_info = Label(label="", value="no checkpoint")
+        self.steps = SpinBox(label="steps", min=1, max=100, value=4)
+        self.method = ComboBox(label="method", choices=METHODS)
+        self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
+        self.detect_button = PushButton(text="Detect anomalies")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="", max=SLIDER_TICKS, value=0)
+        self.status = Label(label="", value="")
+        self.threshold_slider = Slider(label="", max=SLIDER_TICKS, readout=False)
+        self.threshold_box = FloatSpinBox(label="threshold", min=-1e9, max=1e9, step=0.0001)  # 4 decimals
+        self.min_size = SpinBox(label="min. lesion size (voxels)", min=0, max=10**7, value=10)
+        export_mask, export_map = PushButton(text="Export mask..."), PushButton(text="Export map...")
+        self.checkpoint_kind.changed.connect(self._kind_changed)
+        self.checkpoint.changed.connect(self._checkpoint_changed)
+        self.detect_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.threshold_slider.changed.connect(self._slider_moved)
+        self.threshold_box.changed.connect(self._update_mask)
+        self.min_size.changed.connect(self._update_mask)
+        export_mask.changed.connect(lambda: self.export("mask"))
+        export_map.changed.connect(lambda: self.export("map"))
+        self.form = Container(
+            widgets=[
+                self.scan,
+                self.checkpoint_kind,
+                self.checkpoint,
+                self.checkpoint_info,
+                self.steps,
+                self.method,
+                self.device,
+                Container(
+                    widgets=[self.detect_button, self.cancel_button], layout="horizontal", labels=False
+                ),
+                self.progress,
+                self.status,
+                self.threshold_slider,
+                self.threshold_box,
+                self.min_size,
+            ]
         )
-        self.checkpoint_info.setWordWrap(True)
-        self.steps = QSpinBox(minimum=1, maximum=100, value=4)
-        self.method = QComboBox()
-        self.method.addItems(METHODS)
-        self.device = QComboBox()
-        self.device.addItems(DEVICES)
-        self.detect_button, self.cancel_button = QPushButton("Detect anomalies"), QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.detect_button.clicked.connect(self.run)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.progress = QProgressBar(maximum=SLIDER_TICKS)
-        self.status = QLabel("")
-        self.threshold_slider = QSlider(Qt.Orientation.Horizontal, maximum=SLIDER_TICKS)
-        self.threshold_box = QDoubleSpinBox(decimals=4, singleStep=0.001, maximum=1e9, minimum=-1e9)
-        self.min_size = QSpinBox(minimum=0, maximum=10**7, value=10)
-        self.threshold_slider.valueChanged.connect(self._slider_moved)
-        self.threshold_box.valueChanged.connect(self._update_mask)
-        self.min_size.valueChanged.connect(self._update_mask)
         self.table = QTableWidget(0, len(LESION_COLUMNS))
         self.table.setHorizontalHeaderLabels(LESION_COLUMNS)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.cellClicked.connect(self.jump_to_lesion)
-        export_mask, export_map = QPushButton("Export mask..."), QPushButton("Export map...")
-        export_mask.clicked.connect(lambda: self.export("mask"))
-        export_map.clicked.connect(lambda: self.export("map"))
-
-        form = QFormLayout()
-        form.addRow("scan", self.layer_box)
-        form.addRow("checkpoint", self.checkpoint_edit)
-        row = QHBoxLayout()
-        row.addWidget(browse_file)
-        row.addWidget(browse_folder)
-        form.addRow("", _wrap(row))
-        form.addRow("", self.checkpoint_info)
-        form.addRow("steps", self.steps)
-        form.addRow("method", self.method)
-        form.addRow("device", self.device)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.detect_button)
-        buttons.addWidget(self.cancel_button)
-        threshold = QHBoxLayout()
-        threshold.addWidget(self.threshold_slider)
-        threshold.addWidget(self.threshold_box)
-        post = QFormLayout()
-        post.addRow("threshold", _wrap(threshold))
-        post.addRow("min. lesion size (voxels)", self.min_size)
-        exports = QHBoxLayout()
-        exports.addWidget(export_mask)
-        exports.addWidget(export_map)
+        exports = Container(widgets=[export_mask, export_map], layout="horizontal", labels=False)
         layout = QVBoxLayout(self)
-        for part in (
-            _wrap(form),
-            _wrap(buttons),
-            self.progress,
-            self.status,
-            _wrap(post),
-            self.table,
-            _wrap(exports),
-        ):
+        for part in (self.form.native, self.table, exports.native):
             layout.addWidget(part)
 
-    def _browse(self, folder: bool) -> None:
-        path = (
-            QFileDialog.getExistingDirectory(self, "Checkpoint folder")
-            if folder
-            else QFileDialog.getOpenFileName(self, "Checkpoint file", filter="safetensors (*.safetensors)")[0]
-        )
-        if path:
-            self.checkpoint_edit.setText(path)
+    def reset_choices(self, *_: Any) -> None:
+        """Refresh the scan choices from the viewer's layers (napari calls this on docked widgets)."""
+        self.form.reset_choices()
 
-    def _refresh_layers(self, event: Any = None) -> None:
-        current = self.layer_box.currentText()
-        names = [
-            layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not _is_output(layer)
+    def _scan_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
+        return [
+            (layer.name, layer)
+            for layer in self.viewer.layers
+            if isinstance(layer, Image) and not _is_output(layer)
         ]
-        self.layer_box.clear()
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
+
+    # -- the checkpoint ---------------------------------------------------------------------------
+
+    def _kind_changed(self, kind: str) -> None:
+        self.checkpoint.mode = CHECKPOINT_KINDS[kind]
+        self.checkpoint.filter = "*.safetensors" if CHECKPOINT_KINDS[kind] == "r" else None
+
+    def _checkpoint_changed(self, path: Path | None) -> None:
+        """Show what the chosen checkpoint is and take its default steps and method (as the CLI does)."""
+        if path is None or not str(path).strip():
+            self.checkpoint_info.value = "no checkpoint"
+            return
+        kind = ".safetensors file" if Path(path).is_file() else "folder"
+        if self.checkpoint_kind.value != kind:
+            self.checkpoint_kind.value = kind
+        try:
+            info = read_checkpoint_info(path)
+        except DisyreError as exc:
+            self.checkpoint_info.value = str(exc)
+            return
+        self.steps.value = info.steps
+        self.method.value = info.method
+        described = "bundled demo T1 model" if Path(path) == demo_checkpoint_path() else info.description
+        contrast = f"{info.contrast} model" if info.contrast else "model"
+        self.checkpoint_info.value = f"{described or contrast}; defaults S = {info.steps}, {info.method}"
 
     # -- detection --------------------------------------------------------------------------------
 
@@ -169,61 +176,58 @@ class DetectionWidget(QWidget):
         try:
             layer = self._chosen_layer()
             volume = volume_from_layer(layer)
-            checkpoint_path = self.checkpoint_edit.text().strip()
-            if not checkpoint_path:
+            checkpoint_path = self.checkpoint.value
+            if checkpoint_path is None or not str(checkpoint_path).strip():
                 raise InputError("choose a checkpoint (folder or .safetensors file) first.")
         except DisyreError as exc:
             show_error(str(exc))
             return
-        self.worker = _detect(
+        self.worker = detection_worker(
             volume,
-            checkpoint_path,
-            self._checkpoints,
-            self.steps.value(),
-            self.method.currentText(),
-            self.device.currentText(),
+            str(checkpoint_path),
+            self.checkpoints,
+            self.steps.value,
+            self.method.value,
+            self.device.value,
         )
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda detection: self._on_done(layer, detection))
         self.worker.errored.connect(self._on_error)
-        self.worker.aborted.connect(lambda: self.status.setText("cancelled"))
+        self.worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled"))
         self.worker.finished.connect(self._on_finished)
-        self.detect_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
-        self.status.setText("loading the checkpoint...")
+        self.detect_button.enabled, self.cancel_button.enabled = False, True
+        self.progress.value = 0
+        self.status.value = "loading the checkpoint..."
         self.worker.start()
 
     def cancel(self) -> None:
         """Stop the running detection after its current batch; a no-op when nothing runs."""
         if self.worker is not None:
-            self.status.setText("cancelling...")
+            self.status.value = "cancelling..."
             self.worker.quit()
 
     def _chosen_layer(self) -> Image:
-        name = self.layer_box.currentText()
-        if not name or name not in self.viewer.layers:
+        layer = self.scan.value
+        if layer is None or layer not in self.viewer.layers:
             raise InputError(
                 "no image layer to analyse: open a NIfTI scan (File > Open) or the DISYRE demo brain."
             )
-        return self.viewer.layers[name]
+        return layer
 
-    def _on_progress(self, update: tuple[str, Any]) -> None:
-        kind, value = update
-        if kind == "checkpoint":
-            self.checkpoint_info.setText(value)
+    def _on_progress(self, update: str | Progress) -> None:
+        if isinstance(update, str):  # which model runs where
+            self.checkpoint_info.value = update
         else:
-            self.progress.setValue(int(value.fraction * SLIDER_TICKS))
-            self.status.setText(value.describe())
+            self.progress.value = int(update.fraction * SLIDER_TICKS)
+            self.status.value = update.describe()
 
     def _on_error(self, exc: Exception) -> None:
         show_error(str(exc) if isinstance(exc, DisyreError) else f"detection failed: {exc!r}")
-        self.status.setText("failed")
+        self.status.value = "failed"
 
     def _on_finished(self) -> None:
         self.worker = None
-        self.detect_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.detect_button.enabled, self.cancel_button.enabled = True, False
 
     def _on_done(self, source: Image, detection: Detection) -> None:
         self.detection, self.source = detection, source
@@ -255,13 +259,12 @@ class DetectionWidget(QWidget):
             float(inside.min()) if inside.size else 0.0,
             float(inside.max()) if inside.size else 1.0,
         )
-        self.threshold_box.blockSignals(True)
-        self.threshold_box.setValue(detection.suggested_threshold)
-        self.threshold_box.blockSignals(False)
+        with self.threshold_box.changed.blocked():
+            self.threshold_box.value = detection.suggested_threshold
         self._sync_slider()
         self._update_mask()
-        self.progress.setValue(SLIDER_TICKS)
-        self.status.setText(f"done in {detection.seconds:.1f} s on {detection.device}")
+        self.progress.value = SLIDER_TICKS
+        self.status.value = f"done in {detection.seconds:.1f} s on {detection.device}"
 
     def _show(self, kind: type, name: str, data: np.ndarray, kwargs: dict[str, Any]) -> None:
         """Replace the data of the output layer ``name`` in place, or add it the first time."""
@@ -284,22 +287,21 @@ class DetectionWidget(QWidget):
 
     def _slider_moved(self, tick: int) -> None:
         low, high = getattr(self, "_range", (0.0, 1.0))
-        self.threshold_box.setValue(low + (high - low) * tick / SLIDER_TICKS)
+        self.threshold_box.value = low + (high - low) * tick / SLIDER_TICKS
 
     def _sync_slider(self) -> None:
         low, high = self._range
-        tick = 0 if high <= low else round((self.threshold_box.value() - low) / (high - low) * SLIDER_TICKS)
-        self.threshold_slider.blockSignals(True)
-        self.threshold_slider.setValue(int(np.clip(tick, 0, SLIDER_TICKS)))
-        self.threshold_slider.blockSignals(False)
+        tick = 0 if high <= low else round((self.threshold_box.value - low) / (high - low) * SLIDER_TICKS)
+        with self.threshold_slider.changed.blocked():
+            self.threshold_slider.value = int(np.clip(tick, 0, SLIDER_TICKS))
 
     def current_mask(self) -> np.ndarray:
         """The mask for the current threshold and minimum size (core post-processing)."""
         assert self.detection is not None
         return threshold_mask(
             self.detection.anomaly_map,
-            self.threshold_box.value(),
-            min_size=self.min_size.value(),
+            self.threshold_box.value,
+            min_size=self.min_size.value,
             region=self.detection.foreground,
         )
 
@@ -363,34 +365,5 @@ class DetectionWidget(QWidget):
         return written
 
 
-# ignore_errors: the widget connects ``errored`` and shows the message; progress: napari's activity dock
-@thread_worker(ignore_errors=True, progress={"desc": "DISYRE detection"})
-def _detect(volume, checkpoint_path: str, cache: dict[str, Any], steps: int, method: str, device: str):
-    """Load the checkpoint (once per path) and run detection, yielding progress; stops when the
-    worker is quit (between two batches)."""
-    from ..checkpoint import load_checkpoint
-    from ..detection import default_settings, iter_detect
-
-    if checkpoint_path not in cache:
-        cache[checkpoint_path] = load_checkpoint(checkpoint_path)
-    checkpoint = cache[checkpoint_path]
-    yield ("checkpoint", f"{checkpoint.summary()}; device {device}")
-    run = iter_detect(
-        volume, checkpoint, default_settings(checkpoint, steps=steps, method=method), device=device
-    )
-    while True:
-        try:
-            yield ("progress", next(run))
-        except StopIteration as stop:
-            return stop.value
-
-
 def _is_output(layer: Any) -> bool:
     return bool(layer.metadata.get("napari_disyre_output"))
-
-
-def _wrap(layout: Any) -> QWidget:
-    widget = QWidget()
-    widget.setLayout(layout)
-    layout.setContentsMargins(0, 0, 0, 0)
-    return widget

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .anomalies import dag_corrupt
+from ..errors import InputError
+from ..nifti import load_matching, load_scan
+from ..preprocessing import Preprocessing, prepare_scan
+from ..schedule import Schedule
 from .augment import DEFAULT_PROBABILITIES, AugmentationProbabilities, augment_slice
-from .errors import InputError
-from .nifti import load_matching, load_scan
-from .preprocessing import Preprocessing, prepare_scan
-from .schedule import Schedule
+from .corruption import dag_corrupt
 
 
 @dataclass(frozen=True)

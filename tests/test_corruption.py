@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_disyre.anomalies import (
+from napari_disyre.schedule import Schedule
+from napari_disyre.training.corruption import (
     BIAS_CODEBOOK,
     Corruption,
     bias_corrupt,
@@ -22,7 +23,6 @@ from napari_disyre.anomalies import (
     rectangle_mask,
     select_bins,
 )
-from napari_disyre.schedule import Schedule
 
 
 def phantom(shape: tuple[int, int] = (128, 112), phase: float = 0.0) -> np.ndarray:

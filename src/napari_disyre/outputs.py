@@ -10,11 +10,13 @@ the meantime, so even a race cannot clobber an existing file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import OutputExistsError
 
@@ -110,3 +112,9 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write ``value`` as indented JSON, atomically, replacing ``path`` (a run's own bookkeeping files)."""
+    with atomic_output(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .preprocessing import Preprocessing
+from ..preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
-    from .errors import DisyreError
+    from ..errors import DisyreError
 
     try:
         return PRESETS[name]

@@ -1,7 +1,7 @@
 """The evaluation report: a printed table, ``metrics.csv``, ``metrics.json`` and PNG plots.
 
 Everything is written into a temporary folder that replaces the report folder at the end
-(:func:`~napari_disyre.files.atomic_output`), so an interrupted evaluation never leaves half a report
+(:func:`~napari_disyre.outputs.atomic_output`), so an interrupted evaluation never leaves half a report
 and an existing report is kept unless ``overwrite``. matplotlib (Agg) is imported only here.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .evaluation import MethodSummary, ScoredCase
-from .files import atomic_output
+from ..outputs import atomic_output
 from .metrics import VoxelMetrics, dice_curve
+from .scoring import MethodSummary, ScoredCase
 
 POOLED = "pooled"
 CSV_COLUMNS = (

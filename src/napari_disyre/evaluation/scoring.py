@@ -19,7 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
+from ..nifti import Volume, is_nifti_path, load_matching, load_scan, save_volume, strip_nifti_extension
+from ..preprocessing import foreground_mask
 from .metrics import (
     VoxelMetrics,
     dice_precision_recall,
@@ -27,8 +29,6 @@ from .metrics import (
     slice_level_metrics,
     voxel_metrics,
 )
-from .nifti import Volume, is_nifti_path, load_matching, load_scan, save_volume, strip_nifti_extension
-from .preprocessing import foreground_mask
 
 #: Scores that need no model: the scan's own intensity, bright-is-anomalous and dark-is-anomalous.
 BASELINES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -229,7 +229,7 @@ def score_case(
             )
             scored.seconds[name] = math.nan  # not measured: the map was computed earlier
             continue
-        from .detection import default_settings, detect
+        from ..detection import default_settings, detect
 
         run_settings = dataclasses.replace(settings or default_settings(checkpoint), steps=s)
         mask = (

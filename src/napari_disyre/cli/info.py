@@ -1,0 +1,58 @@
+"""``napari-disyre info``: what a checkpoint is, before running it.
+
+Prints the one-line summary the widget shows (contrast, size, window, grid), the restoration defaults
+that ``detect`` and the widget take from it, the healthy-score quantiles behind the suggested
+threshold, and how it was trained, so that a model folder can be identified without opening JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "info", help="describe a checkpoint", description="Describe a checkpoint: network, grid, defaults."
+    )
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="checkpoint folder or .safetensors file (default: the bundled demo T1 model)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .common import open_checkpoint
+
+    checkpoint = open_checkpoint(args.checkpoint)
+    print("\n".join(describe(checkpoint)))
+    return 0
+
+
+def describe(checkpoint) -> list[str]:
+    """The lines ``info`` prints."""
+    info = checkpoint.info
+    lines = [
+        checkpoint.summary(),
+        f"defaults: S = {info.steps}, {info.method}, "
+        f"{'foreground-weighted' if info.weight_foreground else 'unweighted'} scores",
+    ]
+    if info.healthy_score_quantiles:
+        quantiles = ", ".join(f"{q}: {v:.4g}" for q, v in info.healthy_score_quantiles.items())
+        lines.append(f"healthy-score quantiles: {quantiles}")
+    record = info.training
+    if record:
+        wall = record.get("wall_time_s")
+        lines.append(
+            f"trained: preset {record.get('preset')}, {record.get('steps')} steps of {record.get('batch_size')}, "
+            f"{len(record.get('training_scans', []))} scans, "
+            + (f"{wall / 3600:.1f} h" if wall is not None else "time not recorded")
+            + f" on {record.get('device', 'an unrecorded device')}"
+        )
+    if info.description:
+        lines.append(info.description)
+    return lines

@@ -1,0 +1,34 @@
+"""The evaluation wing: anomaly maps scored against lesion labels, as the DISYRE paper reports them.
+
+``scoring`` pairs scans with labels and scores DISYRE and the baselines on each case; ``metrics``
+holds the voxel- and slice-level metrics (numpy and scikit-learn only); ``report`` writes the table,
+CSV, JSON and plots.
+"""
+
+from __future__ import annotations
+
+from ..lazy import lazy_getattr
+
+_EXPORTS = {
+    "Case": "scoring",
+    "ScoredCase": "scoring",
+    "MethodSummary": "scoring",
+    "cases_by_name": "scoring",
+    "cases_in_folders": "scoring",
+    "cases_from_csv": "scoring",
+    "load_case": "scoring",
+    "score_case": "scoring",
+    "summarise": "scoring",
+    "VoxelMetrics": "metrics",
+    "average_precision": "metrics",
+    "auroc": "metrics",
+    "best_dice": "metrics",
+    "voxel_metrics": "metrics",
+    "pooled_voxel_metrics": "metrics",
+    "slice_level_metrics": "metrics",
+    "format_table": "report",
+    "write_report": "report",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

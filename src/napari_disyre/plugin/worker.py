@@ -1,0 +1,35 @@
+"""The detection the widget runs off the GUI thread: a napari thread worker around :func:`iter_detect`.
+
+It lives outside the widget class so that what runs in the background is visible at a glance: load
+the checkpoint through the widget's :class:`~napari_disyre.checkpoint_cache.CheckpointCache`, say
+which model runs where, then pass on the engine's progress until the detection returns. Quitting
+the worker stops it between two batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+from napari.qt.threading import thread_worker
+
+if TYPE_CHECKING:
+    from ..checkpoint_cache import CheckpointCache
+    from ..detection import Detection
+    from ..engine import Progress
+    from ..nifti import Volume
+
+
+# ignore_errors: the widget connects ``errored`` and shows the message; progress: napari's activity dock
+@thread_worker(ignore_errors=True, progress={"desc": "DISYRE detection"})
+def detection_worker(
+    volume: Volume, checkpoint_path: str, cache: CheckpointCache, steps: int, method: str, device: str
+) -> Generator[str | Progress, None, Detection]:
+    """Yield a one-line description of the loaded model, then :class:`~napari_disyre.engine.Progress`
+    events; return the :class:`~napari_disyre.detection.Detection`."""
+    from ..detection import default_settings, iter_detect
+
+    checkpoint = cache.get(checkpoint_path)
+    yield f"{checkpoint.summary()}; device {device}"
+    settings = default_settings(checkpoint, steps=steps, method=method)
+    return (yield from iter_detect(volume, checkpoint, settings, device=device))

@@ -1,0 +1,392 @@
+"""Training a DISYRE restoration network on healthy scans.
+
+The recipe is the official one (method document, "Corruption" and "Optimiser"): a UNet predicts the
+clean slice from its DAG-corrupted version at the corruption's timestep, MSE loss, AdamW (lr 1e-4,
+betas 0.95/0.999, weight decay 1e-6), cosine schedule with warm-up, gradient clipping at 1, optional
+EMA, bf16 autocast on CUDA. ``torchrun`` starts data-parallel training with no code change (each rank
+draws its own examples; gradients are averaged by DistributedDataParallel).
+
+The output folder is a checkpoint in the official layout (loadable by this package and by the
+official code) plus ``disyre.json`` and a ``training/`` folder holding the configuration, a CSV log
+and the resumable state (weights, optimiser, learning-rate schedule, EMA). Ctrl-C saves that state,
+and ``resume=True`` continues exactly where it stopped: batch ``k`` of rank ``r`` is always drawn
+from the seed ``(seed, r, k)``, in this process or in worker processes (``workers``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..checkpoint import load_checkpoint
+from ..devices import training_autocast_dtype
+from ..errors import DisyreError, InputError
+from ..nifti import load_matching, load_scan
+from ..outputs import write_json
+from ..preprocessing import Preprocessing
+from ..schedule import Schedule
+from ..unet import build_unet
+from .config import TrainingConfig
+from .contrasts import check_same_contrast
+from .dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
+from .distributed import Distributed, auto_workers
+from .export import export_checkpoint
+from .state import (
+    CONFIG_FILE,
+    LOG_FILE,
+    STATE_DIR,
+    STATE_FILE,
+    TrainingLog,
+    check_output,
+    load_state,
+    save_state,
+)
+
+
+@dataclass
+class TrainingReport:
+    """What a finished (or interrupted) run did."""
+
+    output: Path
+    steps_done: int
+    first_loss: float
+    last_loss: float
+    last_val_loss: float | None
+    seconds: float
+    healthy_score_quantiles: dict[str, float]
+
+
+def train(
+    scans: Sequence[TrainingScan],
+    validation: Sequence[TrainingScan],
+    output: str | Path,
+    config: TrainingConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    allow_mixed_contrasts: bool = False,
+) -> TrainingReport:
+    """Train a restoration network on healthy ``scans`` and save it to ``output``.
+
+    ``validation`` scans (healthy, never trained on) give the validation loss and the distribution of
+    anomaly scores on healthy voxels stored with the checkpoint. Inputs are checked before any work.
+    ``on_step(step, loss)`` is called after every optimiser step (tests use it to interrupt).
+    ``config.init`` fine-tunes an existing checkpoint (official or napari-disyre): its network,
+    weights, schedule and preprocessing grid are kept, since new weights on another grid would
+    undo what it learnt; the preset then sets only the optimisation defaults (crop, batch, steps).
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    config = config.resolved()
+    check_output(output, resume, overwrite)
+    check_training_inputs(scans, validation, allow_mixed_contrasts=allow_mixed_contrasts)
+    if config.workers is not None and config.workers < 0:
+        raise DisyreError(f"workers must be 0 or more, not {config.workers}")
+    dist = Distributed.from_environment(config.device)
+    if config.workers is None:
+        config = dataclasses.replace(config, workers=auto_workers(dist.device, dist.world))
+    run = _Run.start(scans, validation, output, config, dist, progress=progress, started=started)
+    step = 0
+    if resume:
+        step, elapsed = load_state(
+            output / STATE_DIR / STATE_FILE, run.unet, run.optimizer, run.lr_schedule, run.ema
+        )
+        run.started -= elapsed  # wall times and the log count the earlier sessions too
+    if dist.is_main:
+        (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        write_json(output / STATE_DIR / CONFIG_FILE, {**config.to_dict(), "command": " ".join(sys.argv)})
+    step, losses, val_loss = _optimise(run, step, resume=resume, progress=progress, on_step=on_step)
+    quantiles: dict[str, float] = {}
+    if dist.is_main:
+        run.save(step)
+        quantiles = run.export(validation=validation, wall=time.perf_counter() - run.started)
+    dist.close()
+    tenth = max(1, len(losses) // 10)
+    return TrainingReport(
+        output=output,
+        steps_done=step,
+        first_loss=float(np.mean(losses[:tenth])) if losses else float("nan"),
+        last_loss=float(np.mean(losses[-tenth:])) if losses else float("nan"),
+        last_val_loss=val_loss,
+        seconds=time.perf_counter() - run.started,
+        healthy_score_quantiles=quantiles,
+    )
+
+
+@dataclass
+class _Run:
+    """Everything a run trains, saves and exports: the network, its optimiser, data and schedule."""
+
+    output: Path
+    config: TrainingConfig
+    dist: Distributed
+    unet: Any
+    optimizer: Any
+    lr_schedule: Any
+    ema: Any
+    schedule: Schedule
+    spec: Preprocessing
+    bank: SliceBank
+    val_bank: SliceBank | None
+    started: float
+
+    @classmethod
+    def start(
+        cls,
+        scans: Sequence[TrainingScan],
+        validation: Sequence[TrainingScan],
+        output: Path,
+        config: TrainingConfig,
+        dist: Distributed,
+        *,
+        progress: bool,
+        started: float,
+    ) -> _Run:
+        """Prepare the slices, build (or load, for ``config.init``) the network and its optimiser."""
+        import torch
+        from diffusers.optimization import get_cosine_schedule_with_warmup
+
+        start = load_checkpoint(config.init) if config.init else None
+        spec = start.info.preprocessing if start is not None else config.preprocessing
+        announce = dist.is_main and progress
+        bank = SliceBank.from_scans(scans, spec, on_scan=_announce("training", len(scans), announce))
+        val_bank = (
+            SliceBank.from_scans(validation, spec, on_scan=_announce("validation", len(validation), announce))
+            if validation
+            else None
+        )
+        torch.manual_seed(config.seed)  # reproducible initial weights
+        unet = (
+            start.unet if start is not None else build_unet(config.unet_config, f"preset {config.preset!r}")
+        )
+        unet = unet.to(dist.device).train()
+        optimizer = torch.optim.AdamW(
+            unet.parameters(),
+            lr=config.learning_rate,
+            betas=config.adam_betas,
+            weight_decay=config.weight_decay,
+            eps=config.adam_epsilon,
+        )
+        lr_schedule = get_cosine_schedule_with_warmup(optimizer, config.warmup_steps, config.steps)
+        schedule = start.schedule if start is not None else Schedule()
+        return cls(
+            output, config, dist, unet, optimizer, lr_schedule, _make_ema(unet, config), schedule, spec, bank,
+            val_bank, started,
+        )  # fmt: skip
+
+    def save(self, step: int) -> None:
+        elapsed = time.perf_counter() - self.started
+        save_state(self.output, step, elapsed, self.unet, self.optimizer, self.lr_schedule, self.ema)
+
+    def export(self, **record: Any) -> dict[str, float]:
+        return export_checkpoint(
+            self.output, self.unet, self.ema, self.schedule, self.config, self.spec, self.bank, **record
+        )
+
+
+def _optimise(
+    run: _Run, step: int, *, resume: bool, progress: bool, on_step: Callable[[int, float], None] | None
+) -> tuple[int, list[float], float | None]:
+    """The optimisation loop from ``step`` to ``config.steps``: log, validate and save as configured.
+
+    Returns the step reached, every loss and the last validation loss. Ctrl-C saves the state first.
+    """
+    config, dist = run.config, run.dist
+    model = dist.wrap(run.unet)
+    stream = CorruptedSlices(run.bank, run.schedule, (config.seed, dist.rank), crop=config.crop)
+    batches = training_batches(
+        stream, step, config.steps, config.batch_size, config.workers, pin_memory=dist.device.type == "cuda"
+    )
+    validation_set = _validation_set(run.val_bank, run.schedule, config) if run.val_bank is not None else None
+    log = TrainingLog(run.output / STATE_DIR / LOG_FILE, enabled=dist.is_main, resume=resume)
+    autocast = training_autocast_dtype(dist.device, config.precision)
+    bar = _progress_bar(config.steps, step, enabled=progress and dist.is_main)
+    losses: list[float] = []
+    window_losses: list[float] = []
+    val_loss: float | None = None
+    tick = time.perf_counter()
+    try:
+        while step < config.steps:
+            corrupted, clean, timesteps = next(batches)
+            loss = _optimisation_step(
+                model,
+                run.optimizer,
+                run.lr_schedule,
+                dist.device,
+                autocast,
+                corrupted,
+                clean,
+                timesteps,
+                config,
+            )
+            if run.ema is not None:
+                run.ema.step(run.unet.parameters())
+            step += 1
+            losses.append(loss)
+            window_losses.append(loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(window_losses):.4f}")
+            if on_step is not None:
+                on_step(step, loss)
+            validate_now = validation_set is not None and (
+                step % config.validate_every == 0 or step == config.steps
+            )
+            if validate_now:
+                val_loss = _validation_loss(run.unet, run.ema, validation_set, dist.device, autocast)
+            if step % config.log_every == 0 or validate_now or step == config.steps:
+                elapsed = time.perf_counter() - tick
+                log.write(
+                    step,
+                    float(np.mean(window_losses)),
+                    run.lr_schedule.get_last_lr()[0],
+                    val_loss if validate_now else None,
+                    time.perf_counter() - run.started,
+                    len(window_losses) * config.batch_size * dist.world / max(elapsed, 1e-9),
+                )
+                window_losses, tick = [], time.perf_counter()
+            if dist.is_main and step % config.save_every == 0 and step < config.steps:
+                run.save(step)
+                run.export()
+    except KeyboardInterrupt:
+        if dist.is_main:
+            run.save(step)
+            print(f"\nInterrupted at step {step}; state saved. Continue with --resume.", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+        log.close()
+    return step, losses, val_loss
+
+
+# -- input checks ---------------------------------------------------------------------------------
+
+
+def check_training_inputs(
+    scans: Sequence[TrainingScan], validation: Sequence[TrainingScan], *, allow_mixed_contrasts: bool = False
+) -> None:
+    """Refuse unusable training data before any work: no scans, unreadable or empty files, 4D
+    files, masks on other grids, or scans of different contrasts."""
+    if not scans:
+        raise InputError(
+            "no training scans were given (the folder is empty, or nothing matched the pattern)."
+        )
+    for scan in [*scans, *validation]:
+        volume = load_scan(scan.path)
+        for extra, what in ((scan.brain_mask, "brain mask"), (scan.exclude_label, "exclusion label")):
+            if extra is not None:
+                load_matching(extra, volume, what=what)
+    if not allow_mixed_contrasts:
+        check_same_contrast([s.path for s in [*scans, *validation]])
+
+
+# -- one optimisation step ------------------------------------------------------------------------
+
+
+def _optimisation_step(
+    model, optimizer, lr_schedule, device, autocast, corrupted, clean, timesteps, config
+) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    x_t = torch.as_tensor(corrupted).to(device, non_blocking=True)  # numpy, or tensors from workers
+    x_0 = torch.as_tensor(clean).to(device, non_blocking=True)
+    t = torch.as_tensor(timesteps).to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+        prediction = model(x_t, t).sample
+    loss = F.mse_loss(prediction.float(), x_0)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    lr_schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _make_ema(unet, config: TrainingConfig):
+    if not config.ema:
+        return None
+    from diffusers.training_utils import EMAModel
+
+    return EMAModel(
+        unet.parameters(),
+        decay=config.ema_max_decay,
+        use_ema_warmup=True,
+        inv_gamma=config.ema_inv_gamma,
+        power=config.ema_power,
+    )
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+
+def _validation_set(bank: SliceBank, schedule: Schedule, config: TrainingConfig):
+    """A fixed set of corrupted validation crops, the same at every validation (seeded)."""
+    stream = CorruptedSlices(bank, schedule, (config.seed, 10_000), crop=config.crop)
+    return stream.batch(0, config.validation_examples)
+
+
+def _validation_loss(unet, ema, validation_set, device, autocast) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    corrupted, clean, timesteps = validation_set
+    with _ema_weights(unet, ema):
+        unet.eval()
+        total = 0.0
+        with torch.inference_mode():
+            for start in range(0, len(corrupted), 16):
+                x_t = torch.from_numpy(corrupted[start : start + 16]).to(device)
+                t = torch.from_numpy(timesteps[start : start + 16]).to(device)
+                with (
+                    torch.autocast(device.type, dtype=autocast)
+                    if autocast is not None
+                    else contextlib.nullcontext()
+                ):
+                    prediction = unet(x_t, t).sample
+                target = torch.from_numpy(clean[start : start + 16]).to(device)
+                total += float(F.mse_loss(prediction.float(), target, reduction="sum"))
+        unet.train()
+    return total / clean.size
+
+
+@contextlib.contextmanager
+def _ema_weights(unet, ema) -> Iterator[None]:
+    """Temporarily put the EMA weights into the network (no-op without EMA)."""
+    if ema is None:
+        yield
+        return
+    ema.store(unet.parameters())
+    ema.copy_to(unet.parameters())
+    try:
+        yield
+    finally:
+        ema.restore(unet.parameters())
+
+
+# -- logging --------------------------------------------------------------------------------------
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, initial=initial, disable=not enabled, desc="training", unit="step", dynamic_ncols=True
+    )
+
+
+def _announce(what: str, total: int, enabled: bool) -> Callable[[int, TrainingScan], None] | None:
+    if not enabled:
+        return None
+    return lambda i, scan: print(
+        f"preparing {what} scan {i + 1}/{total}: {scan.name}", file=sys.stderr, flush=True
+    )

@@ -1,0 +1,108 @@
+"""The ``training/`` folder of a run: the resumable state, the CSV log and the recorded config.
+
+A run writes ``training/state.pt`` (weights, optimiser, learning-rate schedule, EMA, step, wall time)
+every ``save_every`` steps and on Ctrl-C, atomically, so that ``resume=True`` continues exactly where
+it stopped; the state is read back with ``weights_only=True`` (no code is unpickled).
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+from ..errors import DisyreError
+from ..outputs import atomic_output, refuse_existing
+
+STATE_DIR = "training"
+STATE_FILE = "state.pt"
+LOG_FILE = "log.csv"
+CONFIG_FILE = "config.json"
+LOG_FIELDS = ("step", "loss", "lr", "val_loss", "elapsed_s", "examples_per_s")
+
+
+def check_output(output: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to resume without a state, and to train into an existing folder unless ``overwrite``."""
+    if resume:
+        if not (output / STATE_DIR / STATE_FILE).exists():
+            raise DisyreError(
+                f"{output}: nothing to resume (no {STATE_DIR}/{STATE_FILE}); start without --resume."
+            )
+        return
+    if output.exists() and overwrite:
+        shutil.rmtree(output)
+    refuse_existing(output, overwrite=False)
+
+
+def save_state(output: Path, step: int, elapsed: float, unet, optimizer, lr_schedule, ema) -> None:
+    """``elapsed`` (seconds since the run first started) lets a resumed run report its whole wall time."""
+    import torch
+
+    state = {
+        "step": step,
+        "elapsed_s": elapsed,
+        "unet": unet.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_schedule": lr_schedule.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+    }
+    (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    with atomic_output(output / STATE_DIR / STATE_FILE, overwrite=True) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: Path, unet, optimizer, lr_schedule, ema) -> tuple[int, float]:
+    """Restore everything in place; returns the step reached and the wall time spent so far."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DisyreError(
+            f"{path}: the training state cannot be read ({exc}); start a new run instead."
+        ) from exc
+    unet.load_state_dict(state["unet"])
+    optimizer.load_state_dict(state["optimizer"])
+    lr_schedule.load_state_dict(state["lr_schedule"])
+    if ema is not None:
+        if state.get("ema") is None:
+            raise DisyreError(f"{path}: this run was trained without EMA; resume without --ema.")
+        ema.load_state_dict(state["ema"])
+    return int(state["step"]), float(state.get("elapsed_s", 0.0))
+
+
+class TrainingLog:
+    """The CSV training log; a resumed run appends to it."""
+
+    def __init__(self, path: Path, *, enabled: bool, resume: bool):
+        self.handle = None
+        if not enabled:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        append = resume and path.exists()
+        self.handle = path.open("a" if append else "w", newline="")
+        self.writer = csv.writer(self.handle)
+        if not append:
+            self.writer.writerow(LOG_FIELDS)
+
+    def write(
+        self, step: int, loss: float, lr: float, val_loss: float | None, elapsed: float, rate: float
+    ) -> None:
+        if self.handle is None:
+            return
+        self.writer.writerow(
+            [
+                step,
+                f"{loss:.6f}",
+                f"{lr:.3e}",
+                "" if val_loss is None else f"{val_loss:.6f}",
+                f"{elapsed:.1f}",
+                f"{rate:.1f}",
+            ]
+        )
+        self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None

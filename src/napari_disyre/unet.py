@@ -1,0 +1,131 @@
+"""The restoration network: a diffusers ``UNet2DModel`` built from its config, and weights fitted into it.
+
+Checkpoints from elsewhere are checked before diffusers sees them (class, channels, block types), so
+that a wrong file fails with the reason rather than deep inside diffusers; weights of pre-0.14
+diffusers get today's attention names. Training builds its fresh networks here too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckpointError
+from .windows import sample_size_pair
+
+if TYPE_CHECKING:
+    import torch
+    from diffusers import UNet2DModel
+
+DOWN_BLOCKS = frozenset(
+    {
+        "DownBlock2D",
+        "ResnetDownsampleBlock2D",
+        "AttnDownBlock2D",
+        "SkipDownBlock2D",
+        "AttnSkipDownBlock2D",
+        "DownEncoderBlock2D",
+        "AttnDownEncoderBlock2D",
+    }
+)
+UP_BLOCKS = frozenset(
+    {
+        "UpBlock2D",
+        "ResnetUpsampleBlock2D",
+        "AttnUpBlock2D",
+        "SkipUpBlock2D",
+        "AttnSkipUpBlock2D",
+        "UpDecoderBlock2D",
+        "AttnUpDecoderBlock2D",
+    }
+)
+_LEGACY_ATTENTION = re.compile(r"^(.*attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
+_LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+
+
+def validate_unet_config(config: dict[str, Any], source: str) -> None:
+    """Refuse what DISYRE cannot run, with the reason: wrong class, channels or block types."""
+    cls = config.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        raise CheckpointError(
+            f"{source}: describes a {cls}; DISYRE checkpoints hold a diffusers UNet2DModel."
+        )
+    for key in ("in_channels", "out_channels"):
+        channels = config.get(key, 3)
+        if channels != 1:
+            raise CheckpointError(
+                f"{source}: the UNet has {key} = {channels}, but DISYRE restores single-channel MRI slices "
+                "(one contrast per model), so it needs 1. This checkpoint was made for something else."
+            )
+    for key, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
+        blocks = config.get(key)
+        if not isinstance(blocks, list | tuple) or not blocks:
+            raise CheckpointError(f"{source}: {key} is missing or empty.")
+        unknown = [b for b in blocks if b not in known]
+        if unknown:
+            raise CheckpointError(
+                f"{source}: unsupported UNet block type(s) {', '.join(map(repr, unknown))} in {key}; "
+                f"supported: {', '.join(sorted(known))}."
+            )
+    sample_size_pair(config.get("sample_size", 128))
+
+
+def build_unet(config: dict[str, Any], source: str) -> UNet2DModel:
+    """A float32 UNet2DModel from its config (random weights until a state dict is loaded)."""
+    validate_unet_config(config, source)
+    from diffusers import UNet2DModel
+
+    clean = {k: v for k, v in config.items() if not k.startswith("_")}
+    try:
+        unet = UNet2DModel.from_config(clean)
+    except Exception as exc:  # diffusers raises assorted errors for inconsistent configs
+        raise CheckpointError(
+            f"{source}: the UNet config is inconsistent ({type(exc).__name__}: {exc})."
+        ) from exc
+    return unet.float().eval()
+
+
+def load_weights(unet: UNet2DModel, state: dict[str, torch.Tensor], source: str) -> None:
+    """Put ``state`` into ``unet``, renaming old attention keys; a mismatch is a CheckpointError saying which."""
+    state = {_modern_key(k): v for k, v in state.items()}
+    expected = unet.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(
+        k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape)
+    )
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            details.append(
+                f"{len(wrong_shape)} of the wrong shape (e.g. {k}: {tuple(state[k].shape)} "
+                f"instead of {tuple(expected[k].shape)})"
+            )
+        raise CheckpointError(f"{source}: the weights do not fit the UNet config: {'; '.join(details)}.")
+    unet.load_state_dict(state, strict=True)
+
+
+def _modern_key(key: str) -> str:
+    """Rename attention weights of pre-0.14 diffusers (query/key/value/proj_attn) to today's names."""
+    match = _LEGACY_ATTENTION.match(key)
+    if match is None:
+        return key
+    prefix, old, kind = match.groups()
+    return f"{prefix}.{_LEGACY_NAMES[old]}.{kind}"
+
+
+def unet_config_dict(unet: UNet2DModel) -> dict[str, Any]:
+    """The UNet's config as the official pipeline expects it (``sample_size`` as a list)."""
+    import diffusers
+
+    config = {k: v for k, v in dict(unet.config).items() if not k.startswith("_")}
+    config["sample_size"] = list(sample_size_pair(config.get("sample_size", 128)))
+    for key, value in list(config.items()):
+        if isinstance(value, tuple):
+            config[key] = list(value)
+    return {"_class_name": "UNet2DModel", "_diffusers_version": diffusers.__version__, **config}
