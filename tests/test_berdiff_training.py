@@ -10,16 +10,10 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_disyre.berdiff.bernoulli import BernoulliSchedule, training_loss  # noqa: E402
-from napari_disyre.berdiff.checkpoint import (  # noqa: E402
-    AE_WEIGHTS,
-    METADATA_FILE,
-    BerDiffModel,
-    is_berdiff_folder,
-    load_berdiff,
-    save_berdiff,
-)
+from napari_disyre.berdiff.checkpoint import BerDiffModel, load_berdiff, save_berdiff  # noqa: E402
 from napari_disyre.berdiff.inference import InferenceSettings, restore_slices  # noqa: E402
 from napari_disyre.berdiff.latent_unet import build_latent_unet, flip_probability  # noqa: E402
+from napari_disyre.berdiff.layout import AE_WEIGHTS, METADATA_FILE, is_berdiff_folder  # noqa: E402
 from napari_disyre.berdiff.presets import get_berdiff_preset  # noqa: E402
 from napari_disyre.berdiff.training import (  # noqa: E402
     EMA,

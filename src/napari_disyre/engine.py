@@ -91,6 +91,7 @@ class Restoration:
     windows_skipped: int = 0  # all-zero windows per step
     batch_size: int = 0
     seconds: float = 0.0
+    flip_mask: np.ndarray | None = None  # Bernoulli diffusion only: masked fraction of latent bits
 
 
 def restore(

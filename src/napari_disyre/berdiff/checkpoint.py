@@ -17,27 +17,30 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
 from ..errors import CheckpointError, DisyreError
-from ..files import atomic_output
+from ..outputs import atomic_output
+from ..preprocessing import Preprocessing
 from .autoencoder import BinaryAutoencoder, load_strict
 from .bernoulli import BernoulliSchedule
 from .inference import InferenceSettings
 from .latent_unet import build_latent_unet
+from .layout import (
+    AE_WEIGHTS,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    METADATA_FILE,
+    METHOD,
+    UNET_WEIGHTS,
+    read_berdiff_metadata,
+)
 from .presets import AutoencoderConfig, LatentUNetConfig
 
 if TYPE_CHECKING:
     from diffusers import UNet2DModel
-
-METHOD = "berdiff"
-FORMAT_NAME = "napari-disyre-berdiff"
-FORMAT_VERSION = 1
-METADATA_FILE = "berdiff.json"
-AE_WEIGHTS = "autoencoder.safetensors"
-UNET_WEIGHTS = "latent_unet.safetensors"
 
 
 @dataclass
@@ -54,6 +57,21 @@ class BerDiffModel:
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: Path | None = None
+    kind: ClassVar[str] = METHOD  # the detection seam's name for this method (napari_disyre.detectors)
+
+    @property
+    def name(self) -> str:
+        return self.source.name if self.source is not None else "in-memory model"
+
+    @property
+    def spec(self) -> Preprocessing:
+        """The voxel grid, intensity scaling and slicing axis of the training data."""
+        try:
+            return Preprocessing.from_dict(self.preprocessing)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{self.name}: malformed preprocessing in {METADATA_FILE} ({exc})."
+            ) from exc
 
     @property
     def n_parameters(self) -> int:
@@ -62,9 +80,8 @@ class BerDiffModel:
     def summary(self) -> str:
         """One line for the widget and the CLI."""
         ae = self.autoencoder.config
-        name = self.source.name if self.source is not None else "in-memory model"
         return (
-            f"{name}: masked Bernoulli diffusion, {self.n_parameters / 1e6:.1f} M parameters, "
+            f"{self.name}: masked Bernoulli diffusion, {self.n_parameters / 1e6:.1f} M parameters, "
             f"{ae.in_channels} channel(s) {ae.image_size}x{ae.image_size}, "
             f"{ae.codebook_bits}-bit {ae.latent_size}x{ae.latent_size} code, "
             f"L={self.inference.noise_level}, P={self.inference.threshold:g}, "
@@ -90,10 +107,6 @@ class BerDiffModel:
             "training": self.training,
             "description": self.description,
         }
-
-
-def is_berdiff_folder(path: str | Path) -> bool:
-    return (Path(path) / METADATA_FILE).is_file()
 
 
 def save_berdiff(path: str | Path, model: BerDiffModel, *, overwrite: bool = False) -> Path:
@@ -126,7 +139,7 @@ def load_berdiff(path: str | Path) -> BerDiffModel:
             else "no berdiff.json"
         )
         raise CheckpointError(f"{folder}: not a Bernoulli diffusion checkpoint: found {found}.")
-    meta = _read_metadata(meta_path)
+    meta = read_berdiff_metadata(folder)
     try:
         ae_config = AutoencoderConfig.from_dict(meta["autoencoder"])
         unet_config = LatentUNetConfig.from_dict(meta["latent_unet"])
@@ -152,25 +165,6 @@ def load_berdiff(path: str | Path) -> BerDiffModel:
         description=str(meta.get("description", "")),
         source=folder,
     )
-
-
-def _read_metadata(path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable or not valid JSON ({exc}).") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: not a napari-disyre Bernoulli diffusion file (format {got!r}).")
-    if meta.get("method") != METHOD:
-        raise CheckpointError(
-            f"{path}: says it holds method {meta.get('method')!r}, not {METHOD!r}; the folder is mislabelled."
-        )
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: written by a newer napari-disyre (format version {meta['format_version']}); upgrade."
-        )
-    return meta
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:

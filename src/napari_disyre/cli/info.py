@@ -35,15 +35,23 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(checkpoint) -> list[str]:
     """The lines ``info`` prints."""
-    info = checkpoint.info
-    lines = [
-        checkpoint.summary(),
-        f"defaults: S = {info.steps}, {info.method}, "
-        f"{'foreground-weighted' if info.weight_foreground else 'unweighted'} scores",
-    ]
-    if info.healthy_score_quantiles:
-        quantiles = ", ".join(f"{q}: {v:.4g}" for q, v in info.healthy_score_quantiles.items())
-        lines.append(f"healthy-score quantiles: {quantiles}")
+    from ..detectors import healthy_quantiles_of
+
+    info = checkpoint.info if checkpoint.kind == "disyre" else checkpoint
+    lines = [checkpoint.summary()]
+    if checkpoint.kind == "berdiff":
+        lines.append(
+            f"method: masked Bernoulli diffusion; defaults: noise level L = {checkpoint.inference.noise_level}, "
+            f"flip threshold P = {checkpoint.inference.threshold:g}, seed {checkpoint.inference.seed}"
+        )
+    else:
+        lines.append(
+            f"method: DISYRE; defaults: S = {info.steps}, {info.method}, "
+            f"{'foreground-weighted' if info.weight_foreground else 'unweighted'} scores"
+        )
+    quantiles = healthy_quantiles_of(checkpoint)
+    if quantiles:
+        lines.append("healthy-score quantiles: " + ", ".join(f"{q}: {v:.4g}" for q, v in quantiles.items()))
     record = info.training
     if record:
         wall = record.get("wall_time_s")
