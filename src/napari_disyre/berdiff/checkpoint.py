@@ -111,16 +111,24 @@ class BerDiffModel:
 
 def save_berdiff(path: str | Path, model: BerDiffModel, *, overwrite: bool = False) -> Path:
     """Write the folder atomically; an existing one is replaced only with ``overwrite``."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.mkdir()
-        for name, module in ((AE_WEIGHTS, model.autoencoder), (UNET_WEIGHTS, model.unet)):
-            state = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
-            save_file(state, str(tmp / name))
-        (tmp / METADATA_FILE).write_text(json.dumps(model.metadata(), indent=2) + "\n")
+        write_berdiff_files(tmp, model)
     return path
+
+
+def write_berdiff_files(folder: Path, model: BerDiffModel) -> None:
+    """The three files into an existing ``folder``, each replaced atomically (a training run's
+    folder also holds its ``training/`` state, which saving must keep)."""
+    from safetensors.torch import save_file
+
+    for name, module in ((AE_WEIGHTS, model.autoencoder), (UNET_WEIGHTS, model.unet)):
+        state = {k: v.detach().float().cpu().contiguous() for k, v in module.state_dict().items()}
+        with atomic_output(folder / name, overwrite=True) as tmp:
+            save_file(state, str(tmp))
+    with atomic_output(folder / METADATA_FILE, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(model.metadata(), indent=2) + "\n")
 
 
 def load_berdiff(path: str | Path) -> BerDiffModel:

@@ -11,6 +11,10 @@
 
 Both take a *batch source*: a callable ``source(step) -> (B, C, H, W)`` array in [0, 1] (preferred:
 the batch of a step can be re-made, so a run can resume exactly) or any iterator of such arrays.
+The diffusion stage can instead take the autoencoder's bit probabilities of each slice, computed once
+(``encoded=True``): the frozen encoder then runs once per slice instead of once per step.
+A stage resumes from a :class:`StageState` (model, EMA, optimiser and random-generator states at a
+step), and hands one to ``on_save`` every ``save_every`` steps and at the end.
 The project's data pipeline (model grid, intensity scaling, slice selection, excluded labels) plugs
 in there; this module knows nothing of scans.
 """
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import autocast_dtype
+from ..devices import training_autocast_dtype
 from ..errors import DisyreError
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule, training_loss
@@ -40,6 +44,34 @@ if TYPE_CHECKING:
 
 BatchSource = Callable[[int], Any] | Iterable[Any]
 StepCallback = Callable[[int, float], None]
+
+
+@dataclass
+class StageState:
+    """Everything a stage needs to continue exactly where it stopped (tensors only: weights_only)."""
+
+    step: int
+    model: dict[str, Any]
+    ema: dict[str, Any]
+    optimizer: dict[str, Any]
+    generator: Any  # torch.Generator.get_state()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(
+            step=self.step, model=self.model, ema=self.ema, optimizer=self.optimizer, generator=self.generator
+        )
+
+
+SaveCallback = Callable[[StageState], None]
+
+
+@dataclass
+class Checkpointing:
+    """Resume from ``resume`` (None: a fresh start); give ``on_save`` a state every ``every`` steps."""
+
+    resume: StageState | None = None
+    on_save: SaveCallback | None = None
+    every: int = 500
 
 
 class EMA:
@@ -107,9 +139,10 @@ def stage_settings(preset: BerDiffPreset, stage: str, **overrides: Any) -> Optim
     return OptimiserSettings(**{**base, **overrides})
 
 
-def batch_iterator(source: BatchSource) -> Iterator[torch.Tensor]:
-    """Float32 tensors (B, C, H, W) from a batch source, checked to lie in [0, 1]."""
-    steps = (source(k) for k in itertools.count()) if callable(source) else iter(source)
+def batch_iterator(source: BatchSource, start: int = 0) -> Iterator[torch.Tensor]:
+    """Float32 tensors (B, C, H, W) from a batch source, checked to lie in [0, 1]; a callable source
+    starts at batch ``start`` (a resumed run), an iterator where it stands."""
+    steps = (source(k) for k in itertools.count(start)) if callable(source) else iter(source)
     for k, batch in enumerate(steps):
         x = torch.as_tensor(np.asarray(batch, dtype=np.float32))
         if x.ndim == 3:
@@ -130,6 +163,7 @@ def train_autoencoder(
     device: torch.device | None = None,
     model: BinaryAutoencoder | None = None,
     on_step: StepCallback | None = None,
+    checkpointing: Checkpointing | None = None,
 ) -> StageResult:
     """Train (or continue training ``model``) the autoencoder on slices from ``source``."""
     device = device or torch.device("cpu")
@@ -145,7 +179,7 @@ def train_autoencoder(
         return (ae(x, generator=gen).float() - x).abs().mean()
 
     optimizer = torch.optim.Adam(ae.parameters(), lr=settings.learning_rate)
-    return _optimise(ae, optimizer, loss_fn, source, settings, device, on_step)
+    return _optimise(ae, optimizer, loss_fn, source, settings, device, on_step, gen, checkpointing)
 
 
 def train_latent_diffusion(
@@ -158,8 +192,11 @@ def train_latent_diffusion(
     device: torch.device | None = None,
     model: UNet2DModel | None = None,
     on_step: StepCallback | None = None,
+    checkpointing: Checkpointing | None = None,
+    encoded: bool = False,
 ) -> StageResult:
-    """Train the latent UNet to predict flip probabilities of codes of the frozen ``autoencoder``."""
+    """Train the latent UNet to predict flip probabilities of codes of the frozen ``autoencoder``
+    (``encoded``: the source yields its bit probabilities (B, bits, h, w) rather than slices)."""
     device = device or torch.device("cpu")
     if config.bits != autoencoder.config.codebook_bits:
         raise DisyreError(
@@ -172,13 +209,14 @@ def train_latent_diffusion(
 
     def loss_fn(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            code = torch.bernoulli(ae.bit_probabilities(x).float(), generator=gen)
+            p = x.float() if encoded else ae.bit_probabilities(x).float()
+            code = torch.bernoulli(p, generator=gen)
         return training_loss(lambda xt, t: flip_probability(unet, xt, t), schedule, code, generator=gen)
 
     optimizer = torch.optim.AdamW(
         unet.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    return _optimise(unet, optimizer, loss_fn, source, settings, device, on_step)
+    return _optimise(unet, optimizer, loss_fn, source, settings, device, on_step, gen, checkpointing)
 
 
 def _optimise(
@@ -189,14 +227,31 @@ def _optimise(
     settings: OptimiserSettings,
     device: torch.device,
     on_step: StepCallback | None,
+    generator: torch.Generator,
+    checkpointing: Checkpointing | None,
 ) -> StageResult:
-    """The loop both stages share: autocast forward, (scaled) backward, step, EMA, callback."""
-    dtype = autocast_dtype(device, settings.precision)
+    """The loop both stages share: autocast forward, (scaled) backward, step, EMA, callback, save."""
+    dtype = training_autocast_dtype(device, settings.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    keep = checkpointing or Checkpointing()
+    first = 1
+    if keep.resume is not None:
+        model.load_state_dict(keep.resume.model)
+        optimizer.load_state_dict(keep.resume.optimizer)
+        generator.set_state(keep.resume.generator)
+        first = keep.resume.step + 1
     ema = EMA(model, settings.ema_decay)
+    if keep.resume is not None:
+        ema.model.load_state_dict(keep.resume.ema)
     result = StageResult(model=model, ema=ema.model)
-    batches = batch_iterator(source)
-    for step in range(1, settings.steps + 1):
+    batches = batch_iterator(source, first - 1)
+
+    def state(step: int) -> StageState:
+        return StageState(
+            step, model.state_dict(), ema.model.state_dict(), optimizer.state_dict(), generator.get_state()
+        )
+
+    for step in range(first, settings.steps + 1):
         x = next(batches, None)
         if x is None:
             raise DisyreError(f"the batch source ran out after {step - 1} batches ({settings.steps} needed)")
@@ -215,5 +270,7 @@ def _optimise(
         result.losses.append(value)
         if on_step is not None:
             on_step(step, value)
+        if keep.on_save is not None and (step % keep.every == 0 or step == settings.steps):
+            keep.on_save(state(step))
     model.eval()
     return result
