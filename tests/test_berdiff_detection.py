@@ -108,3 +108,104 @@ def test_detect_runs_berdiff_on_the_scans_grid():
     final = np.zeros(data.shape, np.float32)
     final[box] = np.moveaxis(ref.restoration[:, 0, inner[0], inner[1]], 0, 2)
     np.testing.assert_allclose(result.restorations[-1], final, atol=1e-5)
+
+
+def test_evaluate_scores_two_checkpoints_of_both_methods_in_one_report(tmp_path, tiny_checkpoint, capsys):
+    """DISYRE, berdiff and the baselines in one table; each option goes to the method it belongs to."""
+    import csv
+
+    import nibabel as nib
+    from sklearn.metrics import average_precision_score
+
+    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.cli import main
+    from napari_disyre.evaluation.scoring import Case, load_case
+
+    for seed in (0, 1):
+        data, lesion = synthetic_brain(shape=(30, 34, 6), seed=seed)
+        for folder, volume in (("scans", data), ("labels", lesion.astype(np.uint8))):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            nib.save(
+                nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / folder / f"c{seed}.nii.gz"
+            )
+    disyre = save_checkpoint(tmp_path / "ds", tiny_checkpoint)
+    berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff())
+    args = ["evaluate", "--checkpoint", str(disyre), "--checkpoint", str(berdiff), "--scans", str(tmp_path / "scans"),
+            "--labels", str(tmp_path / "labels"), "--baselines", "intensity", "--sweep", "1",
+            "--noise-level", "6", "--maps", str(tmp_path / "maps"), "--device", "cpu", "-q"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "report")]) == 0
+    rows = list(csv.DictReader((tmp_path / "report" / "metrics.csv").open()))
+    names = ["intensity", "ds: DISYRE S=1", "bd: BerDiff L=6, P=0.55"]
+    assert [(r["method"], r["volume"]) for r in rows] == [
+        (m, v) for m in names for v in ("c0", "c1", "pooled")
+    ]
+    # the berdiff row is the map detect() gives with L = 6, scored like any other
+    cases = [
+        load_case(Case(f"c{s}", tmp_path / "scans" / f"c{s}.nii.gz", tmp_path / "labels" / f"c{s}.nii.gz"))
+        for s in (0, 1)
+    ]
+    model = load_checkpoint(berdiff)
+    maps = [detect(c.scan, model, default_settings(model, noise_level=6)).anomaly_map for c in cases]
+    expected = average_precision_score(
+        np.concatenate([c.label[c.region] for c in cases]),
+        np.concatenate([m[c.region] for m, c in zip(maps, cases, strict=True)]),
+    )
+    pooled = next(r for r in rows if r["method"] == names[2] and r["volume"] == "pooled")
+    assert float(pooled["ap"]) == pytest.approx(expected, abs=1e-4)
+    assert len(list((tmp_path / "maps").iterdir())) == 4  # two models x two cases, cached
+    capsys.readouterr()
+    only_berdiff = ["evaluate", "--checkpoint", str(berdiff), "--scans", str(tmp_path / "scans"),
+                    "--labels", str(tmp_path / "labels"), "--steps", "2", "-q"]  # fmt: skip
+    assert main(only_berdiff) == 2
+    assert "steps: no checkpoint given takes this option" in capsys.readouterr().err
+
+
+def test_detect_cli_writes_the_berdiff_map_and_flip_mask(tmp_path, tiny_checkpoint, capsys):
+    import nibabel as nib
+
+    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.cli import main
+    from napari_disyre.nifti import load_scan
+
+    data, _ = synthetic_brain(shape=(30, 34, 6))
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "scan.nii.gz")
+    berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff())
+    out = ["--out-map", str(tmp_path / "map.nii.gz"), "--out-flip-mask", str(tmp_path / "flip.nii.gz")]
+    assert main(["detect", str(tmp_path / "scan.nii.gz"), "-c", str(berdiff), "-P", "0.5", *out, "-q"]) == 0
+    model = load_checkpoint(berdiff)
+    expected = detect(load_scan(tmp_path / "scan.nii.gz"), model, default_settings(model, threshold=0.5))
+    np.testing.assert_allclose(nib.load(tmp_path / "map.nii.gz").get_fdata(), expected.anomaly_map, atol=1e-6)
+    np.testing.assert_allclose(nib.load(tmp_path / "flip.nii.gz").get_fdata(), expected.flip_mask, atol=1e-6)
+    disyre = save_checkpoint(tmp_path / "ds", tiny_checkpoint)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "scan.nii.gz"),
+                "-c",
+                str(disyre),
+                "--out-flip-mask",
+                str(tmp_path / "f2.nii.gz"),
+            ]
+        )
+        == 2
+    )
+    assert "--out-flip-mask needs a masked Bernoulli diffusion" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "scan.nii.gz"),
+                "-c",
+                str(berdiff),
+                "--steps",
+                "2",
+                "--out-map",
+                str(tmp_path / "m2.nii.gz"),
+            ]
+        )
+        == 2
+    )
+    assert "--steps does not apply to a masked Bernoulli diffusion checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "f2.nii.gz").exists() and not (tmp_path / "m2.nii.gz").exists()

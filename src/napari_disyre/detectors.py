@@ -106,6 +106,13 @@ def default_settings(detector: Detector, **overrides: Any) -> Settings:
     return dataclasses.replace(base, **changes) if changes else base
 
 
+def describe_settings(settings: Settings) -> str:
+    """``S=4 mean-single-step`` or ``L=100, P=0.6``: for progress lines and reports."""
+    if hasattr(settings, "noise_level"):
+        return f"L={settings.noise_level}, P={settings.threshold:g}"
+    return f"S={settings.steps} {settings.method}"
+
+
 def restore_stack(
     detector: Detector,
     slices: np.ndarray,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
@@ -12,7 +14,7 @@ from .common import (
     add_restoration_options,
     open_checkpoint,
     progress_bar,
-    restoration_settings,
+    restoration_overrides,
 )
 
 
@@ -20,11 +22,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="voxel AP, best Dice and AUROC against lesion labels",
-        description="Run DISYRE (and baselines) on labelled scans and report voxel-level AP, AUROC and best "
+        description="Run one or more checkpoints of either method (--checkpoint A --checkpoint B: DISYRE and "
+        "masked Bernoulli diffusion side by side) and the baselines on labelled scans and report voxel-level AP, AUROC and best "
         "Dice (pooled and per volume), slice-level AUROC/AP, a precision-recall plot, a Dice-vs-threshold plot "
         "and a gallery of the worst and best slices. Labels are binarised: label > 0 is anomalous.",
     )
-    add_checkpoint_option(parser)
+    add_checkpoint_option(parser, several=True)
     data = parser.add_argument_group(
         "data (one of: --scans with --labels, --scans with --scan-name, --pairs, --demo)"
     )
@@ -44,14 +47,18 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(default: every value > 0)",
     )
     what = parser.add_argument_group("what to compare")
-    what.add_argument("--sweep", help="comma-separated step counts, e.g. 1,2,4,8 (default: --steps)")
+    what.add_argument(
+        "--sweep", help="DISYRE checkpoints: comma-separated step counts, e.g. 1,2,4,8 (default: --steps)"
+    )
     what.add_argument(
         "--baselines",
         default="intensity,inverted-intensity",
         help="comma-separated: intensity, inverted-intensity, or none (default: both)",
     )
     what.add_argument(
-        "--combine", action="store_true", help="also score the rank mean of each DISYRE map and the intensity"
+        "--combine",
+        action="store_true",
+        help="also score the rank mean of each model's map and the intensity",
     )
     what.add_argument("--maps", type=Path, help="reuse DISYRE maps saved here; save new ones here")
     what.add_argument("--threshold", type=float, help="also report Dice, precision, recall at this threshold")
@@ -103,7 +110,7 @@ def _describe(label_values: list[int] | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import format_table, write_report
-    from ..evaluation.scoring import disyre_name, load_case, rank_combination, score_case, summarise
+    from ..evaluation.scoring import load_case, rank_combination, score_case, score_detection, summarise
     from ..outputs import refuse_existing
 
     if args.out is not None:
@@ -119,32 +126,22 @@ def run(args: argparse.Namespace) -> int:
         if args.baselines.strip() == "none"
         else [b.strip() for b in args.baselines.split(",") if b.strip()]
     )
-    checkpoint = open_checkpoint(args.checkpoint)
-    settings = restoration_settings(args, checkpoint)
-    steps = _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
-    options = {
-        "device": args.device,
-        "precision": args.precision,
-        "batch_size": args.batch_size,
-        "crop": not args.no_crop,
-    }
-    bar = progress_bar(len(cases) * len(steps), "evaluating", args.quiet)
+    runs = _model_runs(args)
+    bar = progress_bar(len(cases) * len(runs), "evaluating", args.quiet)
     scored = []
     for case in cases:
         bar.set_postfix_str(case.id)
         item = load_case(case, label_values)
         score_case(item, baselines=baselines)
-        for s in steps:
-            score_case(
-                item, checkpoint, [s], (), settings=settings, maps_dir=args.maps, detect_options=options
+        for run_ in runs:
+            score_detection(
+                item, run_.checkpoint, run_.settings, run_.name, run_.tag, args.maps, run_.options
             )
             bar.update(1)
             if args.combine:
-                name = disyre_name(s)
-                item.scores[f"{name} + intensity"] = rank_combination(
-                    item.scores[name], item.scan.data, item.region
-                )
-                item.seconds[f"{name} + intensity"] = item.seconds[name]
+                combined = f"{run_.name} + intensity"
+                item.scores[combined] = rank_combination(item.scores[run_.name], item.scan.data, item.region)
+                item.seconds[combined] = item.seconds[run_.name]
         scored.append(item)
     bar.close()
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
@@ -160,10 +157,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summaries))
     if args.out is not None:
         settings_record = {
-            "checkpoint": checkpoint.summary(),
-            "steps": steps,
-            "method": settings.method,
-            "timesteps": settings.spacing,
+            "checkpoints": list(dict.fromkeys(r.checkpoint.summary() for r in runs)),
+            "models": {r.name: r.describe() for r in runs},
             "baselines": baselines,
             "sample_voxels": args.sample_voxels,
             "seed": args.seed,
@@ -174,3 +169,84 @@ def run(args: argparse.Namespace) -> int:
         write_report(args.out, summaries, scored, settings_record, overwrite=args.overwrite)
         print(f"report written to {args.out}")
     return 0
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One model map per case: a checkpoint with its settings, the score's name and its cache tag."""
+
+    checkpoint: object
+    settings: object
+    name: str
+    tag: str
+    options: dict
+
+    def describe(self) -> str:
+        from ..detectors import describe_settings
+
+        return f"{self.checkpoint.name}: {describe_settings(self.settings)}"
+
+
+def _model_runs(args: argparse.Namespace) -> list[ModelRun]:
+    """Each --checkpoint (default: the demo model) with the options of its method; DISYRE ones once
+    per --sweep step count. An option that fits none of the checkpoints is an error."""
+    from ..detectors import OPTIONS, default_settings, describe_settings
+    from ..evaluation.scoring import disyre_name
+
+    checkpoints = [open_checkpoint(path) for path in (args.checkpoint or [None])]
+    given = {k: v for k, v in restoration_overrides(args).items() if v is not None}
+    kinds = {c.kind for c in checkpoints}
+    unused = sorted(k for k in given if not any(k in OPTIONS[kind] for kind in kinds))
+    if args.sweep and "disyre" not in kinds:
+        unused.append("sweep")
+    if unused:
+        raise InputError(
+            f"{', '.join(unused)}: no checkpoint given takes this option (checkpoints: {', '.join(sorted(kinds))})."
+        )
+    options = {
+        "device": args.device,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "crop": not args.no_crop,
+    }
+    several = len(checkpoints) > 1
+    runs = []
+    for checkpoint in checkpoints:
+        settings = default_settings(
+            checkpoint, **{k: v for k, v in given.items() if k in OPTIONS[checkpoint.kind]}
+        )
+        prefix, tag = (f"{checkpoint.name}: ", f"{_cache_key(checkpoint)}_") if several else ("", "")
+        if checkpoint.kind == "berdiff":
+            name = f"{prefix}BerDiff {describe_settings(settings)}"
+            runs.append(
+                ModelRun(
+                    checkpoint,
+                    settings,
+                    name,
+                    f"{tag}berdiff_L{settings.noise_level}_P{settings.threshold:g}",
+                    options,
+                )
+            )
+            continue
+        steps = (
+            _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
+        )
+        for s in steps:
+            runs.append(
+                ModelRun(
+                    checkpoint,
+                    dataclasses.replace(settings, steps=s),
+                    prefix + disyre_name(s),
+                    f"{tag}S{s}",
+                    options,
+                )
+            )
+    return runs
+
+
+def _cache_key(checkpoint) -> str:
+    """Names the maps of one of several checkpoints in --maps: its folder name and a hash of its path."""
+    import hashlib
+
+    source = str(checkpoint.source.resolve()) if checkpoint.source is not None else checkpoint.name
+    return f"{checkpoint.name}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"

@@ -208,7 +208,8 @@ def score_case(
     detect_options: dict | None = None,
     on_progress: Callable[[object], None] | None = None,
 ) -> ScoredCase:
-    """Add the baselines' scores and DISYRE's map for each step count in ``steps`` to ``scored``.
+    """Add the baselines' scores and DISYRE's map for each step count in ``steps`` to ``scored``
+    (any checkpoint, either method: :func:`score_detection`).
 
     With ``maps_dir``, a map saved there earlier (``<id>_S<steps>_anomaly_map.nii.gz``) is reused
     instead of running the model, and a newly computed one is saved there, so a second evaluation
@@ -221,36 +222,54 @@ def score_case(
         scored.scores[name] = BASELINES[name](scored.scan.data)
         scored.seconds[name] = time.perf_counter() - started
     for s in steps:
-        name = disyre_name(s)
-        saved = maps_dir / f"{scored.case.id}_S{s}_anomaly_map.nii.gz" if maps_dir else None
-        if saved is not None and saved.exists():
-            scored.scores[name] = load_matching(saved, scored.scan, what="saved anomaly map").astype(
-                np.float32
-            )
-            scored.seconds[name] = math.nan  # not measured: the map was computed earlier
-            continue
-        from ..detection import default_settings, detect
+        from ..detectors import default_settings
 
         run_settings = dataclasses.replace(settings or default_settings(checkpoint), steps=s)
-        mask = (
-            load_matching(scored.case.brain_mask, scored.scan, what="brain mask")
-            if scored.case.brain_mask
-            else None
+        score_detection(
+            scored, checkpoint, run_settings, disyre_name(s), f"S{s}", maps_dir, detect_options, on_progress
         )
-        detection = detect(
-            scored.scan,
-            checkpoint,
-            run_settings,
-            brain_mask=mask,
-            keep_restorations=False,
-            on_progress=on_progress,
-            **(detect_options or {}),
-        )
-        scored.scores[name] = detection.anomaly_map
-        scored.seconds[name] = detection.seconds
-        if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            save_volume(saved, detection.anomaly_map, scored.scan, kind="map")
+    return scored
+
+
+def score_detection(
+    scored: ScoredCase,
+    checkpoint,
+    settings,
+    name: str,
+    tag: str,
+    maps_dir: Path | None = None,
+    detect_options: dict | None = None,
+    on_progress: Callable[[object], None] | None = None,
+) -> ScoredCase:
+    """Add the map of one detection (either method, ``settings`` as :func:`~napari_disyre.detectors.
+    default_settings` gives them) to ``scored`` under ``name``; with ``maps_dir`` it is cached there
+    as ``<id>_<tag>_anomaly_map.nii.gz``."""
+    saved = maps_dir / f"{scored.case.id}_{tag}_anomaly_map.nii.gz" if maps_dir else None
+    if saved is not None and saved.exists():
+        scored.scores[name] = load_matching(saved, scored.scan, what="saved anomaly map").astype(np.float32)
+        scored.seconds[name] = math.nan  # not measured: the map was computed earlier
+        return scored
+    from ..detection import detect
+
+    mask = (
+        load_matching(scored.case.brain_mask, scored.scan, what="brain mask")
+        if scored.case.brain_mask
+        else None
+    )
+    detection = detect(
+        scored.scan,
+        checkpoint,
+        settings,
+        brain_mask=mask,
+        keep_restorations=False,
+        on_progress=on_progress,
+        **(detect_options or {}),
+    )
+    scored.scores[name] = detection.anomaly_map
+    scored.seconds[name] = detection.seconds
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        save_volume(saved, detection.anomaly_map, scored.scan, kind="map")
     return scored
 
 
