@@ -114,3 +114,15 @@ def test_resume_with_other_settings_is_refused(tmp_path, healthy, capsys):
     assert main(args) == 0
     assert main([*args, "--resume", "--seed", "3"]) == 2
     assert "other settings than the run it continues (seed)" in capsys.readouterr().err
+
+
+def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy, capsys):
+    from napari_disyre.training.state import write_state
+
+    out = tmp_path / "run"
+    write_state(out, {"step": 3, "unet": {}})  # a DISYRE state
+    assert main(["train", str(healthy), "--method", "berdiff", "--out", str(out), "--resume"]) == 2
+    assert "the state of a --method disyre run; resume it with --method disyre" in capsys.readouterr().err
+    write_state(out, {"stage_name": "autoencoder", "stage": None})
+    assert main(["train", str(healthy), "--out", str(out), "--resume", "--val-count", "0"]) == 2
+    assert "the state of a --method berdiff run; resume it with --method berdiff" in capsys.readouterr().err

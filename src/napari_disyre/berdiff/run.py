@@ -27,9 +27,9 @@ import torch
 
 from ..devices import resolve_device
 from ..errors import DisyreError
-from ..outputs import atomic_output, write_json
+from ..outputs import write_json
 from ..training.dataset import SliceBank, TrainingScan
-from ..training.state import STATE_DIR, STATE_FILE, check_output
+from ..training.state import STATE_DIR, STATE_FILE, check_output, read_state, write_state
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule
 from .checkpoint import BerDiffModel, write_berdiff_files
@@ -186,7 +186,7 @@ def _autoencoder_stage(images, preset, config, device, state, log, output) -> Bi
         checkpointing=Checkpointing(resume, _saver(output, "autoencoder", log, state), config.save_every),
     )
     state["autoencoder_done"] = result.ema.state_dict()
-    _save_state(output, {**state, "stage_name": "diffusion", "stage": None, "elapsed_s": log.elapsed()})
+    write_state(output, {**state, "stage_name": "diffusion", "stage": None, "elapsed_s": log.elapsed()})
     return result.ema
 
 
@@ -219,31 +219,15 @@ def _diffusion_stage(probabilities, ae, preset, config, device, state, log, outp
 
 def _saver(output: Path, stage: str, log: _Log, state: dict[str, Any]):
     def save(stage_state: StageState) -> None:
-        _save_state(
+        write_state(
             output, {**state, "stage_name": stage, "stage": stage_state.to_dict(), "elapsed_s": log.elapsed()}
         )
 
     return save
 
 
-def _save_state(output: Path, state: dict[str, Any]) -> None:
-    with atomic_output(output / STATE_DIR / STATE_FILE, overwrite=True) as tmp:
-        torch.save(state, tmp)
-
-
 def _load_state(output: Path) -> dict[str, Any]:
-    path = output / STATE_DIR / STATE_FILE
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DisyreError(
-            f"{path}: the training state cannot be read ({exc}); start a new run instead."
-        ) from exc
-    if "stage_name" not in state:
-        raise DisyreError(
-            f"{path}: not a Bernoulli diffusion training state (a DISYRE run?); resume it without --method berdiff."
-        )
-    return state
+    return read_state(output / STATE_DIR / STATE_FILE, method="berdiff")
 
 
 def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
