@@ -71,6 +71,11 @@ def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path
         "sub-1_T1w.nii.gz",
     ]
     assert set(model.healthy_score_quantiles) >= {"0.99", "0.999"}
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "noise level L = 3, flip threshold P = 0.6" in info
+    assert "trained: preset small, 2 autoencoder + 3 diffusion steps, 2 scans" in info
     rows = list(csv.DictReader((out / "training" / "log.csv").open()))
     assert [(r["stage"], int(r["step"])) for r in rows] == [
         ("autoencoder", 1),

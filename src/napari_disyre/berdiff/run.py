@@ -298,6 +298,7 @@ def _record(config: BerDiffRunConfig, bank: SliceBank, validation, wall: float, 
     return {
         "method": "berdiff",
         "preset": config.preset,
+        "contrast": config.contrast,
         "ae_steps": config.ae_steps or preset.ae_steps,
         "diffusion_steps": config.diffusion_steps or preset.diffusion_steps,
         "training_scans": bank.scan_names,

@@ -55,8 +55,13 @@ def describe(checkpoint) -> list[str]:
     record = info.training
     if record:
         wall = record.get("wall_time_s")
+        steps = (
+            f"{record.get('ae_steps')} autoencoder + {record.get('diffusion_steps')} diffusion steps"
+            if checkpoint.kind == "berdiff"
+            else f"{record.get('steps')} steps of {record.get('batch_size')}"
+        )
         lines.append(
-            f"trained: preset {record.get('preset')}, {record.get('steps')} steps of {record.get('batch_size')}, "
+            f"trained: preset {record.get('preset')}, {steps}, "
             f"{len(record.get('training_scans', []))} scans, "
             + (f"{wall / 3600:.1f} h" if wall is not None else "time not recorded")
             + f" on {record.get('device', 'an unrecorded device')}"

@@ -222,11 +222,17 @@ def score_case(
         scored.scores[name] = BASELINES[name](scored.scan.data)
         scored.seconds[name] = time.perf_counter() - started
     for s in steps:
-        from ..detectors import default_settings
-
-        run_settings = dataclasses.replace(settings or default_settings(checkpoint), steps=s)
+        run_settings = dataclasses.replace(settings, steps=s) if settings is not None else None
         score_detection(
-            scored, checkpoint, run_settings, disyre_name(s), f"S{s}", maps_dir, detect_options, on_progress
+            scored,
+            checkpoint,
+            run_settings,
+            disyre_name(s),
+            f"S{s}",
+            maps_dir,
+            detect_options,
+            on_progress,
+            steps=s,
         )
     return scored
 
@@ -240,10 +246,12 @@ def score_detection(
     maps_dir: Path | None = None,
     detect_options: dict | None = None,
     on_progress: Callable[[object], None] | None = None,
+    **overrides: object,
 ) -> ScoredCase:
-    """Add the map of one detection (either method, ``settings`` as :func:`~napari_disyre.detectors.
-    default_settings` gives them) to ``scored`` under ``name``; with ``maps_dir`` it is cached there
-    as ``<id>_<tag>_anomaly_map.nii.gz``."""
+    """Add the map of one detection (either method; ``settings`` None: the checkpoint's defaults with
+    ``overrides``, see :func:`~napari_disyre.detectors.default_settings`) to ``scored`` under
+    ``name``; with ``maps_dir`` it is cached there as ``<id>_<tag>_anomaly_map.nii.gz`` (a cached
+    map needs no checkpoint)."""
     saved = maps_dir / f"{scored.case.id}_{tag}_anomaly_map.nii.gz" if maps_dir else None
     if saved is not None and saved.exists():
         scored.scores[name] = load_matching(saved, scored.scan, what="saved anomaly map").astype(np.float32)
