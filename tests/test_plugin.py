@@ -373,3 +373,45 @@ def test_the_lesion_table_shows_every_column(qtbot, widget):
     for column in range(widget.table.columnCount()):
         text = widget.table.horizontalHeaderItem(column).text()
         assert header.sectionSize(column) >= widget.table.fontMetrics().horizontalAdvance(text)
+
+
+def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
+    qtbot, widget, tmp_path, checkpoint_dir
+):
+    from napari_disyre.berdiff.checkpoint import save_berdiff
+
+    from .test_berdiff_detection import tiny_berdiff
+
+    berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff(noise_level=7, threshold=0.5))
+    widget.checkpoint.value = berdiff
+    shown = {w.label: not w.native.isHidden() for w in (widget.steps, widget.method, *widget.berdiff.widgets)}
+    assert shown == {"steps": False, "method": False, "noise level L": True, "flip threshold P": True}
+    assert (widget.berdiff.noise_level.value, widget.berdiff.flip_threshold.value) == (7, 0.5)
+    assert "defaults L = 7, P = 0.5" in widget.checkpoint_info.value
+    widget.berdiff.noise_level.value = 11  # the run takes what the controls show
+    _detect(qtbot, widget)
+    detection = widget.detection
+    assert (detection.method, detection.settings.noise_level, detection.settings.threshold) == (
+        "berdiff",
+        11,
+        0.5,
+    )
+    layers = {layer.name for layer in widget.viewer.layers}
+    assert {"scan restorations", "scan anomaly map", "scan flip mask", "scan anomaly mask"} <= layers
+    flip = widget.viewer.layers["scan flip mask"]
+    np.testing.assert_array_equal(flip.data, detection.flip_mask)
+    assert flip.data.shape == detection.scan.shape and 0 < flip.data.max() <= 1
+    # decoded restorations at the kept reverse steps (every 10th, and the last)
+    assert detection.timesteps == [1, 0] and widget.viewer.layers["scan restorations"].data.shape[0] == 2
+    # threshold, lesion table and export unchanged
+    widget.threshold_box.value = float(np.quantile(detection.anomaly_map[detection.foreground], 0.99))
+    assert widget.table.rowCount() == len(widget.lesions) > 0
+    written = widget.export("mask", str(tmp_path / "mask.nii.gz"))
+    assert np.array_equal(nib.load(written).get_fdata() > 0, widget.current_mask())
+    # back to a DISYRE checkpoint: steps and method again, and no stale flip mask after its run
+    widget.checkpoint.value = checkpoint_dir
+    assert widget.kind == "disyre" and not widget.steps.native.isHidden()
+    widget.steps.value = 1
+    _detect(qtbot, widget)
+    assert "scan flip mask" not in {layer.name for layer in widget.viewer.layers}
+    assert widget.viewer.layers["scan accumulated map by step"].data.shape[0] == 1

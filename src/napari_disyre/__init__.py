@@ -1,4 +1,4 @@
-"""napari-disyre: unsupervised anomaly detection in brain MRI with DISYRE.
+"""napari-disyre: unsupervised anomaly detection in brain MRI with DISYRE (and masked Bernoulli diffusion).
 
 The package is a Qt-free library (this namespace), a command line (``napari-disyre``) and a napari
 plugin (``napari.yaml``). Importing it is cheap: torch and diffusers load only when a checkpoint is
@@ -7,8 +7,9 @@ opened or a detection runs, so napari starts as fast with the plugin installed a
 Quick start::
 
     from napari_disyre import load_checkpoint, load_scan, detect
-    checkpoint = load_checkpoint("my_checkpoint")          # official layout or napari-disyre
+    checkpoint = load_checkpoint("my_checkpoint")          # DISYRE (official layout or napari-disyre) or berdiff
     result = detect(load_scan("scan.nii.gz"), checkpoint)  # anomaly map on the scan's grid
+    settings = default_settings(checkpoint, noise_level=50)  # a berdiff checkpoint's L, P overridden
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ _EXPORTS = {
     "load_volume": "nifti",
     "save_volume": "nifti",
     "Volume": "nifti",
+    "default_settings": "detectors",
+    "checkpoint_kind": "detectors",
     "detect": "detection",
     "iter_detect": "detection",
     "Detection": "detection",

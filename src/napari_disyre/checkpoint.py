@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from .checkpoint_checks import check_info_bounds
 from .errors import CheckpointError
@@ -33,6 +33,8 @@ from .windows import sample_size_pair
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
+
+    from .berdiff.checkpoint import BerDiffModel
 
 Layout = Literal["official", "napari-disyre", "single-file"]
 
@@ -108,6 +110,7 @@ class Checkpoint:
     info: CheckpointInfo
     source: Path | None = None
     layout: Layout = "official"
+    kind: ClassVar[str] = "disyre"  # the detection seam's name for this method (napari_disyre.detectors)
 
     @property
     def window(self) -> tuple[int, int]:
@@ -141,9 +144,18 @@ class Checkpoint:
 # -- loading -------------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load any supported checkpoint form; every problem is a :class:`CheckpointError` naming the file."""
+def load_checkpoint(path: str | Path) -> Checkpoint | BerDiffModel:
+    """Load any supported checkpoint of either method; every problem is a :class:`CheckpointError`
+    naming the file. The method is told from the files (``berdiff.json``: Bernoulli diffusion; a
+    ``unet/`` folder or a ``.safetensors`` file: DISYRE); the result's ``kind`` and ``summary()`` say
+    what was found."""
+    from .detectors import checkpoint_kind
+
     path = checkpoint_path(path)
+    if checkpoint_kind(path) == "berdiff":
+        from .berdiff.checkpoint import load_berdiff
+
+        return load_berdiff(path)
     return _load_single_file(path) if path.is_file() else _load_folder(path)
 
 
@@ -169,7 +181,8 @@ def checkpoint_path(path: str | Path) -> Path:
     if path.is_file() and path.suffix != ".safetensors":
         raise CheckpointError(
             f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
-            "scheduler/) or a single .safetensors file written by napari-disyre."
+            "scheduler/), a Bernoulli diffusion folder (with berdiff.json) or a single .safetensors "
+            "file written by napari-disyre."
         )
     return path
 
@@ -187,9 +200,12 @@ def _unet_dir(folder: Path) -> Path:
         hint = (
             " This looks like the unet/ subfolder itself: give its parent folder."
             if (folder / "config.json").exists()
-            else " Point to the folder that holds model_index.json, unet/ and scheduler/."
+            else " Point to the folder that holds model_index.json, unet/ and scheduler/ (DISYRE) or "
+            "berdiff.json (Bernoulli diffusion)."
         )
-        raise CheckpointError(f"{folder}: no unet/ folder, so this is not a DISYRE checkpoint.{hint}")
+        raise CheckpointError(
+            f"{folder}: no unet/ folder and no berdiff.json: not a checkpoint of either method.{hint}"
+        )
     return unet_dir
 
 

@@ -8,8 +8,10 @@ files' inode, size and modification time, it is not. Qt-free, so it is tested wi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .berdiff.layout import AE_WEIGHTS, UNET_WEIGHTS
+from .berdiff.layout import METADATA_FILE as BERDIFF_METADATA
 from .checkpoint import (
     METADATA_FILE,
     WEIGHTS_BIN,
@@ -18,6 +20,9 @@ from .checkpoint import (
     checkpoint_path,
     load_checkpoint,
 )
+
+if TYPE_CHECKING:
+    from .berdiff.checkpoint import BerDiffModel
 
 
 class CheckpointCache:
@@ -30,9 +35,9 @@ class CheckpointCache:
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] | None = None
-        self._checkpoint: Checkpoint | None = None
+        self._checkpoint: Checkpoint | BerDiffModel | None = None
 
-    def get(self, path: str | Path) -> Checkpoint:
+    def get(self, path: str | Path) -> Checkpoint | BerDiffModel:
         key = _fingerprint(checkpoint_path(path))
         if self._checkpoint is None or key != self._key:
             self._checkpoint, self._key = None, None  # free the old model before loading the new one
@@ -51,6 +56,7 @@ def _fingerprint(path: Path) -> tuple[Any, ...]:
             path / "unet" / "config.json",
             path / "unet" / WEIGHTS_SAFETENSORS,
             path / "unet" / WEIGHTS_BIN,
+            *(path / name for name in (BERDIFF_METADATA, AE_WEIGHTS, UNET_WEIGHTS)),
         ]
     )
     stats = []

@@ -9,6 +9,7 @@ cached under it (saved maps) are never mistaken for another model's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -84,9 +85,25 @@ def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
     from .unet import unet_config_dict
 
     digest = hashlib.sha256()
-    parts = (unet_config_dict(checkpoint.unet) | {"_diffusers_version": ""}, checkpoint.schedule.to_config())
-    digest.update(json.dumps([*parts, checkpoint.info.to_dict()], sort_keys=True, default=str).encode())
-    for name, tensor in sorted(checkpoint.unet.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    if getattr(checkpoint, "kind", "disyre") == "berdiff":  # both networks and what berdiff.json says
+        networks = {"autoencoder.": checkpoint.autoencoder, "unet.": checkpoint.unet}
+        parts = [
+            checkpoint.autoencoder.config.to_dict(),
+            checkpoint.unet_config.to_dict(),
+            dataclasses.asdict(checkpoint.schedule),
+            dataclasses.asdict(checkpoint.inference),
+            checkpoint.preprocessing,
+        ]
+    else:
+        networks = {"": checkpoint.unet}  # the key names as they have always been hashed
+        parts = [
+            unet_config_dict(checkpoint.unet) | {"_diffusers_version": ""},
+            checkpoint.schedule.to_config(),
+            checkpoint.info.to_dict(),
+        ]
+    digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    for prefix, network in networks.items():
+        for name, tensor in sorted(network.state_dict().items()):
+            digest.update(f"{prefix}{name}".encode())
+            digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]

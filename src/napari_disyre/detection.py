@@ -15,9 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from .detectors import (
+    Detector,
+    Settings,
+    default_settings,
+    healthy_quantiles_of,
+    preprocessing_of,
+    restore_stack,
+)
 from .devices import autocast_dtype, resolve_device
-from .engine import FAST_STEPS, Progress, RestorationSettings, restore, run_to_end
+from .engine import Progress, run_to_end
 from .nifti import Volume, check_scan
 from .postprocess import suggest_threshold
 from .preprocessing import ModelInput, foreground_bbox, prepare_scan
@@ -33,28 +40,19 @@ class Detection:
     restorations: list[np.ndarray] = field(default_factory=list)  # per step, intensities in [0, 1]
     step_maps: list[np.ndarray] = field(default_factory=list)  # the map after steps 1..S (last = final)
     timesteps: list[int] = field(default_factory=list)
-    settings: RestorationSettings = field(default_factory=RestorationSettings)
+    settings: Settings | None = None  # RestorationSettings (DISYRE) or InferenceSettings (berdiff)
     device: str = "cpu"
     batch_size: int = 0
     seconds: float = 0.0
     suggested_threshold: float = 0.0
-
-
-def default_settings(checkpoint: Checkpoint, **overrides: object) -> RestorationSettings:
-    """The checkpoint's own defaults (steps, method, foreground weighting), with ``overrides`` applied
-    where they are not None. ``fast=True`` also makes the default step count FAST_STEPS (an explicit
-    ``steps`` wins)."""
-    info = checkpoint.info
-    steps = FAST_STEPS if overrides.get("fast") else info.steps
-    base = RestorationSettings(steps=steps, method=info.method, weight_foreground=info.weight_foreground)
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(base, **changes) if changes else base
+    flip_mask: np.ndarray | None = None  # Bernoulli diffusion: fraction of latent bits flipped, per voxel
+    method: str = "disyre"  # which detector ran (napari_disyre.detectors)
 
 
 def iter_detect(
     scan: Volume,
-    checkpoint: Checkpoint,
-    settings: RestorationSettings | None = None,
+    checkpoint: Detector,
+    settings: Settings | None = None,
     *,
     brain_mask: np.ndarray | None = None,
     device: str = "auto",
@@ -73,23 +71,15 @@ def iter_detect(
     started = time.perf_counter()
     check_scan(scan)
     settings = settings or default_settings(checkpoint)
-    if settings.steps > checkpoint.schedule.num_train_timesteps:
-        from .errors import DisyreError
-
-        raise DisyreError(
-            f"{settings.steps} steps asked, but this checkpoint's schedule has only "
-            f"{checkpoint.schedule.num_train_timesteps} timesteps: choose 1 to {checkpoint.schedule.num_train_timesteps}."
-        )
-    spec = checkpoint.info.preprocessing
+    spec = preprocessing_of(checkpoint)
     warn_if_coarse(scan, spec.spacing)
     prepared = prepare_scan(scan.data, scan.affine, spec, brain_mask)
     box = foreground_bbox(prepared.image > 0) if crop else tuple(slice(None) for _ in prepared.image.shape)
     slices = np.moveaxis(prepared.image[box], spec.slice_axis, 0)
     torch_device = resolve_device(device)
-    engine = restore(
+    engine = restore_stack(
+        checkpoint,
         slices,
-        checkpoint.unet,
-        checkpoint.schedule,
         settings,
         device=torch_device,
         autocast=autocast_dtype(torch_device, precision),
@@ -121,8 +111,10 @@ def iter_detect(
         batch_size=result.batch_size,
         seconds=time.perf_counter() - started,
         suggested_threshold=suggest_threshold(
-            anomaly, prepared.scan_foreground, checkpoint.info.healthy_score_quantiles
+            anomaly, prepared.scan_foreground, healthy_quantiles_of(checkpoint)
         ),
+        flip_mask=to_scan(result.flip_mask, masked=True) if result.flip_mask is not None else None,
+        method=checkpoint.kind,
     )
 
 
@@ -160,8 +152,8 @@ def warn_if_coarse(
 
 def detect(
     scan: Volume,
-    checkpoint: Checkpoint,
-    settings: RestorationSettings | None = None,
+    checkpoint: Detector,
+    settings: Settings | None = None,
     *,
     on_progress: Callable[[Progress], None] | None = None,
     **options: object,

@@ -118,6 +118,7 @@ class Restoration:
     windows_partial: int = 0  # windows (per step) partly outside the brain: run, and not skippable
     batch_size: int = 0
     seconds: float = 0.0
+    flip_mask: np.ndarray | None = None  # Bernoulli diffusion only: masked fraction of latent bits
 
 
 def restore(

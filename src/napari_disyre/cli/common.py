@@ -6,14 +6,15 @@ import argparse
 from pathlib import Path
 
 
-def add_checkpoint_option(parser: argparse.ArgumentParser) -> None:
+def add_checkpoint_option(parser: argparse.ArgumentParser, several: bool = False) -> None:
     parser.add_argument(
         "--checkpoint",
         "-c",
         type=Path,
         default=None,
-        help="checkpoint folder (official layout or napari-disyre) or .safetensors file "
-        "(default: the bundled demo T1 model)",
+        action="append" if several else "store",
+        help="checkpoint folder (DISYRE: official layout or napari-disyre; masked Bernoulli diffusion: "
+        "berdiff.json) or .safetensors file (default: the bundled demo T1 model)",
     )
 
 
@@ -21,7 +22,7 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     from ..devices import DEVICE_CHOICES, PRECISION_CHOICES
     from ..engine import METHODS
 
-    group = parser.add_argument_group("restoration")
+    group = parser.add_argument_group("restoration (DISYRE checkpoints)")
     group.add_argument(
         "--steps", "-s", type=int, default=None, help="restoration steps S (default: the checkpoint's, 4)"
     )
@@ -31,8 +32,8 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--timesteps",
         choices=("official", "exact"),
-        default="official",
-        help="'official' reproduces the official timestep quirks (prev(t) = t - T//S); "
+        default=None,
+        help="'official' (default) reproduces the official timestep quirks (prev(t) = t - T//S); "
         "'exact' runs exactly S evenly spaced steps",
     )
     group.add_argument(
@@ -60,6 +61,22 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the network (pays off for cohorts on a GPU; falls back to eager if it fails)",
     )
 
+    bd = parser.add_argument_group("masked Bernoulli diffusion (berdiff checkpoints)")
+    bd.add_argument(
+        "--noise-level",
+        "-L",
+        type=int,
+        default=None,
+        help="noise level L, reverse steps (default: the checkpoint's)",
+    )
+    bd.add_argument(
+        "--flip-threshold",
+        "-P",
+        type=float,
+        default=None,
+        help="flip-probability threshold P of the growing mask (default: the checkpoint's)",
+    )
+
 
 def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("map post-processing (default: the checkpoint's, else none)")
@@ -72,23 +89,32 @@ def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
 
 
 def postprocessing_options(args: argparse.Namespace, checkpoint):
-    """The map post-processing: the checkpoint's recorded default, overridden by --erode/--median."""
+    """The map post-processing: the checkpoint's recorded default (DISYRE checkpoints record one in
+    ``disyre.json``; Bernoulli diffusion ones none), overridden by --erode/--median."""
     from ..postprocess import MapPostprocessing
 
-    return MapPostprocessing.for_checkpoint(checkpoint.info, erosion=args.erode, median=args.median)
+    info = getattr(checkpoint, "info", None)
+    return MapPostprocessing.for_checkpoint(info, erosion=args.erode, median=args.median)
 
 
-def restoration_settings(args: argparse.Namespace, checkpoint):
-    from ..detection import default_settings
-
-    return default_settings(
-        checkpoint,
+def restoration_overrides(args: argparse.Namespace) -> dict:
+    """The restoration options given on the command line (None: not given), by settings field."""
+    return dict(
         steps=args.steps,
         method=args.method,
         spacing=args.timesteps,
         weight_foreground=False if args.no_weight_foreground else None,
         fast=True if args.fast else None,
+        noise_level=args.noise_level,
+        threshold=args.flip_threshold,
     )
+
+
+def restoration_settings(args: argparse.Namespace, checkpoint):
+    """The checkpoint's defaults with the options given; an option of the other method is an error."""
+    from ..detectors import default_settings
+
+    return default_settings(checkpoint, **restoration_overrides(args))
 
 
 def open_checkpoint(path: Path | None):

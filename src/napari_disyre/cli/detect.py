@@ -38,10 +38,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--out-restorations", type=Path, default=None, help="4D NIfTI of the per-step restorations"
     )
     out.add_argument(
+        "--out-flip-mask",
+        type=Path,
+        default=None,
+        help="berdiff checkpoints: the flip mask (fraction of latent bits flipped, per voxel; single scan)",
+    )
+    out.add_argument(
         "--out-dir",
         type=Path,
         default=None,
-        help="folder for <scan>_anomaly_map.nii.gz and <scan>_anomaly_mask.nii.gz (any number of scans)",
+        help="folder for <scan>_anomaly_map.nii.gz and <scan>_anomaly_mask.nii.gz, and with a berdiff "
+        "checkpoint <scan>_flip_mask.nii.gz (any number of scans)",
     )
     out.add_argument("--overwrite", action="store_true", help="replace existing output files")
     out.add_argument(
@@ -76,10 +83,15 @@ class Job:
     out_map: Path | None
     out_mask: Path | None
     out_restorations: Path | None
+    out_flip_mask: Path | None = None
 
     @property
     def outputs(self) -> list[Path]:
-        return [p for p in (self.out_map, self.out_mask, self.out_restorations) if p is not None]
+        return [
+            p
+            for p in (self.out_map, self.out_mask, self.out_restorations, self.out_flip_mask)
+            if p is not None
+        ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from ..sharding import agree_on_failures, rank_device, resolve_shard
 
     shard = resolve_shard(args.shard)
-    everything = plan_jobs(args)
+    everything = plan_jobs(args, _checkpoint_kind(args.checkpoint))
     inputs = [job.scan for job in everything] + ([args.mask] if args.mask else [])
     refuse_clashes([p for job in everything for p in job.outputs], inputs)
     jobs = shard.take(everything)
@@ -157,8 +169,17 @@ def _loaded_ahead(jobs: list[Job]):
             yield job, pending[i]
 
 
-def plan_jobs(args: argparse.Namespace) -> list[Job]:
+def _checkpoint_kind(path: Path | None) -> str:
+    from ..detectors import checkpoint_kind
+    from ..sample_data import demo_checkpoint_path
+
+    return checkpoint_kind(path if path is not None else demo_checkpoint_path())
+
+
+def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
     """Which scans to run and where each output goes; refuses ambiguous combinations early."""
+    if args.out_flip_mask is not None and kind != "berdiff":
+        raise InputError("--out-flip-mask needs a masked Bernoulli diffusion (berdiff) checkpoint.")
     from ..nifti import is_nifti_path
 
     scans: list[Path] = []
@@ -174,9 +195,9 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
     if not single:
         if args.out_dir is None:
             raise InputError("several scans were given: write their outputs with --out-dir DIR.")
-        if args.out_map or args.out_mask or args.out_restorations or args.mask:
+        if args.out_map or args.out_mask or args.out_restorations or args.out_flip_mask or args.mask:
             raise InputError(
-                "--out-map, --out-mask, --out-restorations and --mask name one scan's files; "
+                "--out-map, --out-mask, --out-restorations, --out-flip-mask and --mask name one scan's files; "
                 "with several scans use --out-dir."
             )
     elif args.out_dir is None and args.out_map is None and args.out_mask is None:
@@ -190,10 +211,11 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
                     args.out_dir / f"{stem}_anomaly_map.nii.gz",
                     args.out_dir / f"{stem}_anomaly_mask.nii.gz",
                     args.out_dir / f"{stem}_restorations.nii.gz" if args.out_restorations else None,
+                    args.out_dir / f"{stem}_flip_mask.nii.gz" if kind == "berdiff" else None,
                 )
             )
         else:
-            jobs.append(Job(scan, args.out_map, args.out_mask, args.out_restorations))
+            jobs.append(Job(scan, args.out_map, args.out_mask, args.out_restorations, args.out_flip_mask))
     return jobs
 
 
@@ -233,6 +255,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
     import numpy as np
 
     from ..detection import iter_detect
+    from ..detectors import describe_settings
     from ..engine import run_to_end
     from ..nifti import load_matching, load_scan, save_stack, save_volume
     from ..postprocess import lesion_table, threshold_mask
@@ -269,11 +292,13 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
         save_volume(job.out_mask, mask, scan, kind="mask", overwrite=args.overwrite)
     if job.out_restorations is not None:
         save_stack(job.out_restorations, np.stack(result.restorations), scan, overwrite=args.overwrite)
+    if job.out_flip_mask is not None:
+        save_volume(job.out_flip_mask, result.flip_mask, scan, kind="map", overwrite=args.overwrite)
     if not args.quiet:
         lesions = lesion_table(mask, anomaly, scan.affine)
         print(
             f"{scan.name}: {result.seconds:.1f} s on {result.device} (batch {result.batch_size}), "
-            f"S={settings.steps} {settings.method}{' (fast)' if settings.fast else ''}, threshold {threshold:.4f}: {len(lesions)} component(s), "
+            f"{describe_settings(settings)}, threshold {threshold:.4f}: {len(lesions)} component(s), "
             f"{sum(les.volume_ml for les in lesions):.2f} mL",
             file=sys.stderr,
         )

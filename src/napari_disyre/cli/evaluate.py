@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
@@ -14,7 +17,7 @@ from .common import (
     open_checkpoint,
     postprocessing_options,
     progress_bar,
-    restoration_settings,
+    restoration_overrides,
 )
 
 
@@ -22,11 +25,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "evaluate",
         help="voxel AP, best Dice and AUROC against lesion labels",
-        description="Run DISYRE (and baselines) on labelled scans and report voxel-level AP, AUROC and best "
+        description="Run one or more checkpoints of either method (--checkpoint A --checkpoint B: DISYRE and "
+        "masked Bernoulli diffusion side by side) and the baselines on labelled scans and report voxel-level AP, AUROC and best "
         "Dice (pooled and per volume), slice-level AUROC/AP, a precision-recall plot, a Dice-vs-threshold plot "
         "and a gallery of the worst and best slices. Labels are binarised: label > 0 is anomalous.",
     )
-    add_checkpoint_option(parser)
+    add_checkpoint_option(parser, several=True)
     data = parser.add_argument_group(
         "data (one of: --scans with --labels, --scans with --scan-name, --pairs, --demo)"
     )
@@ -46,7 +50,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(default: every value > 0)",
     )
     what = parser.add_argument_group("what to compare")
-    what.add_argument("--sweep", help="comma-separated step counts, e.g. 1,2,4,8 (default: --steps)")
+    what.add_argument(
+        "--sweep", help="DISYRE checkpoints: comma-separated step counts, e.g. 1,2,4,8 (default: --steps)"
+    )
     what.add_argument(
         "--baselines",
         default="intensity,inverted-intensity",
@@ -54,7 +60,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "brain), inverted-intensity, inverted-intensity-zscore, or none (default: the two raw ones)",
     )
     what.add_argument(
-        "--combine", action="store_true", help="also score the rank mean of each DISYRE map and the intensity"
+        "--combine",
+        action="store_true",
+        help="also score the rank mean of each model's map and the intensity",
     )
     what.add_argument("--maps", type=Path, help="reuse DISYRE maps saved here; save new ones here")
     what.add_argument("--threshold", type=float, help="also report Dice, precision, recall at this threshold")
@@ -130,28 +138,23 @@ def _interruption_advice(args: argparse.Namespace) -> str:
     return f"interrupted: no report was written and no partial file is left; {kept}."
 
 
-def _score_one(args: argparse.Namespace, item, maps_dir, checkpoint, settings, steps, post, baselines, options) -> None:
-    """The baselines and the model's map for each step count (plus its intensity combination) of one case."""
-    from ..evaluation.scoring import disyre_name, rank_combination, score_case
+def _score_one(args: argparse.Namespace, item, runs: list[ModelRun], baselines: list[str]) -> None:
+    """The baselines and every model run's map (plus its intensity combination) of one case."""
+    from ..evaluation.scoring import rank_combination, score_case, score_detection
 
     score_case(item, baselines=baselines)
-    for s in steps:
-        score_case(
-            item,
-            checkpoint,
-            [s],
-            (),
-            settings=settings,
-            maps_dir=maps_dir,
-            detect_options=options,
-            postprocessing=post,
-        )
+    for run_ in runs:
+        # fast-mode maps are not exact-mode maps: keep them apart, never reuse one for the other
+        fast = args.maps is not None and getattr(run_.settings, "fast", False)
+        maps_dir = args.maps / "fast" if fast else args.maps
+        score_detection(
+            item, run_.checkpoint, run_.settings, run_.name, run_.tag, maps_dir, run_.options,
+            postprocessing=run_.postprocessing,
+        )  # fmt: skip
         if args.combine:
-            name = disyre_name(s)
-            item.scores[f"{name} + intensity"] = rank_combination(
-                item.scores[name], item.scan.data, item.region
-            )
-            item.seconds[f"{name} + intensity"] = item.seconds[name]
+            combined = f"{run_.name} + intensity"
+            item.scores[combined] = rank_combination(item.scores[run_.name], item.scan.data, item.region)
+            item.seconds[combined] = item.seconds[run_.name]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,27 +174,15 @@ def run(args: argparse.Namespace) -> int:
         else None
     )
     baselines = _baselines(args.baselines)
-    checkpoint = open_checkpoint(args.checkpoint)
-    settings = restoration_settings(args, checkpoint)
-    steps = _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
-    post = postprocessing_options(args, checkpoint)
-    options = {
-        "device": args.device,
-        "precision": args.precision,
-        "batch_size": args.batch_size,
-        "crop": not args.no_crop,
-        "compile": args.compile,
-    }
-    # fast-mode maps are not exact-mode maps: keep them apart, never reuse one for the other
-    maps_dir = args.maps / "fast" if args.maps is not None and settings.fast else args.maps
+    runs = _model_runs(args)
     scored = [load_case(case, label_values) for case in cases]  # every input checked before the model runs
     require_lesion_voxels(scored)
-    bar = progress_bar(len(cases) * len(steps), "evaluating", args.quiet)
+    bar = progress_bar(len(cases) * len(runs), "evaluating", args.quiet)
     try:
         for item in scored:
             bar.set_postfix_str(item.case.id)
-            _score_one(args, item, maps_dir, checkpoint, settings, steps, post, baselines, options)
-            bar.update(len(steps))
+            _score_one(args, item, runs, baselines)
+            bar.update(len(runs))
     except KeyboardInterrupt as exc:
         exc.args = (_interruption_advice(args),)  # the class (Ctrl-C or SIGTERM) is kept
         raise
@@ -199,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = summarise(scored, sample=args.sample_voxels, seed=args.seed, threshold=args.threshold)
     print(
         f"{len(scored)} volume(s); labels binarised ({_describe(label_values)}); "
-        f"metrics on brain-mask/foreground voxels; DISYRE map post-processing: {post.describe()}"
+        f"metrics on brain-mask/foreground voxels; map post-processing: {_postprocessing_text(runs)}"
         + (
             f", {args.sample_voxels} random voxels per volume (seed {args.seed})"
             if args.sample_voxels
@@ -209,13 +200,11 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summaries))
     if args.out is not None:
         settings_record = {
-            "checkpoint": checkpoint.summary(),
-            "steps": steps,
-            "method": settings.method,
-            "timesteps": settings.spacing,
-            "fast": settings.fast,
+            "checkpoints": list(dict.fromkeys(r.checkpoint.summary() for r in runs)),
+            "models": {r.name: r.describe() for r in runs},
+            "fast": any(getattr(r.settings, "fast", False) for r in runs),
             "baselines": baselines,
-            "postprocessing": post.to_dict(),
+            "postprocessing": _postprocessing_record(runs),
             "sample_voxels": args.sample_voxels,
             "seed": args.seed,
             "anomalous_labels": _describe(label_values),
@@ -225,3 +214,103 @@ def run(args: argparse.Namespace) -> int:
         write_report(args.out, summaries, scored, settings_record, overwrite=args.overwrite)
         print(f"report written to {args.out}")
     return 0
+
+
+def _postprocessing_record(runs: list[ModelRun]) -> dict:
+    """The map post-processing for metrics.json: one entry when every model's is the same, else per model."""
+    records = {r.name: r.postprocessing.to_dict() for r in runs}
+    distinct = {json.dumps(v, sort_keys=True) for v in records.values()}
+    return next(iter(records.values())) if len(distinct) == 1 else records
+
+
+def _postprocessing_text(runs: list[ModelRun]) -> str:
+    texts = {r.name: r.postprocessing.describe() for r in runs}
+    if len(set(texts.values())) == 1:
+        return next(iter(texts.values()))
+    return "; ".join(f"{name}: {text}" for name, text in texts.items())
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """One model map per case: a checkpoint with its settings, the score's name and its cache tag."""
+
+    checkpoint: object
+    settings: object
+    name: str
+    tag: str
+    options: dict
+    postprocessing: object  # MapPostprocessing: the checkpoint's default, overridden by --erode/--median
+
+    def describe(self) -> str:
+        from ..detectors import describe_settings
+
+        return f"{self.checkpoint.name}: {describe_settings(self.settings)}"
+
+
+def _model_runs(args: argparse.Namespace) -> list[ModelRun]:
+    """Each --checkpoint (default: the demo model) with the options of its method; DISYRE ones once
+    per --sweep step count. An option that fits none of the checkpoints is an error."""
+    from ..detectors import OPTIONS, default_settings, describe_settings
+    from ..evaluation.scoring import disyre_name
+
+    checkpoints = [open_checkpoint(path) for path in (args.checkpoint or [None])]
+    given = {k: v for k, v in restoration_overrides(args).items() if v is not None}
+    kinds = {c.kind for c in checkpoints}
+    unused = sorted(k for k in given if not any(k in OPTIONS[kind] for kind in kinds))
+    if args.sweep and "disyre" not in kinds:
+        unused.append("sweep")
+    if unused:
+        raise InputError(
+            f"{', '.join(unused)}: no checkpoint given takes this option (checkpoints: {', '.join(sorted(kinds))})."
+        )
+    options = {
+        "device": args.device,
+        "precision": args.precision,
+        "batch_size": args.batch_size,
+        "crop": not args.no_crop,
+        "compile": args.compile,
+    }
+    several = len(checkpoints) > 1
+    runs = []
+    for checkpoint in checkpoints:
+        settings = default_settings(
+            checkpoint, **{k: v for k, v in given.items() if k in OPTIONS[checkpoint.kind]}
+        )
+        prefix, tag = (f"{checkpoint.name}: ", f"{_cache_key(checkpoint)}_") if several else ("", "")
+        post = postprocessing_options(args, checkpoint)
+        if checkpoint.kind == "berdiff":
+            name = f"{prefix}BerDiff {describe_settings(settings)}"
+            runs.append(
+                ModelRun(
+                    checkpoint,
+                    settings,
+                    name,
+                    f"{tag}berdiff_L{settings.noise_level}_P{settings.threshold:g}",
+                    options,
+                    post,
+                )
+            )
+            continue
+        steps = (
+            _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
+        )
+        for s in steps:
+            runs.append(
+                ModelRun(
+                    checkpoint,
+                    dataclasses.replace(settings, steps=s),
+                    prefix + disyre_name(s),
+                    f"{tag}S{s}",
+                    options,
+                    post,
+                )
+            )
+    return runs
+
+
+def _cache_key(checkpoint) -> str:
+    """Names the maps of one of several checkpoints in --maps: its folder name and a hash of its path."""
+    import hashlib
+
+    source = str(checkpoint.source.resolve()) if checkpoint.source is not None else checkpoint.name
+    return f"{checkpoint.name}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"

@@ -36,24 +36,39 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(checkpoint) -> list[str]:
     """The lines ``info`` prints."""
-    info = checkpoint.info
-    lines = [
-        checkpoint.summary(),
-        f"defaults: S = {info.steps}, {info.method}, "
-        f"{'foreground-weighted' if info.weight_foreground else 'unweighted'} scores",
-    ]
-    if info.postprocessing:
-        from ..postprocess import MapPostprocessing
+    from ..detectors import healthy_quantiles_of
 
-        lines.append(f"map post-processing: {MapPostprocessing.from_dict(info.postprocessing).describe()}")
-    if info.healthy_score_quantiles:
-        quantiles = ", ".join(f"{q}: {v:.4g}" for q, v in info.healthy_score_quantiles.items())
-        lines.append(f"healthy-score quantiles: {quantiles}")
+    info = checkpoint.info if checkpoint.kind == "disyre" else checkpoint
+    lines = [checkpoint.summary()]
+    if checkpoint.kind == "berdiff":
+        lines.append(
+            f"method: masked Bernoulli diffusion; defaults: noise level L = {checkpoint.inference.noise_level}, "
+            f"flip threshold P = {checkpoint.inference.threshold:g}, seed {checkpoint.inference.seed}"
+        )
+    else:
+        lines.append(
+            f"method: DISYRE; defaults: S = {info.steps}, {info.method}, "
+            f"{'foreground-weighted' if info.weight_foreground else 'unweighted'} scores"
+        )
+        if info.postprocessing:
+            from ..postprocess import MapPostprocessing
+
+            lines.append(
+                f"map post-processing: {MapPostprocessing.from_dict(info.postprocessing).describe()}"
+            )
+    quantiles = healthy_quantiles_of(checkpoint)
+    if quantiles:
+        lines.append("healthy-score quantiles: " + ", ".join(f"{q}: {v:.4g}" for q, v in quantiles.items()))
     record = info.training
     if record:
         wall = record.get("wall_time_s")
+        steps = (
+            f"{record.get('ae_steps')} autoencoder + {record.get('diffusion_steps')} diffusion steps"
+            if checkpoint.kind == "berdiff"
+            else f"{record.get('steps')} steps of {record.get('batch_size')}"
+        )
         lines.append(
-            f"trained: preset {record.get('preset')}, {record.get('steps')} steps of {record.get('batch_size')}, "
+            f"trained: preset {record.get('preset')}, {steps}, "
             f"{len(record.get('training_scans', []))} scans, "
             + (f"{wall / 3600:.1f} h" if wall is not None else "time not recorded")
             + f" on {record.get('device', 'an unrecorded device')}"

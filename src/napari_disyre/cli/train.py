@@ -21,6 +21,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("healthy_dir", type=Path, metavar="HEALTHY_DIR")
     parser.add_argument(
+        "--method",
+        choices=("disyre", "berdiff"),
+        default="disyre",
+        help="disyre: the restoration network; berdiff: masked Bernoulli diffusion (autoencoder, then "
+        "the latent diffusion model; always with EMA)",
+    )
+    parser.add_argument(
         "--out", "-o", type=Path, required=True, metavar="CKPT", help="checkpoint folder to write"
     )
     parser.add_argument(
@@ -67,7 +74,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     opt.add_argument("--batch-size", type=int, default=None)
     opt.add_argument("--crop", type=int, default=None, help="training crop size in pixels")
-    opt.add_argument("--lr", type=float, default=1e-4)
+    opt.add_argument("--lr", type=float, default=None, help="learning rate (disyre; default 1e-4)")
     opt.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     opt.add_argument(
         "--spacing",
@@ -93,13 +100,43 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="auto",
         help="autocast type on CUDA (auto: bfloat16); CPU training is always float32",
     )
+    bd = parser.add_argument_group("berdiff (with --method berdiff)")
+    bd.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default: the preset's)")
+    bd.add_argument(
+        "--diffusion-steps", type=int, default=None, help="latent diffusion steps (default: the preset's)"
+    )
+    bd.add_argument(
+        "--noise-level", type=int, default=100, help="default L stored in the checkpoint (default: 100)"
+    )
+    bd.add_argument(
+        "--flip-threshold", type=float, default=0.6, help="default P stored in the checkpoint (default: 0.6)"
+    )
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..training.contrasts import check_same_contrast
-    from ..training.loop import TrainingConfig, train
+DISYRE_ONLY = {"steps": "--steps", "lr": "--lr", "init": "--init", "crop": "--crop", "workers": "--workers"}
 
+
+def run(args: argparse.Namespace) -> int:
+    scans, validation = split_scans(args)
+    contrast = args.contrast
+    if contrast is None and not args.allow_mixed_contrasts:
+        from ..training.contrasts import check_same_contrast
+
+        contrast = check_same_contrast([s.path for s in [*scans, *validation]])
+    print(
+        f"{len(scans)} training scan(s), {len(validation)} validation scan(s): "
+        + ", ".join(s.name for s in validation)
+        if validation
+        else f"{len(scans)} training scan(s), no validation scans"
+    )
+    if args.method == "berdiff":
+        return run_berdiff(args, scans, validation, contrast)
+    return run_disyre(args, scans, validation, contrast)
+
+
+def split_scans(args: argparse.Namespace):
+    """The training scans and the validation scans (--val-dir, or the last --val-count)."""
     scans = find_scans(args.healthy_dir, args.pattern, args.mask_name, args.exclude_label_name)
     if args.val_dir is not None:
         validation = find_scans(args.val_dir, args.pattern, args.mask_name, args.exclude_label_name)
@@ -108,15 +145,54 @@ def run(args: argparse.Namespace) -> int:
         if count >= len(scans):
             raise InputError(f"--val-count {count} leaves no training scans out of {len(scans)}")
         scans, validation = scans[: len(scans) - count], scans[len(scans) - count :]
-    contrast = args.contrast
-    if contrast is None and not args.allow_mixed_contrasts:
-        contrast = check_same_contrast([s.path for s in [*scans, *validation]])
+    return scans, validation
+
+
+def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
+    from ..berdiff.run import BerDiffRunConfig, train_berdiff
+
+    given = [flag for name, flag in DISYRE_ONLY.items() if getattr(args, name) is not None]
+    if given:
+        raise InputError(
+            f"{', '.join(given)} apply to --method disyre only; for berdiff use --ae-steps/--diffusion-steps."
+        )
+    for flag, value in (("--ae-steps", args.ae_steps), ("--diffusion-steps", args.diffusion_steps)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+    config = BerDiffRunConfig(
+        preset=args.preset,
+        ae_steps=args.ae_steps,
+        diffusion_steps=args.diffusion_steps,
+        ae_batch_size=args.batch_size,
+        diffusion_batch_size=args.batch_size,
+        spacing=tuple(args.spacing) if args.spacing else None,
+        noise_level=args.noise_level,
+        threshold=args.flip_threshold,
+        save_every=args.save_every,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        contrast=contrast,
+        description=args.description,
+    )
+    model = train_berdiff(scans, validation, args.out, config, resume=args.resume, overwrite=args.overwrite)
+    print(f"saved {args.out}: {model.summary()}; {model.training['wall_time_s'] / 60:.1f} min in all")
+    if model.healthy_score_quantiles:
+        print(
+            f"healthy 99.9th percentile score: {model.healthy_score_quantiles.get('0.999', float('nan')):.4f}"
+        )
+    return 0
+
+
+def run_disyre(args: argparse.Namespace, scans, validation, contrast) -> int:
+    from ..training.loop import TrainingConfig, train
+
     config = TrainingConfig(
         preset=args.preset,
         steps=args.steps,
         batch_size=args.batch_size,
         crop=args.crop,
-        learning_rate=args.lr,
+        learning_rate=args.lr if args.lr is not None else 1e-4,
         ema=args.ema,
         validate_every=args.validate_every,
         save_every=args.save_every,
@@ -128,12 +204,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         init=str(args.init) if args.init is not None else None,
         description=args.description,
-    )
-    print(
-        f"{len(scans)} training scan(s), {len(validation)} validation scan(s): "
-        + ", ".join(s.name for s in validation)
-        if validation
-        else f"{len(scans)} training scan(s), no validation scans"
     )
     report = train(
         scans,

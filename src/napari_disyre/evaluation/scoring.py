@@ -266,16 +266,9 @@ def score_case(
     on_progress: Callable[[object], None] | None = None,
     postprocessing=None,
 ) -> ScoredCase:
-    """Add the baselines' scores and DISYRE's map for each step count in ``steps`` to ``scored``.
-
-    With ``maps_dir``, a map saved there earlier (``<id>_S<steps>_anomaly_map.nii.gz``) is reused
-    instead of running the model, and a newly computed one is saved there, so a second evaluation
-    (other metrics, other baselines) costs no restoration. Beside each map a JSON record holds what
-    made it (:func:`map_record`); a map whose record differs from this run's is refused, never reused.
-    ``postprocessing`` (:class:`~napari_disyre.postprocess.MapPostprocessing`) is applied to every
-    DISYRE map within the case's region; saved maps stay raw, so one saved map serves every
-    post-processing.
-    """
+    """Add the baselines' scores and DISYRE's map for each step count in ``steps`` to ``scored``
+    (any checkpoint, either method: :func:`score_detection`, which also says how maps are cached and
+    post-processed)."""
     for name in baselines:
         if name not in BASELINES:
             raise InputError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}.")
@@ -283,44 +276,79 @@ def score_case(
         scored.scores[name] = BASELINES[name](scored.scan.data, scored.region)
         scored.seconds[name] = time.perf_counter() - started
     for s in steps:
-        name = disyre_name(s)
-        saved = maps_dir / f"{scored.case.id}_S{s}_anomaly_map.nii.gz" if maps_dir else None
-        mask = (
-            load_matching(scored.case.brain_mask, scored.scan, what="brain mask")
-            if scored.case.brain_mask
-            else None
+        score_detection(
+            scored,
+            checkpoint,
+            dataclasses.replace(settings, steps=s) if settings is not None else None,
+            disyre_name(s),
+            f"S{s}",
+            maps_dir,
+            detect_options,
+            on_progress,
+            postprocessing=postprocessing,
+            steps=s,
         )
-        if checkpoint is None and (saved is None or not saved.exists()):
-            raise InputError(
-                f"{saved or disyre_name(s)}: no saved map, and no checkpoint was given to compute it."
-            )
-        from ..detection import default_settings, detect
+    return scored
 
-        run_settings = (
-            dataclasses.replace(settings or default_settings(checkpoint), steps=s) if checkpoint else None
-        )
-        record = map_record(scored.scan, mask, checkpoint, run_settings, detect_options or {})
-        if saved is not None and saved.exists():
-            check_saved_map(saved, record)
-            raw = load_matching(saved, scored.scan, what="saved anomaly map").astype(np.float32)
-            scored.scores[name] = postprocessing.apply(raw, scored.region) if postprocessing else raw
-            scored.seconds[name] = math.nan  # not measured: the map was computed earlier
-            continue
+
+def score_detection(
+    scored: ScoredCase,
+    checkpoint,
+    settings,
+    name: str,
+    tag: str,
+    maps_dir: Path | None = None,
+    detect_options: dict | None = None,
+    on_progress: Callable[[object], None] | None = None,
+    postprocessing=None,
+    **overrides: object,
+) -> ScoredCase:
+    """Add the map of one detection (either method; ``settings`` None: the checkpoint's defaults with
+    ``overrides``, see :func:`~napari_disyre.detectors.default_settings`) to ``scored`` under ``name``.
+
+    With ``maps_dir``, a map saved there earlier (``<id>_<tag>_anomaly_map.nii.gz``) is reused
+    instead of running the model, and a newly computed one is saved there, so a second evaluation
+    (other metrics, other baselines) costs no restoration. Beside each map a JSON record holds what
+    made it (:func:`~napari_disyre.saved_maps.map_record`); a map whose record differs from this
+    run's is refused, never reused; without a checkpoint only the scan is compared. ``postprocessing``
+    (:class:`~napari_disyre.postprocess.MapPostprocessing`) is applied within the case's region; saved
+    maps stay raw, so one saved map serves every post-processing.
+    """
+    saved = maps_dir / f"{scored.case.id}_{tag}_anomaly_map.nii.gz" if maps_dir else None
+    if checkpoint is None and (saved is None or not saved.exists()):
+        raise InputError(f"{saved or name}: no saved map, and no checkpoint was given to compute it.")
+    mask = (
+        load_matching(scored.case.brain_mask, scored.scan, what="brain mask")
+        if scored.case.brain_mask
+        else None
+    )
+    from ..detectors import default_settings
+
+    if checkpoint is not None and settings is None:
+        settings = default_settings(checkpoint, **overrides)
+    record = map_record(scored.scan, mask, checkpoint, settings, detect_options or {})
+    if saved is not None and saved.exists():
+        check_saved_map(saved, record)
+        raw = load_matching(saved, scored.scan, what="saved anomaly map").astype(np.float32)
+        seconds = math.nan  # not measured: the map was computed earlier
+    else:
+        from ..detection import detect
+
         detection = detect(
             scored.scan,
             checkpoint,
-            run_settings,
+            settings,
             brain_mask=mask,
             keep_restorations=False,
             on_progress=on_progress,
             **(detect_options or {}),
         )
-        raw = detection.anomaly_map
-        scored.scores[name] = postprocessing.apply(raw, scored.region) if postprocessing else raw
-        scored.seconds[name] = detection.seconds
+        raw, seconds = detection.anomaly_map, detection.seconds
         if saved is not None:
             write_json(record_path(saved), record)  # first: a map never lacks its record
             save_volume(saved, raw, scored.scan, kind="map")
+    scored.scores[name] = postprocessing.apply(raw, scored.region) if postprocessing else raw
+    scored.seconds[name] = seconds
     return scored
 
 

@@ -18,6 +18,7 @@ from napari.layers import Image, Labels, Layer
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
 from ..display import map_contrast_limits
+from .berdiff_controls import flip_mask_kwargs
 from .layers import derived_kwargs
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 OUTPUT_KEY = "napari_disyre_output"  # metadata: the role of a layer this plugin made
 GROUP_KEY = "napari_disyre_result"  # metadata: which result (group of layers) it belongs to
 LIMITS_KEY = "napari_disyre_limits"  # metadata: the contrast limits last chosen by the plugin
-ROLES = ("restorations", "accumulated map by step", "anomaly map", "anomaly mask")
+ROLES = ("restorations", "accumulated map by step", "anomaly map", "anomaly mask", "flip mask")
 UNDERLAY = "scan copy"  # role of the scan copies under each result in the comparison grid
 
 #: Transparent at the floor (the brain's median score), red around the threshold, yellow at the top.
@@ -63,6 +64,7 @@ class ResultLayers:
     step_maps: Image | None
     anomaly_map: Image | None
     mask: Labels | None
+    flip_mask: Image | None = None  # masked Bernoulli diffusion only
 
 
 def find_result(viewer: napari.Viewer, group: str) -> ResultLayers:
@@ -91,6 +93,8 @@ def show_detection(viewer: napari.Viewer, source: Image, detection: Detection, t
             else:
                 kwargs["contrast_limits"] = limits
             _show(viewer, source, group, role, Image, np.stack(steps), {**kwargs, **style})
+        elif layer_name(group, role) in viewer.layers:  # e.g. no map per step from Bernoulli diffusion
+            viewer.layers.remove(layer_name(group, role))
     _show(
         viewer,
         source,
@@ -100,6 +104,19 @@ def show_detection(viewer: napari.Viewer, source: Image, detection: Detection, t
         detection.anomaly_map,
         {**derived_kwargs(source, "", contrast_limits=limits), **heat},
     )
+    flip_name = layer_name(group, "flip mask")
+    if detection.flip_mask is not None:  # Bernoulli diffusion: fraction of latent bits flipped, 0 to 1
+        _show(
+            viewer,
+            source,
+            group,
+            "flip mask",
+            Image,
+            detection.flip_mask,
+            flip_mask_kwargs(derived_kwargs(source, "")),
+        )
+    elif flip_name in viewer.layers:  # a DISYRE run: a previous run's flip mask would mislead
+        viewer.layers.remove(flip_name)
     _show(
         viewer,
         source,

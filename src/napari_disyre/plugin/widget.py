@@ -3,8 +3,9 @@
 The form (scan layer, checkpoint, steps, method, device, threshold) is built from magicgui widgets,
 napari's own toolkit: the scan combo box takes its choices from the viewer's image layers and is
 refreshed by napari whenever layers change, ``FileEdit`` picks the checkpoint. Choosing a checkpoint
-sets the step count and method to the checkpoint's own defaults, as the command line does. Qt
-remains only for the lesion table, which magicgui lacks. Detection runs in a napari thread worker
+sets the step count and method to the checkpoint's own defaults, as the command line does; a masked
+Bernoulli diffusion checkpoint shows its noise level L and flip threshold P instead, and its run adds
+a flip-mask layer. Qt remains only for the lesion table, which magicgui lacks. Detection runs in a napari thread worker
 (:mod:`~napari_disyre.plugin.worker`), so the viewer stays responsive and Cancel stops the run
 between two batches. Thresholding, component filtering and the lesion table are core functions
 re-run on the stored map when a control moves: no model re-run. User mistakes become napari
@@ -43,6 +44,7 @@ from qtpy.QtWidgets import (
 
 from ..checkpoint import read_checkpoint_info
 from ..checkpoint_cache import CheckpointCache
+from ..detectors import checkpoint_kind
 from ..devices import DEVICE_CHOICES
 from ..display import output_name
 from ..errors import CheckpointError, DisyreError, InputError, reason_first
@@ -50,6 +52,7 @@ from ..methods import METHODS
 from ..nifti import save_volume
 from ..postprocess import lesion_table, threshold_mask
 from ..sample_data import demo_checkpoint_path
+from .berdiff_controls import BerDiffControls
 from .layers import PATH_KEY, grid_of, layer_affine, volume_from_layer
 from .results import find_result, is_output, keep_result, show_detection, toggle_comparison
 from .worker import detection_worker
@@ -74,6 +77,7 @@ class DetectionWidget(QWidget):
         self.detection: Detection | None = None
         self.source: Image | None = None  # the scan layer the current outputs belong to
         self.worker = None
+        self.kind = "disyre"  # the chosen checkpoint's method: which controls show
         self.checkpoints = CheckpointCache()  # the last model, reloaded when its files change
         self._build()
         # napari calls reset_choices on docked widgets when layers change; undocked (tests, scripts)
@@ -96,6 +100,7 @@ class DetectionWidget(QWidget):
         self.checkpoint_info.native.setWordWrap(True)
         self.steps = SpinBox(label="steps", min=1, max=100, value=4)
         self.method = ComboBox(label="method", choices=METHODS)
+        self.berdiff = BerDiffControls()  # L and P, instead of steps and method for berdiff
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
         self.detect_button = PushButton(text="Detect anomalies")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -125,6 +130,7 @@ class DetectionWidget(QWidget):
                 self.checkpoint_info,
                 self.steps,
                 self.method,
+                *self.berdiff.widgets,
                 self.device,
                 Container(
                     widgets=[self.detect_button, self.cancel_button], layout="horizontal", labels=False
@@ -177,15 +183,31 @@ class DetectionWidget(QWidget):
         if self.checkpoint_kind.value != kind:
             self.checkpoint_kind.value = kind
         try:
+            if checkpoint_kind(path) == "berdiff":
+                self.checkpoint_info.value = self.berdiff.take_defaults(path)
+                return self._show_controls("berdiff")
             info = read_checkpoint_info(path)
         except DisyreError as exc:
             self.checkpoint_info.value = f"Not usable: {reason_first(str(exc))}"
             return
+        self._show_controls("disyre")
         self.steps.value = info.steps
         self.method.value = info.method
         described = "bundled demo T1 model" if Path(path) == demo_checkpoint_path() else info.description
         contrast = f"{info.contrast} model" if info.contrast else "model"
         self.checkpoint_info.value = f"{described or contrast}; defaults S = {info.steps}, {info.method}"
+
+    def _show_controls(self, kind: str) -> None:
+        """DISYRE: steps and method; masked Bernoulli diffusion: L and P."""
+        self.kind = kind
+        for control in (self.steps, self.method, *self.berdiff.widgets):
+            control.visible = (control in self.berdiff.widgets) == (kind == "berdiff")
+
+    def settings_overrides(self) -> dict[str, Any]:
+        """What the visible controls ask of the run (the worker applies them to the checkpoint's)."""
+        if self.kind == "berdiff":
+            return self.berdiff.overrides()
+        return {"steps": self.steps.value, "method": self.method.value}
 
     # -- detection --------------------------------------------------------------------------------
 
@@ -206,8 +228,7 @@ class DetectionWidget(QWidget):
             volume,
             str(checkpoint_path),
             self.checkpoints,
-            self.steps.value,
-            self.method.value,
+            self.settings_overrides(),
             self.device.value,
         )
         self.worker.yielded.connect(self._on_progress)

@@ -9,7 +9,7 @@ the worker stops it between two batches.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari.qt.threading import thread_worker
 
@@ -23,13 +23,18 @@ if TYPE_CHECKING:
 # ignore_errors: the widget connects ``errored`` and shows the message; progress: napari's activity dock
 @thread_worker(ignore_errors=True, progress={"desc": "DISYRE detection"})
 def detection_worker(
-    volume: Volume, checkpoint_path: str, cache: CheckpointCache, steps: int, method: str, device: str
+    volume: Volume, checkpoint_path: str, cache: CheckpointCache, overrides: dict[str, Any], device: str
 ) -> Generator[str | Progress, None, Detection]:
     """Yield a one-line description of the loaded model, then :class:`~napari_disyre.engine.Progress`
-    events; return the :class:`~napari_disyre.detection.Detection`."""
-    from ..detection import default_settings, iter_detect
+    events; return the :class:`~napari_disyre.detection.Detection`. ``overrides`` are the settings the
+    widget's controls show (steps and method, or L and P), applied to the checkpoint's own."""
+    from ..detection import iter_detect
+    from ..detectors import default_settings
 
     checkpoint = cache.get(checkpoint_path)
     yield f"{checkpoint.summary()}; device {device}"
-    settings = default_settings(checkpoint, steps=steps, method=method)
-    return (yield from iter_detect(volume, checkpoint, settings, device=device, keep_step_maps=True))
+    settings = default_settings(checkpoint, **overrides)
+    keep_step_maps = checkpoint.kind == "disyre"  # the map after each DISYRE step, for the step slider
+    return (
+        yield from iter_detect(volume, checkpoint, settings, device=device, keep_step_maps=keep_step_maps)
+    )

@@ -53,8 +53,6 @@ def _finished(output: Path) -> bool:
 
 def save_state(output: Path, step: int, elapsed: float, unet, optimizer, lr_schedule, ema) -> None:
     """``elapsed`` (seconds since the run first started) lets a resumed run report its whole wall time."""
-    import torch
-
     state = {
         "step": step,
         "elapsed_s": elapsed,
@@ -63,13 +61,21 @@ def save_state(output: Path, step: int, elapsed: float, unet, optimizer, lr_sche
         "lr_schedule": lr_schedule.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
     }
+    write_state(output, state)
+
+
+def write_state(output: Path, state: dict) -> None:
+    """``training/state.pt`` of the run in ``output``, replaced atomically (tensors and plain values only)."""
+    import torch
+
     (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
     with atomic_output(output / STATE_DIR / STATE_FILE, overwrite=True) as tmp:
         torch.save(state, tmp)
 
 
-def load_state(path: Path, unet, optimizer, lr_schedule, ema) -> tuple[int, float]:
-    """Restore everything in place; returns the step reached and the wall time spent so far."""
+def read_state(path: Path, method: str = "disyre") -> dict:
+    """A state written by :func:`write_state`, read with ``weights_only=True``, checked to be one of
+    ``method``'s runs (Bernoulli diffusion states carry ``stage_name``)."""
     import torch
 
     try:
@@ -78,6 +84,15 @@ def load_state(path: Path, unet, optimizer, lr_schedule, ema) -> tuple[int, floa
         raise DisyreError(
             f"{path}: the training state cannot be read ({exc}); start a new run instead."
         ) from exc
+    found = "berdiff" if "stage_name" in state else "disyre"
+    if found != method:
+        raise DisyreError(f"{path}: the state of a --method {found} run; resume it with --method {found}.")
+    return state
+
+
+def load_state(path: Path, unet, optimizer, lr_schedule, ema) -> tuple[int, float]:
+    """Restore everything in place; returns the step reached and the wall time spent so far."""
+    state = read_state(path)
     unet.load_state_dict(state["unet"])
     optimizer.load_state_dict(state["optimizer"])
     lr_schedule.load_state_dict(state["lr_schedule"])

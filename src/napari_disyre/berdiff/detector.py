@@ -1,0 +1,95 @@
+"""Bernoulli diffusion behind the detection seam (:mod:`napari_disyre.detectors`).
+
+The detection pipeline hands over the model-grid slices (N, H, W) it hands DISYRE's engine. The
+autoencoder and then the latent UNet halve each side, so the slices are zero-padded, centred, to at
+least the size the autoencoder was trained on (``image_size``) and to a multiple of both halvings; the
+results are cut back to the slices' own size. Progress is reported as the engine's
+:class:`~napari_disyre.engine.Progress` (a "window" is a slice here), the result as its
+:class:`~napari_disyre.engine.Restoration` with the flip mask added.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+
+import numpy as np
+import torch
+
+from ..engine import Progress, Restoration
+from .checkpoint import BerDiffModel
+from .inference import InferenceSettings, restore_slices
+
+#: Reverse steps between two kept (decoded) restorations; the last step is always kept.
+RESTORATION_EVERY = 10
+DEFAULT_BATCH = 16
+
+
+def padded_size(height: int, width: int, image_size: int, multiple: int) -> tuple[int, int]:
+    """The smallest size >= max(side, image_size) that is a multiple of ``multiple``, per side."""
+    return tuple(math.ceil(max(side, image_size) / multiple) * multiple for side in (height, width))  # type: ignore[return-value]
+
+
+def size_multiple(model: BerDiffModel) -> int:
+    """Slice sides must be multiples of this: the autoencoder's and then the latent UNet's halvings."""
+    return model.autoencoder.config.downsampling * 2 ** (len(model.unet_config.block_out_channels) - 1)
+
+
+def pad_slices(slices: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Centre (N, H, W) in zeros of (N, *size); returns the padded stack and where the slices sit."""
+    n, h, w = slices.shape
+    top, left = (size[0] - h) // 2, (size[1] - w) // 2
+    out = np.zeros((n, *size), np.float32)
+    box = (slice(top, top + h), slice(left, left + w))
+    out[:, box[0], box[1]] = slices
+    return out, box
+
+
+def restore_for_detection(
+    model: BerDiffModel,
+    slices: np.ndarray,
+    settings: InferenceSettings,
+    *,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    batch_size: int | None,
+    keep_restorations: bool,
+) -> Generator[Progress, None, Restoration]:
+    """Masked restoration of model-grid slices, every ``RESTORATION_EVERY``-th reverse step kept."""
+    size = padded_size(*slices.shape[1:], model.autoencoder.config.image_size, size_multiple(model))
+    padded, box = pad_slices(np.asarray(slices, np.float32), size)
+    batch = batch_size or DEFAULT_BATCH
+    engine = restore_slices(
+        padded,
+        model.autoencoder,
+        model.unet,
+        model.schedule,
+        settings,
+        device=device,
+        autocast=autocast,
+        batch_size=batch,
+        restoration_every=RESTORATION_EVERY if keep_restorations else 0,
+    )
+
+    def crop(stack: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(stack[..., box[0], box[1]], dtype=np.float32)
+
+    while True:
+        try:
+            step = next(engine)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        restoration = crop(step.restoration[:, 0]) if step.restoration is not None else None
+        yield Progress(step.step, step.n_steps, step.slices_done, step.slices_total, batch, restoration)
+    kept = [crop(r[:, 0]) for r in result.restorations] if keep_restorations else []
+    return Restoration(
+        anomaly_map=crop(result.anomaly_map),
+        final=crop(result.restoration[:, 0]),
+        restorations=kept,
+        timesteps=result.timesteps if keep_restorations else [],
+        windows_run=result.steps_run * len(slices),
+        batch_size=batch,
+        seconds=result.seconds,
+        flip_mask=crop(result.flip_mask),
+    )

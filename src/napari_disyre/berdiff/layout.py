@@ -1,0 +1,46 @@
+"""The Bernoulli diffusion checkpoint folder's file names and metadata, read without torch.
+
+``load_checkpoint`` and the widget call :func:`is_berdiff_folder` and :func:`read_berdiff_metadata`
+to tell the two methods apart and to show this method's controls (L, P) as soon as a folder is
+chosen, before torch is imported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import CheckpointError
+
+METHOD = "berdiff"
+FORMAT_NAME = "napari-disyre-berdiff"
+FORMAT_VERSION = 1
+METADATA_FILE = "berdiff.json"
+AE_WEIGHTS = "autoencoder.safetensors"
+UNET_WEIGHTS = "latent_unet.safetensors"
+
+
+def is_berdiff_folder(path: str | Path) -> bool:
+    return (Path(path) / METADATA_FILE).is_file()
+
+
+def read_berdiff_metadata(folder: str | Path) -> dict[str, Any]:
+    """``berdiff.json`` of ``folder``, checked to name this format and method (CheckpointError if not)."""
+    path = Path(folder) / METADATA_FILE
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable or not valid JSON ({exc}).") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise CheckpointError(f"{path}: not a napari-disyre Bernoulli diffusion file (format {got!r}).")
+    if meta.get("method") != METHOD:
+        raise CheckpointError(
+            f"{path}: says it holds method {meta.get('method')!r}, not {METHOD!r}; the folder is mislabelled."
+        )
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written by a newer napari-disyre (format version {meta['format_version']}); upgrade."
+        )
+    return meta

@@ -1,0 +1,313 @@
+"""``napari-disyre train --method berdiff``: both stages on the data pipeline DISYRE trains on.
+
+Scans go through :class:`~napari_disyre.training.dataset.SliceBank` (the preset's model grid,
+intensity scaling, non-empty slices, ``--exclude-label-name``), exactly as for DISYRE. Each slice is
+centred in (or cut to) the autoencoder's ``image_size`` square, so the diffusion stage can encode
+every slice once with the frozen EMA autoencoder and draw codes from those cached bit probabilities.
+
+The output folder is the checkpoint (``berdiff.json`` + two safetensors files, see
+:mod:`~napari_disyre.berdiff.checkpoint`) plus ``training/``: ``state.pt`` (the running stage, its
+step, model, EMA, optimiser and generator states, the trained autoencoder once stage 1 is done; read
+back with ``weights_only=True``), ``log.csv`` (stage, step, loss, elapsed seconds) and
+``config.json``. ``resume=True`` continues exactly where the last save stopped, across sessions.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..devices import resolve_device
+from ..errors import DisyreError
+from ..outputs import write_json
+from ..training.dataset import SliceBank, TrainingScan
+from ..training.state import STATE_DIR, STATE_FILE, check_output, read_state, write_state
+from .autoencoder import BinaryAutoencoder
+from .bernoulli import BernoulliSchedule
+from .checkpoint import BerDiffModel, write_berdiff_files
+from .inference import InferenceSettings
+from .latent_unet import build_latent_unet
+from .presets import BerDiffPreset, get_berdiff_preset
+from .training import Checkpointing, StageState, stage_settings, train_autoencoder, train_latent_diffusion
+
+LOG_FILE = "log.csv"
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class BerDiffRunConfig:
+    """What ``train --method berdiff`` was asked; None takes the preset's value."""
+
+    preset: str = "small"
+    ae_steps: int | None = None
+    diffusion_steps: int | None = None
+    ae_batch_size: int | None = None
+    diffusion_batch_size: int | None = None
+    spacing: tuple[float, float, float] | None = None
+    noise_level: int = 100
+    threshold: float = 0.6
+    save_every: int = 250
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    contrast: str | None = None
+    description: str = ""
+    progress: bool = True
+
+    def network_preset(self) -> BerDiffPreset:
+        return get_berdiff_preset(self.preset)
+
+    def preprocessing(self):
+        from ..training.presets import PRESETS
+
+        spec = PRESETS[self.preset].preprocessing  # the DISYRE preset of the same name: same grid
+        return dataclasses.replace(spec, spacing=self.spacing) if self.spacing else spec
+
+
+def square_slices(slices: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Each slice centred in a ``size`` x ``size`` square of zeros (centre-cut where larger)."""
+    out = np.zeros((len(slices), 1, size, size), np.float32)
+    for i, s in enumerate(slices):
+        h, w = min(s.shape[0], size), min(s.shape[1], size)
+        top, left = (s.shape[0] - h) // 2, (s.shape[1] - w) // 2
+        at_y, at_x = (size - h) // 2, (size - w) // 2
+        out[i, 0, at_y : at_y + h, at_x : at_x + w] = s[top : top + h, left : left + w]
+    return out
+
+
+class SeededBatches:
+    """``batches(step)``: a batch of rows of ``data`` drawn by a generator seeded by (seed, step), so
+    a resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, data: np.ndarray, size: int, seed: int):
+        self.data, self.size, self.seed = data, size, seed
+
+    def __call__(self, step: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, step])
+        return self.data[rng.integers(0, len(self.data), self.size)].astype(np.float32)
+
+
+def encode_slices(
+    ae: BinaryAutoencoder, images: np.ndarray, device: torch.device, batch: int = 64
+) -> np.ndarray:
+    """The frozen autoencoder's bit probabilities of every slice, float16 (the diffusion stage's cache)."""
+    ae = ae.to(device).eval()
+    out = []
+    with torch.no_grad():
+        for a in range(0, len(images), batch):
+            x = torch.from_numpy(images[a : a + batch]).to(device)
+            out.append(ae.bit_probabilities(x).float().cpu().numpy().astype(np.float16))
+    return np.concatenate(out)
+
+
+def train_berdiff(
+    scans: Sequence[TrainingScan],
+    validation: Sequence[TrainingScan],
+    output: Path,
+    config: BerDiffRunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> BerDiffModel:
+    """Train the autoencoder, then the latent diffusion model; save the checkpoint into ``output``."""
+    output = Path(output)
+    check_output(output, resume, overwrite)
+    preset = config.network_preset()
+    state = _load_state(output) if resume else {}
+    if resume:
+        _check_same_config(output, config)
+    spec = config.preprocessing()
+    bank = SliceBank.from_scans(scans, spec)
+    images = square_slices(bank.slices, preset.autoencoder.image_size)
+    (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    write_json(output / STATE_DIR / CONFIG_FILE, dataclasses.asdict(config))
+    device = resolve_device(config.device)
+    log = _Log(
+        output / STATE_DIR / LOG_FILE,
+        append=resume,
+        started=time.perf_counter() - state.get("elapsed_s", 0.0),
+        enabled=config.progress,
+    )
+    try:
+        return _train(output, config, preset, spec, bank, images, validation, device, state, log)
+    finally:
+        log.close()
+
+
+def _train(output, config, preset, spec, bank, images, validation, device, state, log) -> BerDiffModel:
+    """Stage 1, the cache of bit probabilities, stage 2, the healthy-score quantiles, the files."""
+    print(f"{len(bank)} slices of {bank.n_volumes} scans, {images.shape[-1]}x{images.shape[-1]}, on {device}")
+    ae = _autoencoder_stage(images, preset, config, device, state, log, output)
+    probabilities = encode_slices(ae, images, device)
+    unet = _diffusion_stage(probabilities, ae, preset, config, device, state, log, output)
+    model = BerDiffModel(
+        autoencoder=ae.float().cpu().eval(),
+        unet=unet.float().cpu().eval(),
+        unet_config=preset.unet,
+        schedule=BernoulliSchedule(),
+        inference=InferenceSettings(noise_level=config.noise_level, threshold=config.threshold),
+        preprocessing=spec.to_dict(),
+        training=_record(config, bank, validation, log.elapsed(), device),
+        description=config.description or f"{preset.name} preset, trained by napari-disyre",
+        source=output,
+    )
+    if validation:
+        from ..training.export import healthy_score_quantiles
+
+        model.healthy_score_quantiles = healthy_score_quantiles(model, validation)
+    write_berdiff_files(output, model)
+    return model
+
+
+def _autoencoder_stage(images, preset, config, device, state, log, output) -> BinaryAutoencoder:
+    settings = stage_settings(preset, "autoencoder", seed=config.seed, precision=config.precision)
+    if config.ae_steps:
+        settings = dataclasses.replace(settings, steps=config.ae_steps)
+    if "autoencoder_done" in state:
+        ae = BinaryAutoencoder(preset.autoencoder)
+        ae.load_state_dict(state["autoencoder_done"])
+        return ae
+    batches = SeededBatches(images, config.ae_batch_size or preset.training.ae_batch_size, config.seed)
+    resume = StageState(**state["stage"]) if state.get("stage_name") == "autoencoder" else None
+    result = train_autoencoder(
+        batches,
+        preset.autoencoder,
+        settings,
+        device=device,
+        on_step=log.stage("autoencoder", settings.steps, resume),
+        checkpointing=Checkpointing(resume, _saver(output, "autoencoder", log, state), config.save_every),
+    )
+    state["autoencoder_done"] = result.ema.state_dict()
+    write_state(output, {**state, "stage_name": "diffusion", "stage": None, "elapsed_s": log.elapsed()})
+    return result.ema
+
+
+def _diffusion_stage(probabilities, ae, preset, config, device, state, log, output):
+    settings = stage_settings(preset, "diffusion", seed=config.seed, precision=config.precision)
+    if config.diffusion_steps:
+        settings = dataclasses.replace(settings, steps=config.diffusion_steps)
+    batches = SeededBatches(
+        probabilities, config.diffusion_batch_size or preset.training.diffusion_batch_size, config.seed + 1
+    )
+    resume = (
+        StageState(**state["stage"])
+        if state.get("stage_name") == "diffusion" and state.get("stage")
+        else None
+    )
+    result = train_latent_diffusion(
+        batches,
+        ae,
+        preset.unet,
+        BernoulliSchedule(),
+        settings,
+        device=device,
+        model=build_latent_unet(preset.unet),
+        on_step=log.stage("diffusion", settings.steps, resume),
+        checkpointing=Checkpointing(resume, _saver(output, "diffusion", log, state), config.save_every),
+        encoded=True,
+    )
+    return result.ema
+
+
+def _saver(output: Path, stage: str, log: _Log, state: dict[str, Any]):
+    def save(stage_state: StageState) -> None:
+        write_state(
+            output, {**state, "stage_name": stage, "stage": stage_state.to_dict(), "elapsed_s": log.elapsed()}
+        )
+
+    return save
+
+
+def _load_state(output: Path) -> dict[str, Any]:
+    return read_state(output / STATE_DIR / STATE_FILE, method="berdiff")
+
+
+def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
+    import json
+
+    recorded = json.loads((output / STATE_DIR / CONFIG_FILE).read_text())
+    asked = json.loads(json.dumps(dataclasses.asdict(config)))
+    changed = sorted(
+        k
+        for k in ("preset", "spacing", "seed", "ae_batch_size", "diffusion_batch_size")
+        if recorded.get(k) != asked.get(k)
+    )
+    if changed:
+        raise DisyreError(
+            f"{output}: --resume with other settings than the run it continues ({', '.join(changed)}); "
+            "give the same options, or start a new run."
+        )
+
+
+class _Log:
+    """The CSV log (stage, step, loss, elapsed_s) and the progress bars; a resumed run appends."""
+
+    def __init__(self, path: Path, *, append: bool, started: float, enabled: bool = True):
+        self.started = started
+        fresh = not (append and path.exists())
+        self.handle = path.open("w" if fresh else "a", newline="")
+        self.writer = csv.writer(self.handle)
+        if fresh:
+            self.writer.writerow(("stage", "step", "loss", "elapsed_s"))
+        self.enabled = enabled
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def stage(self, name: str, total: int, resume: StageState | None):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=total,
+            initial=resume.step if resume else 0,
+            desc=name,
+            dynamic_ncols=True,
+            disable=not self.enabled,
+        )
+
+        def on_step(step: int, loss: float) -> None:
+            self.writer.writerow((name, step, f"{loss:.6f}", f"{self.elapsed():.1f}"))
+            self.handle.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if step == total:
+                bar.close()
+
+        return on_step
+
+
+def _record(config: BerDiffRunConfig, bank: SliceBank, validation, wall: float, device) -> dict[str, Any]:
+    import os
+    import platform
+    import sys
+
+    from ..training.export import device_description
+
+    preset = config.network_preset().training
+    return {
+        "method": "berdiff",
+        "preset": config.preset,
+        "contrast": config.contrast,
+        "ae_steps": config.ae_steps or preset.ae_steps,
+        "diffusion_steps": config.diffusion_steps or preset.diffusion_steps,
+        "training_scans": bank.scan_names,
+        "training_slices": len(bank),
+        "validation_scans": [s.name for s in validation],
+        "seed": config.seed,
+        "wall_time_s": round(wall, 1),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "command": " ".join(sys.argv),
+    }

@@ -1,0 +1,175 @@
+"""The seam both detectors implement: what the detection pipeline asks of a loaded checkpoint.
+
+A checkpoint is either a DISYRE restoration network (:class:`~napari_disyre.checkpoint.Checkpoint`,
+``kind == "disyre"``) or a masked Bernoulli diffusion detector
+(:class:`~napari_disyre.berdiff.checkpoint.BerDiffModel`, ``kind == "berdiff"``). Both say which
+voxel grid and intensity scaling they want, hold healthy-score quantiles, and restore a stack of
+model-grid slices (N, H, W) in [0, 1] into per-step restorations and an anomaly map on the same
+stack (plus, for Bernoulli diffusion, the flip mask). :mod:`napari_disyre.detection` does the rest
+(scan to model grid, crop, slicing axis, back to the scan's grid) the same way for both, so the CLI,
+the widget, training and evaluation never branch on the method.
+
+Settings differ: DISYRE takes :class:`~napari_disyre.engine.RestorationSettings` (steps S, method),
+Bernoulli diffusion :class:`~napari_disyre.berdiff.inference.InferenceSettings` (noise level L,
+flip-probability threshold P). :func:`default_settings` gives a checkpoint's own, with overrides; an
+override that belongs to the other method is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+from .errors import CheckpointError, DisyreError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from .berdiff.checkpoint import BerDiffModel
+    from .berdiff.inference import InferenceSettings
+    from .checkpoint import Checkpoint
+    from .engine import Progress, Restoration, RestorationSettings
+    from .preprocessing import Preprocessing
+
+Detector = Union["Checkpoint", "BerDiffModel"]
+Settings = Union["RestorationSettings", "InferenceSettings"]
+
+DETECTOR_NAMES = {"disyre": "DISYRE", "berdiff": "masked Bernoulli diffusion"}
+#: The options each method takes (and the CLI flags that set them), for the error naming a wrong one.
+OPTIONS = {
+    "disyre": {
+        "steps": "--steps",
+        "method": "--method",
+        "spacing": "--timesteps",
+        "weight_foreground": "--no-weight-foreground",
+        "fast": "--fast",
+    },
+    "berdiff": {"noise_level": "--noise-level", "threshold": "--flip-threshold", "seed": "--seed"},
+}
+
+
+def checkpoint_kind(path: str | Path) -> str:
+    """``"berdiff"`` or ``"disyre"``, from the file names alone (torch-free, for the widget)."""
+    from .berdiff.layout import METADATA_FILE as BERDIFF_FILE
+    from .berdiff.layout import is_berdiff_folder
+    from .checkpoint import METADATA_FILE, checkpoint_path
+
+    path = checkpoint_path(path)
+    if path.is_file() or not is_berdiff_folder(path):
+        return "disyre"
+    if (path / METADATA_FILE).exists() or (path / "unet").is_dir():
+        raise CheckpointError(
+            f"{path}: holds both {BERDIFF_FILE} (Bernoulli diffusion) and DISYRE files ({METADATA_FILE}/unet/); "
+            "a checkpoint folder holds one method: move one of them to its own folder."
+        )
+    return "berdiff"
+
+
+def preprocessing_of(detector: Detector) -> Preprocessing:
+    """The voxel grid, intensity scaling and slicing axis the detector was trained with."""
+    return detector.info.preprocessing if detector.kind == "disyre" else detector.spec
+
+
+def healthy_quantiles_of(detector: Detector) -> dict[str, float]:
+    return (
+        detector.info.healthy_score_quantiles
+        if detector.kind == "disyre"
+        else detector.healthy_score_quantiles
+    )
+
+
+def default_settings(detector: Detector, **overrides: Any) -> Settings:
+    """The checkpoint's own defaults with ``overrides`` applied where they are not None.
+
+    DISYRE: steps, method, foreground weighting from ``disyre.json`` (``fast=True`` also makes the
+    default step count ``FAST_STEPS``; an explicit ``steps`` wins); Bernoulli diffusion: L, P and the
+    seed from ``berdiff.json``.
+    """
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    foreign = sorted(set(changes) - set(OPTIONS[detector.kind]))
+    if foreign:
+        flags = {flag for options in OPTIONS.values() for name, flag in options.items() if name in foreign}
+        raise DisyreError(
+            f"{', '.join(sorted(flags)) or ', '.join(foreign)} does not apply to a {DETECTOR_NAMES[detector.kind]} "
+            f"checkpoint ({detector.name}); its options are {', '.join(OPTIONS[detector.kind].values())}."
+        )
+    if detector.kind == "berdiff":
+        base: Any = detector.inference
+    else:
+        from .engine import FAST_STEPS, RestorationSettings
+
+        info = detector.info
+        base = RestorationSettings(
+            steps=FAST_STEPS if changes.get("fast") else info.steps,
+            method=info.method,
+            weight_foreground=info.weight_foreground,
+        )
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def describe_settings(settings: Settings) -> str:
+    """``S=4 mean-single-step`` or ``L=100, P=0.6``: for progress lines and reports."""
+    if hasattr(settings, "noise_level"):
+        return f"L={settings.noise_level}, P={settings.threshold:g}"
+    return f"S={settings.steps} {settings.method}" + (" (fast)" if settings.fast else "")
+
+
+def restore_stack(
+    detector: Detector,
+    slices: np.ndarray,
+    settings: Settings,
+    *,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    batch_size: int | None,
+    keep_restorations: bool,
+    keep_step_maps: bool = False,
+    compile: bool = False,
+) -> Generator[Progress, None, Restoration]:
+    """Restore model-grid slices (N, H, W) with either method; progress as the engine's.
+
+    ``keep_step_maps`` and ``compile`` are DISYRE engine options: Bernoulli diffusion keeps no map per
+    reverse step (its map is made once, from the final code) and runs eagerly.
+    """
+    if detector.kind == "berdiff":
+        from .berdiff.detector import restore_for_detection
+
+        restorer = restore_for_detection
+    else:
+        from .engine import restore
+
+        def restorer(checkpoint, slices, settings, **options):
+            _check_steps(checkpoint, settings)
+            return restore(
+                slices,
+                checkpoint.unet,
+                checkpoint.schedule,
+                settings,
+                keep_step_maps=keep_step_maps,
+                compile=compile,
+                **options,
+            )
+
+    return (
+        yield from restorer(
+            detector,
+            slices,
+            settings,
+            device=device,
+            autocast=autocast,
+            batch_size=batch_size,
+            keep_restorations=keep_restorations,
+        )
+    )
+
+
+def _check_steps(checkpoint: Checkpoint, settings: RestorationSettings) -> None:
+    total = checkpoint.schedule.num_train_timesteps
+    if settings.steps > total:
+        raise DisyreError(
+            f"{settings.steps} steps asked, but this checkpoint's schedule has only {total} timesteps: "
+            f"choose 1 to {total}."
+        )

@@ -1,0 +1,133 @@
+"""``napari-disyre train --method berdiff``: the small preset for a few steps on tiny synthetic
+volumes, through the DISYRE data pipeline; saved, reloaded, identical maps; exact resume; errors
+before any training."""
+
+from __future__ import annotations
+
+import csv
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
+from napari_disyre.cli import main  # noqa: E402
+from napari_disyre.detection import detect  # noqa: E402
+from napari_disyre.nifti import load_scan  # noqa: E402
+
+from .conftest import synthetic_brain  # noqa: E402
+
+FAST = [
+    "--method",
+    "berdiff",
+    "--preset",
+    "small",
+    "--batch-size",
+    "2",
+    "--ae-steps",
+    "2",
+    "--noise-level",
+    "3",
+]
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("healthy")
+    for i in range(3):
+        data, _ = synthetic_brain(shape=(40, 44, 12), seed=i, lesion=False)
+        nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), folder / f"sub-{i}_T1w.nii.gz")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two torch threads on a shared 2-core machine run ~20x slower than one (OpenMP contention)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "latent_unet.safetensors")), load_file(
+        str(folder / "autoencoder.safetensors")
+    )
+
+
+def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path, healthy, capsys):
+    out = tmp_path / "bd"
+    args = ["train", str(healthy), *FAST, "--val-count", "1", "--save-every", "1"]
+    assert main([*args, "--diffusion-steps", "3", "--out", str(out)]) == 0
+    assert "masked Bernoulli diffusion" in capsys.readouterr().out
+    model = load_checkpoint(out)
+    assert model.kind == "berdiff" and model.inference.noise_level == 3 and model.inference.threshold == 0.6
+    assert model.preprocessing["spacing"] == [1.5, 1.5, 1.5] and model.training["training_scans"] == [
+        "sub-0_T1w.nii.gz",
+        "sub-1_T1w.nii.gz",
+    ]
+    assert set(model.healthy_score_quantiles) >= {"0.99", "0.999"}
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "noise level L = 3, flip threshold P = 0.6" in info
+    assert "trained: preset small, 2 autoencoder + 3 diffusion steps, 2 scans" in info
+    rows = list(csv.DictReader((out / "training" / "log.csv").open()))
+    assert [(r["stage"], int(r["step"])) for r in rows] == [
+        ("autoencoder", 1),
+        ("autoencoder", 2),
+        ("diffusion", 1),
+        ("diffusion", 2),
+        ("diffusion", 3),
+    ]
+    scan = load_scan(healthy / "sub-2_T1w.nii.gz")
+    first, again = detect(scan, model), detect(scan, load_checkpoint(out))
+    assert np.array_equal(first.anomaly_map, again.anomaly_map) and first.anomaly_map.max() > 0
+    assert np.array_equal(first.flip_mask, again.flip_mask)
+    # interrupted after 2 diffusion steps, resumed to 3: the same weights as the straight run
+    part = tmp_path / "part"
+    assert main([*args, "--diffusion-steps", "2", "--out", str(part)]) == 0
+    assert main([*args, "--diffusion-steps", "3", "--out", str(part), "--resume"]) == 0
+    for straight, resumed in zip(weights(out), weights(part), strict=True):
+        assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    steps = [(r["stage"], int(r["step"])) for r in csv.DictReader((part / "training" / "log.csv").open())]
+    assert steps[-2:] == [("diffusion", 2), ("diffusion", 3)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--init", "x"], "--init apply to --method disyre only"),
+        (["--steps", "5"], "--steps apply to --method disyre only"),
+        (["--ae-steps", "0"], "--ae-steps must be at least 1"),
+        (["--resume"], "nothing to resume"),
+    ],
+)
+def test_bad_berdiff_training_input_stops_before_training(tmp_path, healthy, capsys, extra, message):
+    out = tmp_path / "bd"
+    assert main(["train", str(healthy), "--method", "berdiff", "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, healthy, capsys):
+    out = tmp_path / "bd"
+    args = ["train", str(healthy), *FAST, "--val-count", "0", "--diffusion-steps", "1", "--out", str(out)]
+    assert main(args) == 0
+    assert main([*args, "--resume", "--seed", "3"]) == 2
+    assert "other settings than the run it continues (seed)" in capsys.readouterr().err
+
+
+def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy, capsys):
+    from napari_disyre.training.state import write_state
+
+    out = tmp_path / "run"
+    write_state(out, {"step": 3, "unet": {}})  # a DISYRE state
+    assert main(["train", str(healthy), "--method", "berdiff", "--out", str(out), "--resume"]) == 2
+    assert "the state of a --method disyre run; resume it with --method disyre" in capsys.readouterr().err
+    write_state(out, {"stage_name": "autoencoder", "stage": None})
+    assert main(["train", str(healthy), "--out", str(out), "--resume", "--val-count", "0"]) == 2
+    assert "the state of a --method berdiff run; resume it with --method berdiff" in capsys.readouterr().err

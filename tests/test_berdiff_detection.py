@@ -1,0 +1,211 @@
+"""Bernoulli diffusion behind the one detection seam: load_checkpoint tells the methods apart,
+detect maps the masked restoration onto the scan's grid, settings of the other method are refused."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_disyre.berdiff.bernoulli import BernoulliSchedule  # noqa: E402
+from napari_disyre.berdiff.checkpoint import BerDiffModel, save_berdiff  # noqa: E402
+from napari_disyre.berdiff.detector import pad_slices, padded_size, size_multiple  # noqa: E402
+from napari_disyre.berdiff.inference import InferenceSettings, restore_slices  # noqa: E402
+from napari_disyre.berdiff.layout import METADATA_FILE  # noqa: E402
+from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
+from napari_disyre.detection import detect  # noqa: E402
+from napari_disyre.detectors import checkpoint_kind, default_settings  # noqa: E402
+from napari_disyre.engine import run_to_end  # noqa: E402
+from napari_disyre.errors import CheckpointError, DisyreError  # noqa: E402
+from napari_disyre.nifti import Volume  # noqa: E402
+from napari_disyre.preprocessing import foreground_bbox, prepare_scan  # noqa: E402
+
+from .berdiff_tiny import TINY_UNET, tiny_networks  # noqa: E402
+from .conftest import synthetic_brain  # noqa: E402
+
+
+def tiny_berdiff(**inference) -> BerDiffModel:
+    ae, unet = tiny_networks()
+    return BerDiffModel(
+        autoencoder=ae,
+        unet=unet,
+        unet_config=TINY_UNET,
+        schedule=BernoulliSchedule(steps=50),
+        inference=InferenceSettings(**{"noise_level": 12, "threshold": 0.55, "seed": 1, **inference}),
+        preprocessing={"percentile_region": "foreground"},
+        healthy_score_quantiles={"0.999": 0.2},
+    )
+
+
+def test_load_checkpoint_tells_the_methods_apart(tmp_path, tiny_checkpoint):
+    from napari_disyre.checkpoint import save_checkpoint
+
+    berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff())
+    disyre = save_checkpoint(tmp_path / "ds", tiny_checkpoint)
+    loaded = load_checkpoint(berdiff)
+    assert (loaded.kind, checkpoint_kind(berdiff)) == ("berdiff", "berdiff")
+    assert "masked Bernoulli diffusion" in loaded.summary() and "L=12, P=0.55" in loaded.summary()
+    assert (load_checkpoint(disyre).kind, checkpoint_kind(disyre)) == ("disyre", "disyre")
+    (disyre / METADATA_FILE).write_text((berdiff / METADATA_FILE).read_text())
+    with pytest.raises(CheckpointError, match="holds both berdiff.json .* one method"):
+        load_checkpoint(disyre)
+
+
+def test_load_checkpoint_refuses_a_mislabelled_or_corrupted_berdiff_folder(tmp_path):
+    folder = save_berdiff(tmp_path / "bd", tiny_berdiff())
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    (folder / METADATA_FILE).write_text(json.dumps({**meta, "method": "disyre"}))
+    with pytest.raises(CheckpointError, match="holds method 'disyre'.*mislabelled"):
+        load_checkpoint(folder)
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    weights = folder / "latent_unet.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="latent_unet.safetensors: corrupt or truncated"):
+        load_checkpoint(folder)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no unet/ folder and no berdiff.json"):
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_settings_of_the_other_method_are_refused(tiny_checkpoint):
+    model = tiny_berdiff()
+    assert default_settings(model, noise_level=5, threshold=None).noise_level == 5
+    assert default_settings(model).threshold == 0.55
+    with pytest.raises(DisyreError, match="--steps does not apply to a masked Bernoulli diffusion"):
+        default_settings(model, steps=3)
+    with pytest.raises(DisyreError, match="--noise-level does not apply to a DISYRE"):
+        default_settings(tiny_checkpoint, noise_level=3)
+
+
+def test_detect_runs_berdiff_on_the_scans_grid():
+    data, _ = synthetic_brain(shape=(30, 34, 6))
+    scan = Volume(data=data, affine=np.diag([1.0, 1.0, 2.0, 1.0]))
+    model = tiny_berdiff()
+    result = detect(scan, model, batch_size=4)
+    assert result.method == "berdiff" and result.settings == model.inference
+    # the same by hand: model grid, crop, slices along axis 2, centred padding to the AE's size
+    prepared = prepare_scan(data, scan.affine, model.spec, None)
+    box = foreground_bbox(prepared.image > 0)
+    slices = np.moveaxis(prepared.image[box], 2, 0)
+    size = padded_size(*slices.shape[1:], 16, size_multiple(model))
+    assert size_multiple(model) == 4 and size == tuple(-(-max(16, s) // 4) * 4 for s in slices.shape[1:])
+    padded, inner = pad_slices(slices, size)
+    ref = run_to_end(restore_slices(padded, model.autoencoder, model.unet, model.schedule, model.inference))
+    expected = np.zeros(data.shape, np.float32)
+    expected[box] = np.moveaxis(ref.anomaly_map[:, inner[0], inner[1]], 0, 2)
+    expected[~result.foreground] = 0
+    np.testing.assert_allclose(result.anomaly_map, expected, atol=1e-5)
+    mask = np.zeros(data.shape, np.float32)
+    mask[box] = np.moveaxis(ref.flip_mask[:, inner[0], inner[1]], 0, 2)
+    mask[~result.foreground] = 0
+    np.testing.assert_allclose(result.flip_mask, mask, atol=1e-6)
+    assert result.flip_mask.max() > 0
+    # kept restorations: every 10th of the L = 12 reverse steps, and the last (t = 0)
+    assert result.timesteps == [2, 0] and [r.shape for r in result.restorations] == [data.shape] * 2
+    final = np.zeros(data.shape, np.float32)
+    final[box] = np.moveaxis(ref.restoration[:, 0, inner[0], inner[1]], 0, 2)
+    np.testing.assert_allclose(result.restorations[-1], final, atol=1e-5)
+
+
+def test_evaluate_scores_two_checkpoints_of_both_methods_in_one_report(tmp_path, tiny_checkpoint, capsys):
+    """DISYRE, berdiff and the baselines in one table; each option goes to the method it belongs to."""
+    import csv
+
+    import nibabel as nib
+    from sklearn.metrics import average_precision_score
+
+    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.cli import main
+    from napari_disyre.evaluation.scoring import Case, load_case
+
+    for seed in (0, 1):
+        data, lesion = synthetic_brain(shape=(30, 34, 6), seed=seed)
+        for folder, volume in (("scans", data), ("labels", lesion.astype(np.uint8))):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            nib.save(
+                nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / folder / f"c{seed}.nii.gz"
+            )
+    disyre = save_checkpoint(tmp_path / "ds", tiny_checkpoint)
+    berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff())
+    args = ["evaluate", "--checkpoint", str(disyre), "--checkpoint", str(berdiff), "--scans", str(tmp_path / "scans"),
+            "--labels", str(tmp_path / "labels"), "--baselines", "intensity", "--sweep", "1",
+            "--noise-level", "6", "--maps", str(tmp_path / "maps"), "--device", "cpu", "-q"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "report")]) == 0
+    rows = list(csv.DictReader((tmp_path / "report" / "metrics.csv").open()))
+    names = ["intensity", "ds: DISYRE S=1", "bd: BerDiff L=6, P=0.55"]
+    assert [(r["method"], r["volume"]) for r in rows] == [
+        (m, v) for m in names for v in ("c0", "c1", "pooled")
+    ]
+    # the berdiff row is the map detect() gives with L = 6, scored like any other
+    cases = [
+        load_case(Case(f"c{s}", tmp_path / "scans" / f"c{s}.nii.gz", tmp_path / "labels" / f"c{s}.nii.gz"))
+        for s in (0, 1)
+    ]
+    model = load_checkpoint(berdiff)
+    maps = [detect(c.scan, model, default_settings(model, noise_level=6)).anomaly_map for c in cases]
+    expected = average_precision_score(
+        np.concatenate([c.label[c.region] for c in cases]),
+        np.concatenate([m[c.region] for m, c in zip(maps, cases, strict=True)]),
+    )
+    pooled = next(r for r in rows if r["method"] == names[2] and r["volume"] == "pooled")
+    assert float(pooled["ap"]) == pytest.approx(expected, abs=1e-4)
+    assert len(list((tmp_path / "maps").iterdir())) == 4  # two models x two cases, cached
+    capsys.readouterr()
+    only_berdiff = ["evaluate", "--checkpoint", str(berdiff), "--scans", str(tmp_path / "scans"),
+                    "--labels", str(tmp_path / "labels"), "--steps", "2", "-q"]  # fmt: skip
+    assert main(only_berdiff) == 2
+    assert "steps: no checkpoint given takes this option" in capsys.readouterr().err
+
+
+def test_detect_cli_writes_the_berdiff_map_and_flip_mask(tmp_path, tiny_checkpoint, capsys):
+    import nibabel as nib
+
+    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.cli import main
+    from napari_disyre.nifti import load_scan
+
+    data, _ = synthetic_brain(shape=(30, 34, 6))
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "scan.nii.gz")
+    berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff())
+    out = ["--out-map", str(tmp_path / "map.nii.gz"), "--out-flip-mask", str(tmp_path / "flip.nii.gz")]
+    assert main(["detect", str(tmp_path / "scan.nii.gz"), "-c", str(berdiff), "-P", "0.5", *out, "-q"]) == 0
+    model = load_checkpoint(berdiff)
+    expected = detect(load_scan(tmp_path / "scan.nii.gz"), model, default_settings(model, threshold=0.5))
+    np.testing.assert_allclose(nib.load(tmp_path / "map.nii.gz").get_fdata(), expected.anomaly_map, atol=1e-6)
+    np.testing.assert_allclose(nib.load(tmp_path / "flip.nii.gz").get_fdata(), expected.flip_mask, atol=1e-6)
+    disyre = save_checkpoint(tmp_path / "ds", tiny_checkpoint)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "scan.nii.gz"),
+                "-c",
+                str(disyre),
+                "--out-flip-mask",
+                str(tmp_path / "f2.nii.gz"),
+            ]
+        )
+        == 2
+    )
+    assert "--out-flip-mask needs a masked Bernoulli diffusion" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "detect",
+                str(tmp_path / "scan.nii.gz"),
+                "-c",
+                str(berdiff),
+                "--steps",
+                "2",
+                "--out-map",
+                str(tmp_path / "m2.nii.gz"),
+            ]
+        )
+        == 2
+    )
+    assert "--steps does not apply to a masked Bernoulli diffusion checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "f2.nii.gz").exists() and not (tmp_path / "m2.nii.gz").exists()
