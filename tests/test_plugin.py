@@ -219,6 +219,22 @@ def test_choosing_a_checkpoint_sets_its_default_steps_and_method(qtbot, widget, 
     assert len(widget.detection.timesteps) == 8
 
 
+def test_the_fast_checkbox_runs_fast_mode_with_one_step(qtbot, widget, checkpoint_dir, scan_path):
+    """The widget's fast mode is the CLI's --fast: half-window steps and S = 1, the same map as the core."""
+    from napari_disyre.checkpoint import load_checkpoint
+    from napari_disyre.detection import default_settings, detect
+    from napari_disyre.nifti import load_scan
+
+    widget.fast.value = True
+    assert widget.steps.value == 1
+    _detect(qtbot, widget)
+    settings = widget.detection.settings
+    assert settings.fast and settings.steps == 1 and len(widget.detection.timesteps) == 1
+    checkpoint = load_checkpoint(checkpoint_dir)
+    expected = detect(load_scan(scan_path), checkpoint, default_settings(checkpoint, fast=True), device="cpu")
+    np.testing.assert_allclose(widget.detection.anomaly_map, expected.anomaly_map, rtol=1e-5, atol=1e-6)
+
+
 def test_a_checkpoint_rewritten_on_disk_is_reloaded(qtbot, widget, checkpoint_dir, scan_path):
     from napari_disyre.checkpoint import Checkpoint, CheckpointInfo, load_checkpoint, save_checkpoint
     from napari_disyre.detection import default_settings, detect

@@ -99,7 +99,8 @@ def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
         parts = [
             unet_config_dict(checkpoint.unet) | {"_diffusers_version": ""},
             checkpoint.schedule.to_config(),
-            checkpoint.info.to_dict(),
+            # saved maps are raw: the recorded post-processing default and the free text do not make them
+            {k: v for k, v in checkpoint.info.to_dict().items() if k not in ("postprocessing", "description")},
         ]
     digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for prefix, network in networks.items():

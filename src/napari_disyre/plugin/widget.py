@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
+    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -100,6 +101,8 @@ class DetectionWidget(QWidget):
         self.checkpoint_info.native.setWordWrap(True)
         self.steps = SpinBox(label="steps", min=1, max=100, value=4)
         self.method = ComboBox(label="method", choices=METHODS)
+        self.fast = CheckBox(text="fast mode (windows step by half a window)", value=False)
+        self.fast.changed.connect(self._fast_toggled)
         self.berdiff = BerDiffControls()  # L and P, instead of steps and method for berdiff
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
         self.detect_button = PushButton(text="Detect anomalies")
@@ -130,6 +133,7 @@ class DetectionWidget(QWidget):
                 self.checkpoint_info,
                 self.steps,
                 self.method,
+                self.fast,
                 *self.berdiff.widgets,
                 self.device,
                 Container(
@@ -200,14 +204,19 @@ class DetectionWidget(QWidget):
     def _show_controls(self, kind: str) -> None:
         """DISYRE: steps and method; masked Bernoulli diffusion: L and P."""
         self.kind = kind
-        for control in (self.steps, self.method, *self.berdiff.widgets):
+        for control in (self.steps, self.method, self.fast, *self.berdiff.widgets):
             control.visible = (control in self.berdiff.widgets) == (kind == "berdiff")
+
+    def _fast_toggled(self, on: bool) -> None:
+        """Fast mode runs one step, as ``--fast`` does; the spin box still lets the user ask for more."""
+        if on:
+            self.steps.value = 1
 
     def settings_overrides(self) -> dict[str, Any]:
         """What the visible controls ask of the run (the worker applies them to the checkpoint's)."""
         if self.kind == "berdiff":
             return self.berdiff.overrides()
-        return {"steps": self.steps.value, "method": self.method.value}
+        return {"steps": self.steps.value, "method": self.method.value, "fast": self.fast.value or None}
 
     # -- detection --------------------------------------------------------------------------------
 
