@@ -119,7 +119,8 @@ def pooled_over_folds(contrast: str, args: argparse.Namespace, core: bool = Fals
     """DISYRE and intensity metrics pooled over all four patients, each scored by the fold model that
     never saw it (its saved S map), on the voxels the evaluate command counts: the issue states the
     intensity baseline pooled over patients."""
-    from napari_disyre.evaluation.scoring import Case, load_case, score_case, summarise
+    from napari_disyre.evaluation.cases import Case
+    from napari_disyre.evaluation.scoring import load_case, score_case, summarise
 
     scored = []
     for fold, (_, test_patients) in FOLDS.items():

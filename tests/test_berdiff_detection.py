@@ -119,7 +119,8 @@ def test_evaluate_scores_two_checkpoints_of_both_methods_in_one_report(tmp_path,
 
     from napari_disyre.checkpoint import save_checkpoint
     from napari_disyre.cli import main
-    from napari_disyre.evaluation.scoring import Case, load_case
+    from napari_disyre.evaluation.cases import Case
+    from napari_disyre.evaluation.scoring import load_case
 
     for seed in (0, 1):
         data, lesion = synthetic_brain(shape=(30, 34, 6), seed=seed)
@@ -152,7 +153,7 @@ def test_evaluate_scores_two_checkpoints_of_both_methods_in_one_report(tmp_path,
     )
     pooled = next(r for r in rows if r["method"] == names[2] and r["volume"] == "pooled")
     assert float(pooled["ap"]) == pytest.approx(expected, abs=1e-4)
-    assert len(list((tmp_path / "maps").iterdir())) == 4  # two models x two cases, cached
+    assert len(list((tmp_path / "maps").glob("*.nii.gz"))) == 4  # two models x two cases, cached
     capsys.readouterr()
     only_berdiff = ["evaluate", "--checkpoint", str(berdiff), "--scans", str(tmp_path / "scans"),
                     "--labels", str(tmp_path / "labels"), "--steps", "2", "-q"]  # fmt: skip

@@ -12,12 +12,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from napari_disyre.cli import main
 from napari_disyre.errors import InputError
+from napari_disyre.evaluation.cases import Case, cases_by_name, cases_from_csv, cases_in_folders
 from napari_disyre.evaluation.scoring import (
-    Case,
     binarise_label,
-    cases_by_name,
-    cases_from_csv,
-    cases_in_folders,
     load_case,
     rank_combination,
     score_case,

@@ -227,7 +227,7 @@ def test_refused_with_a_clear_error_exit_2_and_nothing_written(case, tmp_path, c
     argv = [*setup(work, ckpt), "-c", str(ckpt), "--device", "cpu", "-q"]
     before = snapshot(tmp_path)
     # every refusal comes before the model runs
-    monkeypatch.setattr("napari_disyre.detection.restore", lambda *a, **k: pytest.fail("the model ran"))
+    monkeypatch.setattr("napari_disyre.detection.restore_stack", lambda *a, **k: pytest.fail("the model ran"))
     args = build_parser().parse_args(argv)
     with pytest.raises(error_class, match=message):
         args.run(args)
@@ -388,7 +388,8 @@ def test_saved_maps_are_reused_only_for_the_same_model_settings_and_scan(tmp_pat
     from napari_disyre import detection
     from napari_disyre.checkpoint import Checkpoint, CheckpointInfo
     from napari_disyre.checkpoint_checks import checkpoint_fingerprint
-    from napari_disyre.evaluation.scoring import Case, load_case, score_case
+    from napari_disyre.evaluation.cases import Case
+    from napari_disyre.evaluation.scoring import load_case, score_case
     from napari_disyre.schedule import Schedule
 
     first, second = (Checkpoint(make_unet(seed=s), Schedule(), CheckpointInfo()) for s in (0, 1))
@@ -408,7 +409,7 @@ def test_saved_maps_are_reused_only_for_the_same_model_settings_and_scan(tmp_pat
         "DISYRE S=1"
     ]
     before = snapshot(tmp_path)
-    monkeypatch.setattr(detection, "restore", lambda *a, **k: pytest.fail("the model ran"))
+    monkeypatch.setattr(detection, "restore_stack", lambda *a, **k: pytest.fail("the model ran"))
     reused = score_case(load_case(case), first, [1], (), maps_dir=maps, detect_options=options).scores[
         "DISYRE S=1"
     ]
@@ -528,7 +529,7 @@ def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, ckpt, monkeypatc
 
 
 def test_two_scans_of_one_stem_in_a_folder_are_refused_not_merged(tmp_path):
-    from napari_disyre.evaluation.scoring import cases_by_name
+    from napari_disyre.evaluation.cases import cases_by_name
 
     for name in ("case1.nii", "case1.nii.gz"):
         save(tmp_path / "scans" / name, brain())

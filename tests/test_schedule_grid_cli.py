@@ -154,7 +154,7 @@ def test_cli_info_describes_the_checkpoint(tmp_path, tiny_checkpoint, capsys):
     assert main(["info", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("model: T2, ") and "scan's own grid (napari-disyre layout)" in lines[0]
-    assert lines[1] == "defaults: S = 8, multi-step-restoration, foreground-weighted scores"
+    assert lines[1] == "method: DISYRE; defaults: S = 8, multi-step-restoration, foreground-weighted scores"
     assert lines[2] == "healthy-score quantiles: 0.99: 0.125, 0.999: 0.25"
     assert lines[3] == "trained: preset small, 300 steps of 16, 3 scans, 1.5 h on cpu"
     assert main(["info", str(tmp_path / "missing")]) == 2

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .checkpoint_checks import check_info_bounds
+from .checkpoint_checks import check_info_bounds, checkpoint_path
 from .errors import CheckpointError
 from .methods import DEFAULT_METHOD, METHODS, Method
 from .outputs import atomic_output, write_json
@@ -171,20 +171,6 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         return _info_from_metadata(metadata, path)
     _unet_dir(path)
     return _folder_info(path)
-
-
-def checkpoint_path(path: str | Path) -> Path:
-    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file), else a CheckpointError."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found.")
-    if path.is_file() and path.suffix != ".safetensors":
-        raise CheckpointError(
-            f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
-            "scheduler/), a Bernoulli diffusion folder (with berdiff.json) or a single .safetensors "
-            "file written by napari-disyre."
-        )
-    return path
 
 
 def _unet_dir(folder: Path) -> Path:

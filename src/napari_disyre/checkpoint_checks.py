@@ -1,4 +1,4 @@
-"""What a checkpoint may claim, and who it is.
+"""What a checkpoint may claim, and who it is (and whether a path can hold one at all).
 
 A checkpoint's sizes and voxel spacing are read from files anyone can edit; a forged or corrupt one
 (a window of 0 or 100000 pixels, a million channels, a 0.001 mm grid) would otherwise allocate
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CheckpointError
@@ -100,7 +101,11 @@ def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
             unet_config_dict(checkpoint.unet) | {"_diffusers_version": ""},
             checkpoint.schedule.to_config(),
             # saved maps are raw: the recorded post-processing default and the free text do not make them
-            {k: v for k, v in checkpoint.info.to_dict().items() if k not in ("postprocessing", "description")},
+            {
+                k: v
+                for k, v in checkpoint.info.to_dict().items()
+                if k not in ("postprocessing", "description")
+            },
         ]
     digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for prefix, network in networks.items():
@@ -108,3 +113,17 @@ def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
             digest.update(f"{prefix}{name}".encode())
             digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file), else a CheckpointError."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found.")
+    if path.is_file() and path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
+            "scheduler/), a Bernoulli diffusion folder (with berdiff.json) or a single .safetensors "
+            "file written by napari-disyre."
+        )
+    return path

@@ -55,7 +55,8 @@ def checkpoint_kind(path: str | Path) -> str:
     """``"berdiff"`` or ``"disyre"``, from the file names alone (torch-free, for the widget)."""
     from .berdiff.layout import METADATA_FILE as BERDIFF_FILE
     from .berdiff.layout import is_berdiff_folder
-    from .checkpoint import METADATA_FILE, checkpoint_path
+    from .checkpoint import METADATA_FILE
+    from .checkpoint_checks import checkpoint_path
 
     path = checkpoint_path(path)
     if path.is_file() or not is_berdiff_folder(path):

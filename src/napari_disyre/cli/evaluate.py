@@ -80,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _cases(args: argparse.Namespace):
-    from ..evaluation.scoring import Case, cases_by_name, cases_from_csv, cases_in_folders
+    from ..evaluation.cases import Case, cases_by_name, cases_from_csv, cases_in_folders
     from ..sample_data import demo_lesion_path, demo_scan_path
 
     if args.demo:

@@ -1,8 +1,8 @@
 """The evaluation wing: anomaly maps scored against lesion labels, as the DISYRE paper reports them.
 
-``scoring`` pairs scans with labels and scores DISYRE and the baselines on each case; ``metrics``
-holds the voxel- and slice-level metrics (numpy and scikit-learn only); ``report`` writes the table,
-CSV, JSON and plots.
+``cases`` pairs scans with labels; ``scoring`` scores the models and the baselines on each case;
+``metrics`` holds the voxel- and slice-level metrics (numpy and scikit-learn only); ``report`` writes
+the table, CSV, JSON and plots.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 from ..lazy import lazy_getattr
 
 _EXPORTS = {
-    "Case": "scoring",
+    "Case": "cases",
     "ScoredCase": "scoring",
     "MethodSummary": "scoring",
-    "cases_by_name": "scoring",
-    "cases_in_folders": "scoring",
-    "cases_from_csv": "scoring",
+    "cases_by_name": "cases",
+    "cases_in_folders": "cases",
+    "cases_from_csv": "cases",
     "load_case": "scoring",
     "score_case": "scoring",
     "summarise": "scoring",

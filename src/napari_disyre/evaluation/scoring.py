@@ -9,7 +9,6 @@ the baselines are compared honestly. Qt-free; torch is only imported when DISYRE
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
@@ -20,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..nifti import Volume, is_nifti_path, load_matching, load_scan, save_volume, strip_nifti_extension
+from ..nifti import Volume, load_matching, load_scan, save_volume
 from ..outputs import write_json
 from ..preprocessing import foreground_mask
 from ..saved_maps import check_saved_map, map_record, record_path
+from .cases import Case
 from .metrics import (
     VoxelMetrics,
     dice_precision_recall,
@@ -52,16 +52,6 @@ BASELINES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-@dataclass(frozen=True)
-class Case:
-    """One labelled scan: ``label > 0`` marks the anomalous voxels; ``brain_mask`` is optional."""
-
-    id: str
-    scan: Path
-    label: Path
-    brain_mask: Path | None = None
-
-
 @dataclass
 class ScoredCase:
     """A case loaded on its scan's grid with every score computed for it (all float32, same shape)."""
@@ -88,148 +78,6 @@ class MethodSummary:
 
 def disyre_name(steps: int) -> str:
     return f"DISYRE S={steps}"
-
-
-# -- pairing --------------------------------------------------------------------------------------
-
-
-def _nifti_files(folder: Path, what: str) -> list[Path]:
-    if not folder.is_dir():
-        raise InputError(f"{folder}: the {what} folder does not exist.")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and is_nifti_path(p))
-    if not files:
-        raise InputError(f"{folder}: no NIfTI (.nii/.nii.gz) {what} found.")
-    return files
-
-
-def _match(stem: str, candidates: dict[str, Path]) -> Path | None:
-    """The candidate with the same stem, else the only one that extends it or that it extends
-    (``case1`` matches ``case1_seg``); None when there is none or the choice is ambiguous."""
-    if stem in candidates:
-        return candidates[stem]
-    near = [p for s, p in candidates.items() if s.startswith(stem) or stem.startswith(s)]
-    return near[0] if len(near) == 1 else None
-
-
-def cases_by_name(scans: Path, labels: Path, brain_masks: Path | None = None) -> list[Case]:
-    """Pair each scan of the folder ``scans`` with the label (and brain mask) of the same name.
-
-    A label named like the scan, or like the scan with a suffix (``case1`` and ``case1_seg``),
-    matches. Every scan must find its label: unmatched scans are listed in the error, because a
-    silently skipped scan changes the pooled figures.
-    """
-    label_files = {strip_nifti_extension(p.name): p for p in _nifti_files(labels, "labels")}
-    mask_files = (
-        {strip_nifti_extension(p.name): p for p in _nifti_files(brain_masks, "brain masks")}
-        if brain_masks
-        else {}
-    )
-    cases, missing = [], []
-    for scan in _nifti_files(scans, "scans"):
-        stem = strip_nifti_extension(scan.name)
-        label = _match(stem, label_files)
-        if label is None:
-            missing.append(scan.name)
-            continue
-        mask = _match(stem, mask_files) if brain_masks else None
-        if brain_masks and mask is None:
-            raise InputError(f"{scan}: no brain mask named like it in {brain_masks}.")
-        cases.append(Case(stem, scan, label, mask))
-    if missing:
-        raise InputError(
-            f"{len(missing)} scan(s) in {scans} have no label of the same name in {labels}: "
-            + ", ".join(missing)
-            + ". Name each label like its scan, or list the pairs in a CSV (--pairs)."
-        )
-    return refuse_duplicates(cases, str(scans))  # case1.nii beside case1.nii.gz
-
-
-def cases_in_folders(root: Path, scan_name: str, label_name: str, mask_name: str | None = None) -> list[Case]:
-    """One case per sub-folder of ``root`` holding ``scan_name`` (BraTS- or BIDS-like layouts): the
-    folder name is the case id, the label and brain mask sit beside the scan."""
-    folders = sorted(p.parent for p in root.glob(f"*/{scan_name}")) if root.is_dir() else []
-    if not folders:
-        raise InputError(f"{root}: no sub-folder holds a scan named {scan_name!r}.")
-    cases = []
-    for folder in folders:
-        label = folder / label_name
-        if not label.exists():
-            raise InputError(f"{folder}: the scan {scan_name} has no label {label_name} beside it.")
-        mask = folder / mask_name if mask_name else None
-        if mask is not None and not mask.exists():
-            raise InputError(f"{folder}: no brain mask {mask_name} beside the scan.")
-        cases.append(Case(folder.name, folder / scan_name, label, mask))
-    return cases
-
-
-def cases_from_csv(path: Path) -> list[Case]:
-    """Cases listed in a CSV with the columns ``scan,label`` and optionally ``brain_mask`` and ``id``;
-    relative paths are relative to the CSV's folder. UTF-8 (with or without Excel's byte-order mark);
-    spaces around names and values are ignored; every row must fill the scan and label cells."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            table = [[cell.strip() for cell in row] for row in csv.reader(handle)]
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the pairs file ({exc.strerror}).") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#x} at offset {exc.start}; Latin-1 or "
-            "Windows encoding?). Save the pairs file as 'CSV UTF-8'."
-        ) from None
-    except csv.Error as exc:
-        raise InputError(f"{path}: not a readable CSV ({exc}).") from None
-    numbered = [(n, row) for n, row in enumerate(table, start=1) if any(row)]
-    header = numbered[0][1] if numbered else []
-    if not {"scan", "label"} <= set(header):
-        raise InputError(f"{path}: a pairs CSV needs a header with the columns scan,label[,brain_mask][,id].")
-    if len(numbered) == 1:
-        raise InputError(
-            f"{path}: the pairs CSV has its header but no rows: list one scan,label pair per line."
-        )
-    rows = []
-    for line, cells in numbered[1:]:
-        if len(cells) != len(header):
-            raise InputError(
-                f"{path}, line {line}: {len(cells)} cell(s) where the header has {len(header)} "
-                f"({','.join(header)}); fill every column (an empty cell may stay empty for id/brain_mask)."
-            )
-        row = dict(zip(header, cells, strict=True))
-        empty = [k for k in ("scan", "label") if not row[k]]
-        if empty:
-            raise InputError(f"{path}, line {line}: the {' and '.join(empty)} cell is empty.")
-        rows.append(row)
-
-    def resolve(value: str) -> Path:
-        return (path.parent / value).resolve()
-
-    # Per-patient folders often hold identically named files: then the folder names the case.
-    names = [Path(r["scan"]).name for r in rows]
-    cases = []
-    for row, name in zip(rows, names, strict=True):
-        scan = resolve(row["scan"])
-        shared = names.count(name) > 1
-        case_id = row.get("id") or (scan.parent.name if shared else strip_nifti_extension(scan.name))
-        mask = resolve(row["brain_mask"]) if row.get("brain_mask") else None
-        cases.append(Case(case_id, scan, resolve(row["label"]), mask))
-    return refuse_duplicates(cases, str(path))
-
-
-def refuse_duplicates(cases: Sequence[Case], source: str) -> list[Case]:
-    """A scan listed twice would count twice in the pooled metrics, and two cases with one id would
-    overwrite each other's per-volume figures and saved maps: both are refused."""
-    for what, key in (("scan", lambda c: c.scan.resolve()), ("case id", lambda c: c.id)):
-        seen: dict[object, Case] = {}
-        for case in cases:
-            if key(case) in seen:
-                raise InputError(
-                    f"{source}: the {what} {key(case)} appears twice ({seen[key(case)].scan} and {case.scan}); "
-                    "list each case once, with its own id (an id column names the cases)."
-                )
-            seen[key(case)] = case
-    return list(cases)
-
-
-# -- scoring --------------------------------------------------------------------------------------
 
 
 def load_case(case: Case, label_values: Sequence[int] | None = None) -> ScoredCase:
