@@ -354,10 +354,12 @@ def test_export_follows_the_layers_and_the_dialog_starts_beside_the_scan(
 
 
 def test_two_results_side_by_side_each_with_its_own_threshold(qtbot, widget, errors):
+    from napari_disyre.plugin.results import viewer_grid
+
     viewer = widget.viewer
     _detect(qtbot, widget)
     widget.compare()
-    assert "Only one result" in errors[-1] and not viewer.grid.enabled
+    assert "Only one result" in errors[-1] and not viewer_grid(viewer).enabled
     first_threshold = widget.threshold_box.value
     kept = widget.keep_result()
     assert kept == f"scan [S=2 mean-single-step, ckpt, t={first_threshold:.4f}]"
@@ -368,7 +370,7 @@ def test_two_results_side_by_side_each_with_its_own_threshold(qtbot, widget, err
         np.quantile(widget.detection.anomaly_map[widget.detection.foreground], 0.5)
     )
     widget.compare()
-    assert viewer.grid.enabled and viewer.grid.stride == 3
+    assert viewer_grid(viewer).enabled and viewer_grid(viewer).stride == 3
     cells = [[layer.name for layer in viewer.layers][i : i + 3] for i in (0, 3)]
     assert cells == [
         ["scan", "scan anomaly map", "scan anomaly mask"],
@@ -378,7 +380,7 @@ def test_two_results_side_by_side_each_with_its_own_threshold(qtbot, widget, err
     assert viewer.layers["scan anomaly mask"].data.sum() > kept_mask.sum()  # its own, lower threshold
     assert viewer.layers[f"{kept} scan copy"].data is viewer.layers["scan"].data  # no copy of the voxels
     widget.compare()
-    assert not viewer.grid.enabled and f"{kept} scan copy" not in viewer.layers
+    assert not viewer_grid(viewer).enabled and f"{kept} scan copy" not in viewer.layers
 
 
 def test_the_lesion_table_shows_every_column(qtbot, widget):

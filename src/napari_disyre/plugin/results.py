@@ -184,13 +184,20 @@ def keep_result(viewer: napari.Viewer, group: str, label: str) -> str | None:
     return kept
 
 
+def viewer_grid(viewer: napari.Viewer) -> Any:
+    """napari's grid settings: ``viewer.canvas.grid`` since napari 0.9, ``viewer.grid`` before it."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
 def toggle_comparison(viewer: napari.Viewer, scan: Image) -> int:
     """Lay every result on ``scan`` side by side in napari's grid (each over its own copy of the
     scan, with its own mask and threshold), or undo that; returns the number of results shown."""
-    if viewer.grid.enabled:
+    grid = viewer_grid(viewer)
+    if grid.enabled:
         for layer in [layer for layer in viewer.layers if layer.metadata.get(OUTPUT_KEY) == UNDERLAY]:
             viewer.layers.remove(layer)
-        viewer.grid.enabled = False
+        grid.enabled = False
         return 0
     groups = [
         layer.metadata[GROUP_KEY]
@@ -209,8 +216,8 @@ def toggle_comparison(viewer: napari.Viewer, scan: Image) -> int:
             order.append(_scan_copy(viewer, scan, group, visible=False))
     for index, layer in enumerate(order):  # the cells first; other layers after them
         viewer.layers.move(viewer.layers.index(layer), index)
-    viewer.grid.stride = 3
-    viewer.grid.enabled = True
+    grid.stride = 3
+    grid.enabled = True
     return len(groups)
 
 

@@ -5,7 +5,7 @@ napari's own toolkit: the scan combo box takes its choices from the viewer's ima
 refreshed by napari whenever layers change, ``FileEdit`` picks the checkpoint. Choosing a checkpoint
 sets the step count and method to the checkpoint's own defaults, as the command line does; a masked
 Bernoulli diffusion checkpoint shows its noise level L and flip threshold P instead, and its run adds
-a flip-mask layer. Qt remains only for the lesion table, which magicgui lacks. Detection runs in a napari thread worker
+a flip-mask layer. Qt remains only for the lesion table (:mod:`~napari_disyre.plugin.lesion_table`). Detection runs in a napari thread worker
 (:mod:`~napari_disyre.plugin.worker`), so the viewer stays responsive and Cancel stops the run
 between two batches. Thresholding, component filtering and the lesion table are core functions
 re-run on the stored map when a control moves: no model re-run. User mistakes become napari
@@ -33,15 +33,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import (
-    QFileDialog,
-    QHeaderView,
-    QSizePolicy,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from ..checkpoint import read_checkpoint_info
 from ..checkpoint_cache import CheckpointCache
@@ -55,7 +47,8 @@ from ..postprocess import lesion_table, threshold_mask
 from ..sample_data import demo_checkpoint_path
 from .berdiff_controls import BerDiffControls
 from .layers import PATH_KEY, grid_of, layer_affine, volume_from_layer
-from .results import find_result, is_output, keep_result, show_detection, toggle_comparison
+from .lesion_table import LesionTable
+from .results import find_result, is_output, keep_result, show_detection, toggle_comparison, viewer_grid
 from .worker import detection_worker
 
 if TYPE_CHECKING:
@@ -65,7 +58,6 @@ if TYPE_CHECKING:
     from ..engine import Progress
 
 SLIDER_TICKS = 1000
-LESION_COLUMNS = ("lesion", "voxels", "volume (mL)", "peak", "mean")
 CHECKPOINT_KINDS = {"folder": "d", ".safetensors file": "r"}  # magicgui FileEdit modes
 
 
@@ -146,20 +138,13 @@ class DetectionWidget(QWidget):
                 self.min_size,
             ]
         )
-        self.table = QTableWidget(0, len(LESION_COLUMNS))
-        self.table.setHorizontalHeaderLabels(LESION_COLUMNS)
-        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)  # the "lesion" column numbers the rows
-        # columns as wide as their text, all of them inside the dock
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setSizePolicy(QSizePolicy.Policy.Minimum, QSizePolicy.Policy.Expanding)
+        self.table = LesionTable()
         self.table.cellClicked.connect(self.jump_to_lesion)
         exports = Container(widgets=[export_mask, export_map], layout="horizontal", labels=False)
         results = Container(widgets=[keep, compare], layout="horizontal", labels=False)
         layout = QVBoxLayout(self)
         for part in (self.form.native, self.table, exports.native, results.native):
             layout.addWidget(part)
-        self._fit_table()
 
     def reset_choices(self, *_: Any) -> None:
         """Refresh the scan choices from the viewer's layers (napari calls this on docked widgets)."""
@@ -327,27 +312,7 @@ class DetectionWidget(QWidget):
         if layer is not None:
             layer.data = mask.astype(np.uint8)
         self.lesions = lesion_table(mask, self.detection.anomaly_map, self.detection.scan.affine)
-        self.table.setRowCount(len(self.lesions))
-        for row, lesion in enumerate(self.lesions):
-            values = (
-                row + 1,
-                lesion.voxels,
-                f"{lesion.volume_ml:.2f}",
-                f"{lesion.peak_score:.4f}",
-                f"{lesion.mean_score:.4f}",
-            )
-            for column, value in enumerate(values):
-                self.table.setItem(row, column, QTableWidgetItem(str(value)))
-        self._fit_table()
-
-    def _fit_table(self) -> None:
-        """Keep every column of the lesion table visible: the dock is at least as wide as they are."""
-        self.table.resizeColumnsToContents()
-        header = self.table.horizontalHeader()
-        width = (
-            header.length() + self.table.frameWidth() * 2 + self.table.verticalScrollBar().sizeHint().width()
-        )
-        self.table.setMinimumWidth(width)
+        self.table.show_lesions(self.lesions)
 
     def jump_to_lesion(self, row: int, column: int = 0) -> None:
         """Move the viewer's slices to the centroid of the lesion in ``row``."""
@@ -421,7 +386,7 @@ class DetectionWidget(QWidget):
         except DisyreError as exc:
             show_error(reason_first(str(exc)))
             return
-        undo = self.viewer.grid.enabled
+        undo = viewer_grid(self.viewer).enabled
         if toggle_comparison(self.viewer, scan) < 2 and not undo:
             show_error(
                 "Only one result to compare: click Keep this result, change the steps or the checkpoint, "

@@ -47,6 +47,7 @@ from .state import (
     TrainingLog,
     check_output,
     load_state,
+    read_state,
     save_state,
 )
 
@@ -91,7 +92,8 @@ def train(
     check_output(output, resume, overwrite)
     check_training_inputs(scans, validation, allow_mixed_contrasts=allow_mixed_contrasts)
     record = run_record(config, scans, validation)
-    if resume:  # before any work: only the run it continues, with its settings and data
+    state = read_state(output / STATE_DIR / STATE_FILE) if resume else None  # the method's own run...
+    if resume:  # ...with its settings and data, before any work
         config, record = check_resume(output / STATE_DIR / CONFIG_FILE, record, config)
     if config.workers is not None and config.workers < 0:
         raise DisyreError(f"workers must be 0 or more, not {config.workers}")
@@ -101,9 +103,9 @@ def train(
     run = _Run.start(scans, validation, output, config, dist, progress=progress, started=started)
     run.resumes = record.get("resumes", [])
     step = 0
-    if resume:
+    if state is not None:
         step, elapsed = load_state(
-            output / STATE_DIR / STATE_FILE, run.unet, run.optimizer, run.lr_schedule, run.ema
+            state, output / STATE_DIR / STATE_FILE, run.unet, run.optimizer, run.lr_schedule, run.ema
         )
         run.started -= elapsed  # wall times and the log count the earlier sessions too
     if dist.is_main:

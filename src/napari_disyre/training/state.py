@@ -90,9 +90,9 @@ def read_state(path: Path, method: str = "disyre") -> dict:
     return state
 
 
-def load_state(path: Path, unet, optimizer, lr_schedule, ema) -> tuple[int, float]:
-    """Restore everything in place; returns the step reached and the wall time spent so far."""
-    state = read_state(path)
+def load_state(state: dict, path: Path, unet, optimizer, lr_schedule, ema) -> tuple[int, float]:
+    """Restore everything in place from ``state`` (read from ``path`` by :func:`read_state`); returns
+    the step reached and the wall time spent so far."""
     unet.load_state_dict(state["unet"])
     optimizer.load_state_dict(state["optimizer"])
     lr_schedule.load_state_dict(state["lr_schedule"])
