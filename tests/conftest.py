@@ -11,6 +11,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tests run tiny networks: one thread is as fast, and two threads of OpenMP spin-waiting for each
+# other on a busy 2-core machine made the suite 100x slower (set before torch is first imported).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

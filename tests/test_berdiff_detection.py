@@ -210,3 +210,23 @@ def test_detect_cli_writes_the_berdiff_map_and_flip_mask(tmp_path, tiny_checkpoi
     )
     assert "--steps does not apply to a masked Bernoulli diffusion checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "f2.nii.gz").exists() and not (tmp_path / "m2.nii.gz").exists()
+
+
+def test_bundled_berdiff_model_fits_the_budget_and_is_named_demo_berdiff(tmp_path, monkeypatch):
+    """The second bundled model: at most 10 MB, a T1 model on the demo model's 1.5 mm RAS grid, the
+    defaults of the author's command file (L = 100, P = 0.6), reachable as ``demo-berdiff``."""
+    from napari_disyre.sample_data import demo_checkpoint_path
+
+    folder = demo_checkpoint_path("berdiff")
+    assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) <= 10_000_000
+    monkeypatch.chdir(tmp_path)  # no folder called demo-berdiff here
+    assert checkpoint_kind("demo-berdiff") == "berdiff" and checkpoint_kind("demo") == "disyre"
+    model = load_checkpoint("demo-berdiff")
+    assert model.training["contrast"] == "T1" and len(model.training["training_scans"]) == 18
+    assert tuple(model.spec.spacing) == (1.5, 1.5, 1.5) and model.spec.orientation == "RAS"
+    settings = default_settings(model)
+    assert (settings.noise_level, settings.threshold) == (100, 0.6)
+    assert model.healthy_score_quantiles["0.999"] == pytest.approx(0.3975, abs=1e-4)
+    (tmp_path / "demo-berdiff").mkdir()  # a real path wins over the bundled name
+    with pytest.raises(CheckpointError):
+        load_checkpoint("demo-berdiff")

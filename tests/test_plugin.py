@@ -433,3 +433,12 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     _detect(qtbot, widget)
     assert "scan flip mask" not in {layer.name for layer in widget.viewer.layers}
     assert widget.viewer.layers["scan accumulated map by step"].data.shape[0] == 1
+
+
+def test_demo_refuses_steps_for_the_berdiff_model_before_opening_napari(capsys, monkeypatch):
+    from napari_disyre.cli import main
+
+    monkeypatch.setattr("napari_disyre.plugin.viewer.viewer_with_widget", lambda *a: pytest.fail("opened"))
+    assert main(["demo", "--method", "berdiff", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--steps sets DISYRE's step count" in err and err.count("\n") == 1

@@ -116,10 +116,16 @@ def checkpoint_fingerprint(checkpoint: Checkpoint) -> str:
 
 
 def checkpoint_path(path: str | Path) -> Path:
-    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file), else a CheckpointError."""
-    path = Path(path).expanduser()
+    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file; ``demo`` and
+    ``demo-berdiff`` name the bundled models), else a CheckpointError."""
+    from .sample_data import bundled_checkpoint
+
+    path = bundled_checkpoint(path)
     if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found.")
+        raise CheckpointError(
+            f"{path}: checkpoint not found (give a checkpoint folder or .safetensors file, or demo or "
+            "demo-berdiff for a bundled model)."
+        )
     if path.is_file() and path.suffix != ".safetensors":
         raise CheckpointError(
             f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "

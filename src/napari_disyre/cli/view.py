@@ -18,7 +18,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         "detection, save a screenshot of the viewer and exit (needs a display with OpenGL, e.g. xvfb-run).",
     )
     demo.add_argument("--screenshot", type=Path, help="detect, save a screenshot here and exit")
-    demo.add_argument("--steps", type=int, default=None, help="default: the demo checkpoint's (4)")
+    demo.add_argument(
+        "--method",
+        choices=("disyre", "berdiff"),
+        default="disyre",
+        help="which bundled model the widget starts with: DISYRE (default) or masked Bernoulli diffusion",
+    )
+    demo.add_argument(
+        "--steps", type=int, default=None, help="DISYRE's S (default: the demo checkpoint's, 4)"
+    )
     demo.set_defaults(run=run_demo)
 
 
@@ -38,11 +46,15 @@ def run_demo(args: argparse.Namespace) -> int:
     from ..plugin.viewer import run_viewer, screenshot_after_detection, show_axial, viewer_with_widget
     from ..sample_data import demo_checkpoint_path
 
-    if not demo_checkpoint_path().exists():
+    if args.steps is not None and args.method == "berdiff":
         raise InputError(
-            f"the demo checkpoint is missing from the package ({demo_checkpoint_path()}); reinstall it."
+            "--steps sets DISYRE's step count; the Bernoulli diffusion model has a noise level L and a "
+            "flip threshold P instead (set them in the widget): leave out --steps or --method berdiff."
         )
-    viewer, widget = viewer_with_widget(demo_checkpoint_path())
+    checkpoint = demo_checkpoint_path(args.method)
+    if not checkpoint.exists():
+        raise InputError(f"the demo checkpoint is missing from the package ({checkpoint}); reinstall it.")
+    viewer, widget = viewer_with_widget(checkpoint)
     viewer.open_sample("napari-disyre", "demo_brain")
     show_axial(viewer)
     if args.steps is not None:
