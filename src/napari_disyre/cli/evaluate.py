@@ -299,7 +299,7 @@ def _model_runs(args: argparse.Namespace) -> list[ModelRun]:
                 ModelRun(
                     checkpoint,
                     dataclasses.replace(settings, steps=s),
-                    prefix + disyre_name(s),
+                    prefix + disyre_name(s, settings.fast),
                     f"{tag}S{s}",
                     options,
                     post,

@@ -76,8 +76,9 @@ class MethodSummary:
     at_threshold: dict[str, float] | None = None  # dice, precision, recall at --threshold
 
 
-def disyre_name(steps: int) -> str:
-    return f"DISYRE S={steps}"
+def disyre_name(steps: int, fast: bool = False) -> str:
+    """The report's name of a DISYRE score: ``DISYRE S=4``, or ``DISYRE S=1 fast`` in fast mode."""
+    return f"DISYRE S={steps}" + (" fast" if fast else "")
 
 
 def load_case(case: Case, label_values: Sequence[int] | None = None) -> ScoredCase:
@@ -128,7 +129,7 @@ def score_case(
             scored,
             checkpoint,
             dataclasses.replace(settings, steps=s) if settings is not None else None,
-            disyre_name(s),
+            disyre_name(s, settings is not None and settings.fast),
             f"S{s}",
             maps_dir,
             detect_options,
