@@ -5,6 +5,7 @@ before any training."""
 from __future__ import annotations
 
 import csv
+import json
 
 import nibabel as nib
 import numpy as np
@@ -131,3 +132,29 @@ def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy, capsys):
     write_state(out, {"stage_name": "autoencoder", "stage": None})
     assert main(["train", str(healthy), "--out", str(out), "--resume", "--val-count", "0"]) == 2
     assert "the state of a --method berdiff run; resume it with --method berdiff" in capsys.readouterr().err
+
+
+def test_torchrun_trains_on_two_ranks_with_averaged_gradients(tmp_path, healthy):
+    """Two CPU ranks (gloo): one checkpoint and one log written by rank 0, each step logged once, and
+    weights that differ from a one-process run of the same seed (rank 1's batches count too)."""
+    import os
+    import subprocess
+    import sys
+
+    args = ["train", str(healthy), *FAST, "--diffusion-steps", "2", "--val-count", "0"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "napari_disyre.cli", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = tmp_path / "two"
+    assert json.loads((two / "berdiff.json").read_text())["training"]["ranks"] == 2
+    rows = list(csv.DictReader((two / "training" / "log.csv").read_text().splitlines()))
+    assert [(r["stage"], r["step"]) for r in rows] == [
+        ("autoencoder", "1"), ("autoencoder", "2"), ("diffusion", "1"), ("diffusion", "2")
+    ]  # fmt: skip
+    one_unet, _ = weights(tmp_path / "one")  # the autoencoder's EMA moves every 10 steps only
+    two_unet, _ = weights(two)
+    assert one_unet.keys() == two_unet.keys()
+    assert any(not torch.equal(one_unet[k], two_unet[k]) for k in one_unet)

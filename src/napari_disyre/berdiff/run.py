@@ -10,12 +10,15 @@ The output folder is the checkpoint (``berdiff.json`` + two safetensors files, s
 step, model, EMA, optimiser and generator states, the trained autoencoder once stage 1 is done; read
 back with ``weights_only=True``), ``log.csv`` (stage, step, loss, elapsed seconds) and
 ``config.json``. ``resume=True`` continues exactly where the last save stopped, across sessions.
+Under ``torchrun`` each rank trains on its own batches (rank 0 draws those of a one-process run)
+and DistributedDataParallel averages the gradients; only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,10 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..devices import resolve_device
 from ..errors import DisyreError
 from ..outputs import write_json
 from ..training.dataset import SliceBank, TrainingScan
+from ..training.distributed import Distributed
 from ..training.state import STATE_DIR, STATE_FILE, check_output, read_state, write_state
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule
@@ -36,7 +39,14 @@ from .checkpoint import BerDiffModel, write_berdiff_files
 from .inference import InferenceSettings
 from .latent_unet import build_latent_unet
 from .presets import BerDiffPreset, get_berdiff_preset
-from .training import Checkpointing, StageState, stage_settings, train_autoencoder, train_latent_diffusion
+from .training import (
+    Checkpointing,
+    Parallel,
+    StageState,
+    stage_settings,
+    train_autoencoder,
+    train_latent_diffusion,
+)
 
 LOG_FILE = "log.csv"
 CONFIG_FILE = "config.json"
@@ -84,14 +94,15 @@ def square_slices(slices: Sequence[np.ndarray], size: int) -> np.ndarray:
 
 
 class SeededBatches:
-    """``batches(step)``: a batch of rows of ``data`` drawn by a generator seeded by (seed, step), so
-    a resumed run sees exactly the batches an uninterrupted one would."""
+    """``batches(step)``: a batch of rows of ``data`` drawn by a generator seeded by (seed, step), or
+    (seed, step, rank) on the other ranks of torchrun, so a resumed run sees exactly the batches an
+    uninterrupted one would."""
 
-    def __init__(self, data: np.ndarray, size: int, seed: int):
-        self.data, self.size, self.seed = data, size, seed
+    def __init__(self, data: np.ndarray, size: int, seed: int, rank: int = 0):
+        self.data, self.size, self.seed, self.rank = data, size, seed, rank
 
     def __call__(self, step: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, step])
+        rng = np.random.default_rng([self.seed, step] + ([self.rank] if self.rank else []))
         return self.data[rng.integers(0, len(self.data), self.size)].astype(np.float32)
 
 
@@ -127,27 +138,35 @@ def train_berdiff(
     spec = config.preprocessing()
     bank = SliceBank.from_scans(scans, spec)
     images = square_slices(bank.slices, preset.autoencoder.image_size)
-    (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    write_json(output / STATE_DIR / CONFIG_FILE, dataclasses.asdict(config))
-    device = resolve_device(config.device)
+    dist = Distributed.from_environment(config.device)
+    if dist.is_main:
+        (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        write_json(output / STATE_DIR / CONFIG_FILE, dataclasses.asdict(config))
     log = _Log(
-        output / STATE_DIR / LOG_FILE,
+        output / STATE_DIR / LOG_FILE if dist.is_main else None,
         append=resume,
         started=time.perf_counter() - state.get("elapsed_s", 0.0),
-        enabled=config.progress,
+        enabled=config.progress and dist.is_main,
     )
     try:
-        return _train(output, config, preset, spec, bank, images, validation, device, state, log)
+        return _train(output, config, preset, spec, bank, images, validation, dist, state, log)
     finally:
         log.close()
+        dist.close()
 
 
-def _train(output, config, preset, spec, bank, images, validation, device, state, log) -> BerDiffModel:
-    """Stage 1, the cache of bit probabilities, stage 2, the healthy-score quantiles, the files."""
-    print(f"{len(bank)} slices of {bank.n_volumes} scans, {images.shape[-1]}x{images.shape[-1]}, on {device}")
-    ae = _autoencoder_stage(images, preset, config, device, state, log, output)
+def _train(output, config, preset, spec, bank, images, validation, dist, state, log) -> BerDiffModel:
+    """Stage 1, the cache of bit probabilities, stage 2, the healthy-score quantiles, the files
+    (rank 0's; the other ranks return the same model without writing)."""
+    device = dist.device
+    ranks = f" x {dist.world} ranks" if dist.world > 1 else ""
+    if dist.is_main:
+        print(
+            f"{len(bank)} slices of {bank.n_volumes} scans, {images.shape[-1]}x{images.shape[-1]}, on {device}{ranks}"
+        )
+    ae = _autoencoder_stage(images, preset, config, dist, state, log, output)
     probabilities = encode_slices(ae, images, device)
-    unet = _diffusion_stage(probabilities, ae, preset, config, device, state, log, output)
+    unet = _diffusion_stage(probabilities, ae, preset, config, dist, state, log, output)
     model = BerDiffModel(
         autoencoder=ae.float().cpu().eval(),
         unet=unet.float().cpu().eval(),
@@ -155,10 +174,12 @@ def _train(output, config, preset, spec, bank, images, validation, device, state
         schedule=BernoulliSchedule(),
         inference=InferenceSettings(noise_level=config.noise_level, threshold=config.threshold),
         preprocessing=spec.to_dict(),
-        training=_record(config, bank, validation, log.elapsed(), device),
+        training=_record(config, bank, validation, log.elapsed(), device, dist.world),
         description=config.description or f"{preset.name} preset, trained by napari-disyre",
         source=output,
     )
+    if not dist.is_main:
+        return model
     if validation:
         from ..training.export import healthy_score_quantiles
 
@@ -167,7 +188,7 @@ def _train(output, config, preset, spec, bank, images, validation, device, state
     return model
 
 
-def _autoencoder_stage(images, preset, config, device, state, log, output) -> BinaryAutoencoder:
+def _autoencoder_stage(images, preset, config, dist, state, log, output) -> BinaryAutoencoder:
     settings = stage_settings(preset, "autoencoder", seed=config.seed, precision=config.precision)
     if config.ae_steps:
         settings = dataclasses.replace(settings, steps=config.ae_steps)
@@ -175,28 +196,33 @@ def _autoencoder_stage(images, preset, config, device, state, log, output) -> Bi
         ae = BinaryAutoencoder(preset.autoencoder)
         ae.load_state_dict(state["autoencoder_done"])
         return ae
-    batches = SeededBatches(images, config.ae_batch_size or preset.training.ae_batch_size, config.seed)
+    batches = SeededBatches(
+        images, config.ae_batch_size or preset.training.ae_batch_size, config.seed, dist.rank
+    )
     resume = StageState(**state["stage"]) if state.get("stage_name") == "autoencoder" else None
     result = train_autoencoder(
         batches,
         preset.autoencoder,
         settings,
-        device=device,
+        device=dist.device,
         on_step=log.stage("autoencoder", settings.steps, resume),
-        checkpointing=Checkpointing(resume, _saver(output, "autoencoder", log, state), config.save_every),
+        checkpointing=Checkpointing(
+            resume, _saver(output, "autoencoder", log, state, dist), config.save_every
+        ),
+        parallel=_parallel(dist, find_unused_parameters=True),
     )
     state["autoencoder_done"] = result.ema.state_dict()
-    write_state(output, {**state, "stage_name": "diffusion", "stage": None, "elapsed_s": log.elapsed()})
+    if dist.is_main:
+        write_state(output, {**state, "stage_name": "diffusion", "stage": None, "elapsed_s": log.elapsed()})
     return result.ema
 
 
-def _diffusion_stage(probabilities, ae, preset, config, device, state, log, output):
+def _diffusion_stage(probabilities, ae, preset, config, dist, state, log, output):
     settings = stage_settings(preset, "diffusion", seed=config.seed, precision=config.precision)
     if config.diffusion_steps:
         settings = dataclasses.replace(settings, steps=config.diffusion_steps)
-    batches = SeededBatches(
-        probabilities, config.diffusion_batch_size or preset.training.diffusion_batch_size, config.seed + 1
-    )
+    size = config.diffusion_batch_size or preset.training.diffusion_batch_size
+    batches = SeededBatches(probabilities, size, config.seed + 1, dist.rank)
     resume = (
         StageState(**state["stage"])
         if state.get("stage_name") == "diffusion" and state.get("stage")
@@ -208,16 +234,26 @@ def _diffusion_stage(probabilities, ae, preset, config, device, state, log, outp
         preset.unet,
         BernoulliSchedule(),
         settings,
-        device=device,
+        device=dist.device,
         model=build_latent_unet(preset.unet),
         on_step=log.stage("diffusion", settings.steps, resume),
-        checkpointing=Checkpointing(resume, _saver(output, "diffusion", log, state), config.save_every),
+        checkpointing=Checkpointing(resume, _saver(output, "diffusion", log, state, dist), config.save_every),
         encoded=True,
+        parallel=_parallel(dist),
     )
     return result.ema
 
 
-def _saver(output: Path, stage: str, log: _Log, state: dict[str, Any]):
+def _parallel(dist: Distributed, find_unused_parameters: bool = False) -> Parallel:
+    """DDP for a stage (the autoencoder's L1 loss leaves some of its weights unused)."""
+    return Parallel(lambda model: dist.wrap(model, find_unused_parameters=find_unused_parameters), dist.rank)
+
+
+def _saver(output: Path, stage: str, log: _Log, state: dict[str, Any], dist: Distributed):
+    """Rank 0 writes the state; the others' models are the same (DDP keeps them in step)."""
+    if not dist.is_main:
+        return None
+
     def save(stage_state: StageState) -> None:
         write_state(
             output, {**state, "stage_name": stage, "stage": stage_state.to_dict(), "elapsed_s": log.elapsed()}
@@ -250,10 +286,12 @@ def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
 class _Log:
     """The CSV log (stage, step, loss, elapsed_s) and the progress bars; a resumed run appends."""
 
-    def __init__(self, path: Path, *, append: bool, started: float, enabled: bool = True):
+    def __init__(self, path: Path | None, *, append: bool, started: float, enabled: bool = True):
+        """``path`` None (torchrun's other ranks) keeps no log."""
         self.started = started
-        fresh = not (append and path.exists())
-        self.handle = path.open("w" if fresh else "a", newline="")
+        fresh = path is None or not (append and path.exists())
+        target = Path(os.devnull if path is None else path)
+        self.handle = target.open("w" if fresh else "a", newline="")  # noqa: SIM115 (closed by close())
         self.writer = csv.writer(self.handle)
         if fresh:
             self.writer.writerow(("stage", "step", "loss", "elapsed_s"))
@@ -287,8 +325,9 @@ class _Log:
         return on_step
 
 
-def _record(config: BerDiffRunConfig, bank: SliceBank, validation, wall: float, device) -> dict[str, Any]:
-    import os
+def _record(
+    config: BerDiffRunConfig, bank: SliceBank, validation, wall: float, device, world: int = 1
+) -> dict[str, Any]:
     import platform
     import sys
 
@@ -308,6 +347,7 @@ def _record(config: BerDiffRunConfig, bank: SliceBank, validation, wall: float, 
         "wall_time_s": round(wall, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
         "device": device_description(device),
+        "ranks": world,
         "torch": torch.__version__,
         "command": " ".join(sys.argv),
     }

@@ -74,6 +74,15 @@ class Checkpointing:
     every: int = 500
 
 
+@dataclass
+class Parallel:
+    """Data-parallel training (torchrun): ``wrap`` puts the trained model in DistributedDataParallel,
+    which averages the gradients of the ``world`` ranks; ``rank`` draws its own random noise."""
+
+    wrap: Callable[[nn.Module], nn.Module] = lambda model: model
+    rank: int = 0
+
+
 class EMA:
     """Exponential moving average of a model's weights, kept in a frozen copy of the model."""
 
@@ -164,22 +173,25 @@ def train_autoencoder(
     model: BinaryAutoencoder | None = None,
     on_step: StepCallback | None = None,
     checkpointing: Checkpointing | None = None,
+    parallel: Parallel | None = None,
 ) -> StageResult:
     """Train (or continue training ``model``) the autoencoder on slices from ``source``."""
     device = device or torch.device("cpu")
+    parallel = parallel or Parallel()
     torch.manual_seed(settings.seed)
     ae = (model or BinaryAutoencoder(config)).to(device).train()
-    gen = torch.Generator(device=device).manual_seed(settings.seed)
+    forward = parallel.wrap(ae)
+    gen = _generator(device, settings.seed, parallel.rank)
 
     def loss_fn(x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != config.in_channels:
             raise DisyreError(
                 f"the autoencoder takes {config.in_channels} channel(s), a batch has {x.shape[1]}"
             )
-        return (ae(x, generator=gen).float() - x).abs().mean()
+        return (forward(x, generator=gen).float() - x).abs().mean()
 
     optimizer = torch.optim.Adam(ae.parameters(), lr=settings.learning_rate)
-    return _optimise(ae, optimizer, loss_fn, source, settings, device, on_step, gen, checkpointing)
+    return _optimise(ae, optimizer, loss_fn, source, settings, device, on_step, gen, checkpointing, parallel)
 
 
 def train_latent_diffusion(
@@ -194,6 +206,7 @@ def train_latent_diffusion(
     on_step: StepCallback | None = None,
     checkpointing: Checkpointing | None = None,
     encoded: bool = False,
+    parallel: Parallel | None = None,
 ) -> StageResult:
     """Train the latent UNet to predict flip probabilities of codes of the frozen ``autoencoder``
     (``encoded``: the source yields its bit probabilities (B, bits, h, w) rather than slices)."""
@@ -202,21 +215,33 @@ def train_latent_diffusion(
         raise DisyreError(
             f"the latent UNet has {config.bits} channels but the autoencoder codes {autoencoder.config.codebook_bits} bits"
         )
+    parallel = parallel or Parallel()
     torch.manual_seed(settings.seed)
     ae = autoencoder.to(device).eval().requires_grad_(False)
     unet = (model or build_latent_unet(config)).to(device).train()
-    gen = torch.Generator(device=device).manual_seed(settings.seed)
+    forward = parallel.wrap(unet)
+    gen = _generator(device, settings.seed, parallel.rank)
 
     def loss_fn(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             p = x.float() if encoded else ae.bit_probabilities(x).float()
             code = torch.bernoulli(p, generator=gen)
-        return training_loss(lambda xt, t: flip_probability(unet, xt, t), schedule, code, generator=gen)
+        return training_loss(lambda xt, t: flip_probability(forward, xt, t), schedule, code, generator=gen)
 
     optimizer = torch.optim.AdamW(
         unet.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
-    return _optimise(unet, optimizer, loss_fn, source, settings, device, on_step, gen, checkpointing)
+    return _optimise(
+        unet, optimizer, loss_fn, source, settings, device, on_step, gen, checkpointing, parallel
+    )
+
+
+def _generator(device: torch.device, seed: int, rank: int, step: int = 0) -> torch.Generator:
+    """The stage's noise: rank 0 from ``seed`` (a one-process run), other ranks from (seed, rank, step)."""
+    if rank == 0 and step == 0:
+        return torch.Generator(device=device).manual_seed(seed)
+    mixed = int(np.random.SeedSequence([seed, rank, step]).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(mixed)
 
 
 def _optimise(
@@ -229,8 +254,11 @@ def _optimise(
     on_step: StepCallback | None,
     generator: torch.Generator,
     checkpointing: Checkpointing | None,
+    parallel: Parallel,
 ) -> StageResult:
-    """The loop both stages share: autocast forward, (scaled) backward, step, EMA, callback, save."""
+    """The loop both stages share: autocast forward, (scaled) backward, step, EMA, callback, save.
+    Under torchrun every rank runs it; ``loss_fn`` goes through the DDP wrapper, so backward averages
+    the gradients, and the saved state (rank 0's) holds the unwrapped model, identical on all ranks."""
     dtype = training_autocast_dtype(device, settings.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     keep = checkpointing or Checkpointing()
@@ -238,8 +266,11 @@ def _optimise(
     if keep.resume is not None:
         model.load_state_dict(keep.resume.model)
         optimizer.load_state_dict(keep.resume.optimizer)
-        generator.set_state(keep.resume.generator)
         first = keep.resume.step + 1
+        if parallel.rank == 0:
+            generator.set_state(keep.resume.generator)
+        else:  # the state saved is rank 0's: the others start a stream of their own at this step
+            generator.set_state(_generator(generator.device, settings.seed, parallel.rank, first).get_state())
     ema = EMA(model, settings.ema_decay)
     if keep.resume is not None:
         ema.model.load_state_dict(keep.resume.ema)

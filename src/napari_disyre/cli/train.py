@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -176,6 +177,8 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         description=args.description,
     )
     model = train_berdiff(scans, validation, args.out, config, resume=args.resume, overwrite=args.overwrite)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # torchrun: rank 0 reports
     print(f"saved {args.out}: {model.summary()}; {model.training['wall_time_s'] / 60:.1f} min in all")
     if model.healthy_score_quantiles:
         print(

@@ -45,13 +45,17 @@ class Distributed:
         torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
         return cls(world, rank, device)
 
-    def wrap(self, unet):
+    def wrap(self, model, *, find_unused_parameters: bool = False):
+        """``model`` in DistributedDataParallel (itself in a single process). ``find_unused_parameters``
+        for models whose loss leaves some weights out (the binarising autoencoder's)."""
         if self.world == 1:
-            return unet
+            return model
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(
-            unet, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=find_unused_parameters,
         )
 
     def close(self) -> None:
