@@ -42,7 +42,8 @@ def checkpoint_dir(tmp_path, tiny_checkpoint):
 def errors(monkeypatch):
     """Messages the widget shows as napari error notifications."""
     shown: list[str] = []
-    monkeypatch.setattr("napari_disyre.plugin.widget.show_error", shown.append)
+    for module in ("widget", "export"):
+        monkeypatch.setattr(f"napari_disyre.plugin.{module}.show_error", shown.append)
     return shown
 
 
@@ -343,7 +344,7 @@ def test_export_follows_the_layers_and_the_dialog_starts_beside_the_scan(
     np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), edited)
     asked = []
     monkeypatch.setattr(
-        "napari_disyre.plugin.widget.QFileDialog.getSaveFileName",
+        "napari_disyre.plugin.export.QFileDialog.getSaveFileName",
         lambda parent, title, start, filters: (asked.append(start), ("", ""))[1],
     )
     widget.export("map")
@@ -442,3 +443,38 @@ def test_demo_refuses_steps_for_the_berdiff_model_before_opening_napari(capsys, 
     assert main(["demo", "--method", "berdiff", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "--steps sets DISYRE's step count" in err and err.count("\n") == 1
+
+
+def test_map_post_processing_in_the_widget_is_the_core_one(
+    qtbot, widget, checkpoint_dir, scan_path, tmp_path
+):
+    """Erosion and median act on the stored map (no re-run) exactly as MapPostprocessing does; the
+    map layer, threshold mask and export follow; a checkpoint's recorded default sets the controls."""
+    import json
+
+    from napari_disyre.postprocess import MapPostprocessing
+
+    _detect(qtbot, widget)
+    raw = widget.detection.anomaly_map.copy()
+    foreground = widget.detection.foreground
+    widget.postprocess.erosion.value = 2
+    widget.postprocess.median.value = 3
+    expected = MapPostprocessing(erosion=2, median=3).apply(raw, foreground)
+    assert not np.array_equal(expected, raw)
+    np.testing.assert_array_equal(widget.detection.anomaly_map, expected)
+    np.testing.assert_array_equal(widget.viewer.layers["scan anomaly map"].data, expected)
+    mask = threshold_mask(
+        expected, widget.threshold_box.value, min_size=widget.min_size.value, region=foreground
+    )
+    np.testing.assert_array_equal(widget.viewer.layers["scan anomaly mask"].data, mask)
+    out = widget.export("map", str(tmp_path / "map.nii.gz"))
+    np.testing.assert_allclose(np.asarray(nib.load(out).dataobj), expected)
+    widget.postprocess.erosion.value = widget.postprocess.median.value = 0
+    np.testing.assert_array_equal(widget.detection.anomaly_map, raw)
+    meta = checkpoint_dir / "disyre.json"
+    meta.write_text(
+        json.dumps({**json.loads(meta.read_text()), "postprocessing": {"erosion": 4, "median": 5}})
+    )
+    widget.checkpoint.value = tmp_path  # another path, then back: the caption and defaults are re-read
+    widget.checkpoint.value = checkpoint_dir
+    assert (widget.postprocess.erosion.value, widget.postprocess.median.value) == (4, 5)

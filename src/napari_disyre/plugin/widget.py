@@ -32,22 +32,22 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..checkpoint import read_checkpoint_info
 from ..checkpoint_cache import CheckpointCache
 from ..detectors import checkpoint_kind
 from ..devices import DEVICE_CHOICES
-from ..display import output_name
 from ..errors import CheckpointError, DisyreError, InputError, reason_first
 from ..methods import METHODS
-from ..nifti import save_volume
 from ..postprocess import lesion_table, threshold_mask
 from ..sample_data import demo_checkpoint_path
 from .berdiff_controls import BerDiffControls
-from .layers import PATH_KEY, grid_of, layer_affine, volume_from_layer
+from .export import export_layer
+from .layers import volume_from_layer
 from .lesion_table import LesionTable
+from .postprocess_controls import PostprocessControls
 from .results import find_result, is_output, keep_result, show_detection, toggle_comparison, viewer_grid
 from .worker import detection_worker
 
@@ -104,6 +104,7 @@ class DetectionWidget(QWidget):
         self.threshold_slider = Slider(label="", max=SLIDER_TICKS, readout=False)
         self.threshold_box = FloatSpinBox(label="threshold", min=-1e9, max=1e9, step=0.0001)  # 4 decimals
         self.min_size = SpinBox(label="min. lesion size (voxels)", min=0, max=10**7, value=10)
+        self.postprocess = PostprocessControls()  # erosion, median: on the stored map
         export_mask, export_map = PushButton(text="Export mask..."), PushButton(text="Export map...")
         keep, compare = PushButton(text="Keep this result"), PushButton(text="Compare side by side")
         self.checkpoint_kind.changed.connect(self._kind_changed)
@@ -113,6 +114,8 @@ class DetectionWidget(QWidget):
         self.threshold_slider.changed.connect(self._slider_moved)
         self.threshold_box.changed.connect(self._update_mask)
         self.min_size.changed.connect(self._update_mask)
+        for control in self.postprocess.widgets:
+            control.changed.connect(self._postprocess)
         export_mask.changed.connect(lambda: self.export("mask"))
         export_map.changed.connect(lambda: self.export("map"))
         keep.changed.connect(self.keep_result)
@@ -136,6 +139,7 @@ class DetectionWidget(QWidget):
                 self.threshold_slider,
                 self.threshold_box,
                 self.min_size,
+                *self.postprocess.widgets,
             ]
         )
         self.table = LesionTable()
@@ -174,8 +178,10 @@ class DetectionWidget(QWidget):
         try:
             if checkpoint_kind(path) == "berdiff":
                 self.checkpoint_info.value = self.berdiff.take_defaults(path)
+                self.postprocess.take_defaults(None)
                 return self._show_controls("berdiff")
             info = read_checkpoint_info(path)
+            self.postprocess.take_defaults(info.postprocessing)
         except DisyreError as exc:
             self.checkpoint_info.value = f"Not usable: {reason_first(str(exc))}"
             return
@@ -267,6 +273,8 @@ class DetectionWidget(QWidget):
         self.detect_button.enabled, self.cancel_button.enabled = True, False
 
     def _on_done(self, source: Image, detection: Detection) -> None:
+        self.raw_map = detection.anomaly_map  # what the model made; the controls post-process it
+        detection.anomaly_map = self.postprocess.value().apply(self.raw_map, detection.foreground)
         self.detection, self.source = detection, source
         inside = detection.anomaly_map[detection.foreground]
         self._range = (
@@ -280,6 +288,20 @@ class DetectionWidget(QWidget):
         self._update_mask()
         self.progress.value = SLIDER_TICKS
         self.status.value = f"done in {detection.seconds:.1f} s on {detection.device}"
+
+    def _postprocess(self, *_: Any) -> None:
+        """Re-apply erosion and median to the stored map, show it, and re-threshold."""
+        if self.detection is None or self.source is None:
+            return
+        try:
+            processed = self.postprocess.value().apply(self.raw_map, self.detection.foreground)
+        except DisyreError as exc:
+            return show_error(reason_first(str(exc)))
+        self.detection.anomaly_map = processed
+        layer = find_result(self.viewer, self.source.name).anomaly_map
+        if layer is not None:
+            layer.data = processed
+        self._update_mask()
 
     # -- thresholding and lesions -----------------------------------------------------------------
 
@@ -325,43 +347,12 @@ class DetectionWidget(QWidget):
     # -- export -----------------------------------------------------------------------------------
 
     def export(self, what: str, path: str | None = None) -> Path | None:
-        """Write the mask layer (uint8) or the map layer (float32) as NIfTI on the scan's grid: what
-        the layers hold now (a mask edited by hand is exported as edited).
-
-        Without ``path`` a save dialog opens in the scan's folder with a name derived from the scan
-        (and confirms before replacing a file, so the choice made there is honoured); with ``path``
-        an existing file is never replaced.
-        """
+        """Write the mask or map layer as NIfTI on the scan's grid (:func:`export_layer`): what the
+        layers hold now. Without ``path`` a save dialog opens beside the scan."""
         if self.detection is None or self.source is None:
             show_error("Nothing to export yet: run Detect anomalies first.")
             return None
-        result = find_result(self.viewer, self.source.name)
-        layer = result.mask if what == "mask" else result.anomaly_map
-        if layer is None or self.source not in self.viewer.layers:
-            gone = "scan" if self.source not in self.viewer.layers else f"anomaly {what}"
-            show_error(
-                f"The {gone} layer was deleted, so there is no {what} to export: run Detect anomalies again."
-            )
-            return None
-        overwrite = False
-        if path is None:
-            scan_path = self.source.metadata.get(PATH_KEY) or f"{self.source.name}.nii.gz"
-            suggestion = output_name(scan_path, f"anomaly_{what}")
-            path, _ = QFileDialog.getSaveFileName(
-                self, f"Export {what}", str(suggestion), "NIfTI (*.nii.gz *.nii)"
-            )
-            if not path:
-                return None
-            overwrite = True  # the dialog asked
-        data = np.asarray(layer.data)
-        grid = grid_of(data, self.source.metadata, layer_affine(self.source))
-        try:
-            written = save_volume(path, data, grid, kind=what, overwrite=overwrite)
-        except DisyreError as exc:
-            show_error(reason_first(str(exc)))
-            return None
-        show_info(f"{what} written to {written}")
-        return written
+        return export_layer(self.viewer, self.source, what, path, parent=self)
 
     # -- comparing results ------------------------------------------------------------------------
 

@@ -1,0 +1,60 @@
+"""Exporting a result layer (mask or map) as NIfTI on the scan's voxel grid, from the widget.
+
+What is written is what the layer holds now (a mask edited by hand is exported as edited), on the
+scan's grid and affine, so it lines up in ITK-SNAP, 3D Slicer or FSLeyes. A save dialog opens in the
+scan's folder with a name derived from the scan and confirms before replacing a file, so the choice
+made there is honoured; a ``path`` given by a script never replaces an existing file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QFileDialog, QWidget
+
+from ..display import output_name
+from ..errors import DisyreError, reason_first
+from ..nifti import save_volume
+from .layers import PATH_KEY, grid_of, layer_affine
+from .results import find_result
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image
+
+
+def export_layer(
+    viewer: napari.Viewer, source: Image, what: str, path: str | None, parent: QWidget | None = None
+) -> Path | None:
+    """Write the ``what`` ("mask" or "map") layer of the result on ``source``; None when nothing
+    was written (a notification says why, or the user cancelled the dialog)."""
+    result = find_result(viewer, source.name)
+    layer = result.mask if what == "mask" else result.anomaly_map
+    if layer is None or source not in viewer.layers:
+        gone = "scan" if source not in viewer.layers else f"anomaly {what}"
+        show_error(
+            f"The {gone} layer was deleted, so there is no {what} to export: run Detect anomalies again."
+        )
+        return None
+    overwrite = False
+    if path is None:
+        scan_path = source.metadata.get(PATH_KEY) or f"{source.name}.nii.gz"
+        suggestion = output_name(scan_path, f"anomaly_{what}")
+        path, _ = QFileDialog.getSaveFileName(
+            parent, f"Export {what}", str(suggestion), "NIfTI (*.nii.gz *.nii)"
+        )
+        if not path:
+            return None
+        overwrite = True  # the dialog asked
+    data = np.asarray(layer.data)
+    grid = grid_of(data, source.metadata, layer_affine(source))
+    try:
+        written = save_volume(path, data, grid, kind=what, overwrite=overwrite)
+    except DisyreError as exc:
+        show_error(reason_first(str(exc)))
+        return None
+    show_info(f"{what} written to {written}")
+    return written
