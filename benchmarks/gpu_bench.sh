@@ -5,7 +5,8 @@
 #   2. peak GPU memory of exact mode on a 512 x 512 x 64 slab against the 240 x 240 x 155 volume
 #      (the engine's GPU memory depends on the batch, not on the volume);
 #   3. AP of exact float32, exact bf16 and fast mode with the bundled T1 model on the demo scan and,
-#      where ../shared/data/brats2018 exists, on its T1 scans (whole tumour, label > 0).
+#      where ../shared/data/brats2018 exists, on its T1 scans (whole tumour, label > 0);
+#   4. seconds per demo volume of the two bundled models (DISYRE S = 4 and masked Bernoulli diffusion).
 # Each part has its own time limit, so one that hangs or fails leaves the others' rows.
 #
 #   benchmarks/gpu_bench.sh                 # on a GPU machine; report in gpu_bench_report.md (and $OUT)
@@ -71,5 +72,8 @@ for data in demo brats; do
             --baselines none -q 2>&1 | tail -n 8 | tee -a "$REPORT"
     done
 done
+section "Seconds per demo volume: bundled DISYRE (S = 4) against bundled Bernoulli diffusion (L = 100)"
+timeout 150 "$PYTHON" -m napari_disyre.cli evaluate --demo --checkpoint demo --checkpoint demo-berdiff \
+    --device "$DEVICE" --baselines none -q 2>&1 | tail -n 6 | tee -a "$REPORT"
 if [[ -n "${OUT:-}" && -d "${OUT:-}" ]]; then cp "$REPORT" "$OUT/"; fi
 echo "report: $REPORT"

@@ -24,7 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "detect",
         help="detect anomalies in scans",
-        description="Restore each scan with a DISYRE checkpoint and write its anomaly map (float32) and "
+        description="Restore each scan with a checkpoint (DISYRE or masked Bernoulli diffusion) and write "
+        "its anomaly map (float32) and "
         "mask (uint8) as NIfTI on the scan's own voxel grid. Give one scan with --out-map/--out-mask, or "
         "several scans or folders with --out-dir.",
     )
