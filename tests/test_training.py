@@ -241,3 +241,42 @@ def test_init_fine_tunes_a_checkpoint_keeping_its_network_and_grid(tmp_path, hea
     assert info["training"]["initialised_from"] == str(tmp_path / "first")
     with pytest.raises(DisyreError, match="missing"):
         train(scans, [], tmp_path / "bad", dataclasses.replace(config, init=str(tmp_path / "missing")))
+
+
+def test_torchrun_trains_disyre_on_two_ranks_with_averaged_gradients(tmp_path, healthy, capsys):
+    """Two CPU ranks (gloo): rank 0 alone writes and reports, the log is written once, and the weights
+    differ from a one-process run of the same seed (rank 0 draws the same batches: rank 1's count)."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    folder = healthy[0][0].path.parent
+    args = [
+        "train",
+        str(folder),
+        "--preset",
+        "small",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--val-count",
+        "0",
+    ]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "napari_disyre.cli", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("saved ") == 1
+
+    def logged(run):
+        return [r["step"] for r in csv.DictReader((tmp_path / run / "training" / "log.csv").open())]
+
+    assert logged("two") == logged("one") == ["2"]  # written once, by rank 0
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert one.keys() == two.keys()
+    assert any(not np.array_equal(one[k], two[k]) for k in one)
+    load_checkpoint(tmp_path / "two")  # a complete checkpoint

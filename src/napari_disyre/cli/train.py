@@ -177,8 +177,8 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         description=args.description,
     )
     model = train_berdiff(scans, validation, args.out, config, resume=args.resume, overwrite=args.overwrite)
-    if os.environ.get("RANK", "0") != "0":
-        return 0  # torchrun: rank 0 reports
+    if not _main_rank():
+        return 0
     print(f"saved {args.out}: {model.summary()}; {model.training['wall_time_s'] / 60:.1f} min in all")
     if model.healthy_score_quantiles:
         print(
@@ -217,6 +217,8 @@ def run_disyre(args: argparse.Namespace, scans, validation, contrast) -> int:
         overwrite=args.overwrite,
         allow_mixed_contrasts=args.allow_mixed_contrasts,
     )
+    if not _main_rank():
+        return 0
     print(
         f"saved {report.output} after {report.steps_done} steps in {report.seconds / 60:.1f} min; "
         f"loss {report.first_loss:.4f} -> {report.last_loss:.4f}"
@@ -227,6 +229,11 @@ def run_disyre(args: argparse.Namespace, scans, validation, contrast) -> int:
             f"healthy 99.9th percentile score: {report.healthy_score_quantiles.get('0.999', float('nan')):.4f}"
         )
     return 0
+
+
+def _main_rank() -> bool:
+    """Outside torchrun, or its rank 0: the process that reports (the others trained the same model)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: str | None):
