@@ -87,3 +87,17 @@ def oblique_affine() -> np.ndarray:
     affine[:3, :3] = rz @ rx @ np.diag([-0.9, -1.1, 2.5])
     affine[:3, 3] = [30.5, -12.25, 7.0]
     return affine
+
+
+def run_torchrun(argv: list[str], ranks: int = 2):
+    """``napari-disyre argv`` under ``torchrun --standalone`` with ``ranks`` CPU processes (gloo), one
+    torch thread each; the completed process, checked to have succeeded."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+               "-m", "napari_disyre.cli", *argv]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done

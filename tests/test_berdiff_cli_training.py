@@ -18,7 +18,7 @@ from napari_disyre.cli import main  # noqa: E402
 from napari_disyre.detection import detect  # noqa: E402
 from napari_disyre.nifti import load_scan  # noqa: E402
 
-from .conftest import synthetic_brain  # noqa: E402
+from .conftest import run_torchrun, synthetic_brain  # noqa: E402
 
 FAST = [
     "--method",
@@ -137,17 +137,9 @@ def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy, capsys):
 def test_torchrun_trains_on_two_ranks_with_averaged_gradients(tmp_path, healthy):
     """Two CPU ranks (gloo): one checkpoint and one log written by rank 0, each step logged once, and
     weights that differ from a one-process run of the same seed (rank 1's batches count too)."""
-    import os
-    import subprocess
-    import sys
-
     args = ["train", str(healthy), *FAST, "--diffusion-steps", "2", "--val-count", "0"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "napari_disyre.cli", *args, "--out", str(tmp_path / "two")]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_torchrun([*args, "--out", str(tmp_path / "two")])
     two = tmp_path / "two"
     assert json.loads((two / "berdiff.json").read_text())["training"]["ranks"] == 2
     rows = list(csv.DictReader((two / "training" / "log.csv").read_text().splitlines()))

@@ -16,7 +16,7 @@ from napari_disyre.errors import DisyreError
 from napari_disyre.training.dataset import TrainingScan
 from napari_disyre.training.loop import TrainingConfig, train
 
-from .conftest import synthetic_brain
+from .conftest import run_torchrun, synthetic_brain
 
 TINY = dict(
     sample_size=[32, 32],
@@ -247,9 +247,6 @@ def test_torchrun_trains_disyre_on_two_ranks_with_averaged_gradients(tmp_path, h
     """Two CPU ranks (gloo): rank 0 alone writes and reports, the log is written once, and the weights
     differ from a one-process run of the same seed (rank 0 draws the same batches: rank 1's count)."""
     import csv
-    import os
-    import subprocess
-    import sys
 
     folder = healthy[0][0].path.parent
     args = [
@@ -265,11 +262,7 @@ def test_torchrun_trains_disyre_on_two_ranks_with_averaged_gradients(tmp_path, h
         "0",
     ]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "napari_disyre.cli", *args, "--out", str(tmp_path / "two")]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = run_torchrun([*args, "--out", str(tmp_path / "two")])
     assert done.stdout.count("saved ") == 1
 
     def logged(run):
