@@ -170,6 +170,31 @@ def test_mislabelled_folder(saved):
         load_berdiff(saved)
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"format": "napari-disyre"},
+            "not a napari-disyre Bernoulli diffusion metadata file.*'napari-disyre'",
+        ),
+        ({"format_version": 99}, "newer napari-disyre.*version 99, this one reads up to 1.*upgrade"),
+        ({"format_version": "two"}, "format version 'two' is not a number"),
+    ],
+    ids=["other-format", "newer-version", "bad-version"],
+)
+def test_foreign_or_newer_metadata_is_refused(saved, changes, message):
+    edit_metadata(saved, **changes)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_berdiff(saved)
+    assert str(saved / METADATA_FILE) in str(error.value)
+
+
+def test_metadata_that_is_not_an_object_is_refused(saved):
+    (saved / METADATA_FILE).write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="holds a JSON list, not a metadata object"):
+        load_berdiff(saved)
+
+
 def test_corrupted_weights(saved):
     data = (saved / AE_WEIGHTS).read_bytes()
     (saved / AE_WEIGHTS).write_bytes(data[: len(data) // 2])

@@ -201,6 +201,25 @@ def test_broken_checkpoints_give_one_clear_error(tmp_path, break_it, message):
     assert str(tmp_path) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"format": "napari-disyre-berdiff"},
+            "not a napari-disyre DISYRE metadata file.*'napari-disyre-berdiff'",
+        ),
+        ({"format_version": 99}, "newer napari-disyre.*version 99, this one reads up to 1.*upgrade"),
+    ],
+    ids=["other-format", "newer-version"],
+)
+def test_foreign_or_newer_disyre_metadata_is_refused(tmp_path, tiny_checkpoint, changes, message):
+    folder = save_checkpoint(tmp_path / "model", tiny_checkpoint)
+    _edit_json(folder / "disyre.json", **changes)
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(folder)
+    assert str(folder / "disyre.json") in str(error.value)
+
+
 def test_three_input_channels_are_refused(tmp_path):
     folder = official_checkpoint(tmp_path / "rgb", make_unet(in_channels=3, out_channels=3))
     with pytest.raises(CheckpointError, match="in_channels = 3.*needs 1"):

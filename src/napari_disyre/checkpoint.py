@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .checkpoint_checks import check_info_bounds, checkpoint_path
+from .checkpoint_checks import check_format, check_info_bounds, checkpoint_path
 from .errors import CheckpointError
 from .methods import DEFAULT_METHOD, METHODS, Method
 from .outputs import atomic_output, write_json
@@ -71,15 +71,7 @@ class CheckpointInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> CheckpointInfo:
-        if d.get("format") != FORMAT_NAME:
-            raise CheckpointError(
-                f"{source}: not a napari-disyre metadata file (format is {d.get('format')!r})."
-            )
-        if int(d.get("format_version", 0)) > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{source}: written by a newer napari-disyre (format version {d['format_version']}); "
-                "upgrade napari-disyre to read it."
-            )
+        check_format(d, FORMAT_NAME, FORMAT_VERSION, source, "DISYRE metadata")
         try:
             method = d.get("method", DEFAULT_METHOD)
             if method not in METHODS:

@@ -29,6 +29,29 @@ MAX_PARAMETERS = 2_000_000_000
 SPACING_BOUNDS = (0.1, 10.0)
 
 
+def check_format(meta: dict[str, Any], name: str, version: int, source: str, what: str) -> None:
+    """Refuse metadata that is not ``name`` or that a newer napari-disyre wrote (``what`` names it).
+
+    Both checkpoint formats carry their name and version; refusing a newer version here, rather
+    than reading the fields it knows, keeps an old install from giving a silently wrong map.
+    """
+    if meta.get("format") != name:
+        raise CheckpointError(
+            f"{source}: not a napari-disyre {what} file (format is {meta.get('format')!r})."
+        )
+    try:
+        found = int(meta.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"{source}: format version {meta.get('format_version')!r} is not a number."
+        ) from None
+    if found > version:
+        raise CheckpointError(
+            f"{source}: written by a newer napari-disyre (format version {found}, this one reads up to "
+            f"{version}); upgrade napari-disyre to read it."
+        )
+
+
 def check_config_bounds(config: dict[str, Any], source: str) -> None:
     """Refuse sizes no real model has (a window of 0 or 100000 pixels, a million channels)."""
     try:

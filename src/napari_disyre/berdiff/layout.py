@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint_checks import check_format
 from ..errors import CheckpointError
 
 METHOD = "berdiff"
@@ -32,15 +33,11 @@ def read_berdiff_metadata(folder: str | Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable or not valid JSON ({exc}).") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise CheckpointError(f"{path}: not a napari-disyre Bernoulli diffusion file (format {got!r}).")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: holds a JSON {type(meta).__name__}, not a metadata object.")
+    check_format(meta, FORMAT_NAME, FORMAT_VERSION, str(path), "Bernoulli diffusion metadata")
     if meta.get("method") != METHOD:
         raise CheckpointError(
             f"{path}: says it holds method {meta.get('method')!r}, not {METHOD!r}; the folder is mislabelled."
-        )
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: written by a newer napari-disyre (format version {meta['format_version']}); upgrade."
         )
     return meta
