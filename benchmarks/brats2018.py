@@ -19,6 +19,11 @@ start (scratch or t1init) and the map post-processing (none, brain-mask erosion,
 both) with the highest AP on the validation patient; the fold's test patients are then scored with
 that choice. Every row is printed, chosen or not.
 
+Second method (``--berdiff``, the 08:09 UTC amendment of the pre-registration): one masked Bernoulli
+diffusion model per fold (``train --method berdiff --preset small``) on the same tumour-free slices of
+the same seven patients, scored at its defaults (L, P from its berdiff.json) beside DISYRE on the
+same voxels; reported, never selected.
+
 Metrics (whole tumour, label > 0, on the scan's non-zero voxels) per fold, per patient, and pooled
 over the 12 patients with each patient scored by the model of the fold that tested it (the only
 model that never saw it). Baselines: ``intensity`` (raw scanner values) and ``intensity-zscore``
@@ -31,6 +36,7 @@ ones with ``train --resume``; saved maps are reused. Run from the repository roo
     nice -n 19 python benchmarks/brats2018.py --contrasts T2 --train-only   # the trainings (hours)
     python benchmarks/brats2018.py --contrasts T1 T2 --evaluate-only        # the README tables
     python benchmarks/brats2018.py --contrasts T2 --evaluate-only --extra-test OTHER_BRATS_DIR
+    nice -n 19 python benchmarks/brats2018.py --contrasts T2 --berdiff --starts scratch   # both methods
 """
 
 from __future__ import annotations
@@ -50,14 +56,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's napari_disyre, as for the train commands below
 from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
+from napari_disyre.detectors import checkpoint_kind  # noqa: E402
 from napari_disyre.evaluation.metrics import average_precision  # noqa: E402
 from napari_disyre.evaluation.scoring import (  # noqa: E402
     Case,
     ScoredCase,
-    disyre_name,
     load_case,
     rank_combination,
     score_case,
+    score_detection,
     summarise,
 )
 from napari_disyre.postprocess import MapPostprocessing, record_postprocessing  # noqa: E402
@@ -70,6 +77,7 @@ HEALTHY_T1 = ROOT / "src" / "napari_disyre" / "data" / "demo_t1_checkpoint"
 SUFFIX = {"T1": "t1", "T2": "t2", "FLAIR": "flair", "T1ce": "t1ce"}  # Brats18_X_1_<suffix>.nii.gz
 TRAINED = ("T2", "FLAIR", "T1ce")
 STARTS = ("scratch", "t1init")
+BERDIFF = "berdiff"  # the second method's fold models: <contrast>_berdiff_fold<k>
 N_FOLDS = 3
 # Fixed before the run (PREREGISTERED.md): training and evaluation settings.
 STEPS, PRESET, EVAL_STEPS, SAVE_EVERY = 1000, "small", 4, 100
@@ -150,8 +158,20 @@ def last_log_row(model: Path) -> dict[str, str]:
     return rows[-1] if rows else {}
 
 
+def metadata_file(model: Path) -> Path:
+    return model / ("berdiff.json" if f"_{BERDIFF}_fold" in model.name else "disyre.json")
+
+
 def is_finished(model: Path) -> bool:
-    return int(last_log_row(model).get("step", 0)) >= STEPS and (model / "disyre.json").exists()
+    """Saved after its last step: DISYRE's STEPS, or the diffusion steps its berdiff.json records."""
+    meta = metadata_file(model)
+    if not meta.exists():
+        return False
+    training = json.loads(meta.read_text()).get("training", {})
+    last = int(last_log_row(model).get("step", 0))
+    if meta.name == "berdiff.json":
+        return last_log_row(model).get("stage") == "diffusion" and last >= int(training["diffusion_steps"])
+    return last >= STEPS
 
 
 def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> None:
@@ -161,13 +181,17 @@ def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> Non
         print(f"finished earlier: {model}", flush=True)
         return
     data = training_folder(work, brats, contrast, fold)
+    patients = f"tumour-free slices of {' + '.join(fold.train)} (fold {fold.name}; validation {fold.validation}; test {' + '.join(fold.test)})"  # fmt: skip
     command = [
-        "train", str(data), "--out", str(model), "--preset", PRESET, "--steps", str(STEPS), "--ema",
-        "--pattern", f"*/{SUFFIX[contrast]}.nii.gz", "--exclude-label-name", "seg.nii.gz",
-        "--val-count", "0", "--contrast", contrast, "--save-every", str(SAVE_EVERY),
-        "--description", f"BraTS 2018 {contrast}, tumour-free slices of {' + '.join(fold.train)} "
-        f"(fold {fold.name}; validation {fold.validation}; test {' + '.join(fold.test)}); {start}",
-    ] + (["--init", str(HEALTHY_T1)] if start == "t1init" else [])  # fmt: skip
+        "train", str(data), "--out", str(model), "--preset", PRESET, "--pattern", f"*/{SUFFIX[contrast]}.nii.gz",
+        "--exclude-label-name", "seg.nii.gz", "--val-count", "0", "--contrast", contrast,
+        "--save-every", str(SAVE_EVERY),
+    ]  # fmt: skip
+    if start == BERDIFF:  # the amendment: the preset's own step counts, no other option
+        command += ["--method", BERDIFF, "--description", f"masked Bernoulli diffusion, BraTS 2018 {contrast}, {patients}"]  # fmt: skip
+    else:
+        command += ["--steps", str(STEPS), "--ema", "--description", f"BraTS 2018 {contrast}, {patients}; {start}"]  # fmt: skip
+        command += ["--init", str(HEALTHY_T1)] if start == "t1init" else []
     if (model / "training" / "state.pt").exists():
         command.append("--resume")
     elif model.exists():
@@ -178,8 +202,9 @@ def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> Non
 def model_record(model: Path) -> str:
     """Wall time and device of a trained model, from its log and checkpoint metadata."""
     if not is_finished(model):
-        return f"{model.name}: not finished (step {last_log_row(model).get('step', 0)} of {STEPS})"
-    training = json.loads((model / "disyre.json").read_text()).get("training", {})
+        row = last_log_row(model)
+        return f"{model.name}: not finished ({' '.join(filter(None, (row.get('stage'), 'step', row.get('step', '0'))))})"
+    training = json.loads(metadata_file(model).read_text()).get("training", {})
     minutes = float(last_log_row(model)["elapsed_s"]) / 60
     return (
         f"{model.name}: {minutes:.0f} min on {training.get('device', '?')} ({training.get('machine', '?')})"
@@ -225,14 +250,17 @@ class Models:
         self.loaded: dict[Path, object] = {}
 
     def score(self, item: Patient, key: str, model: Path, maps: Path, post=None) -> None:
-        """Add ``model``'s S = EVAL_STEPS map of ``item`` as ``key``, post-processed by ``post``."""
-        saved = maps / f"{item.case.id}_S{EVAL_STEPS}_anomaly_map.nii.gz"
-        if not saved.exists() and model not in self.loaded:
+        """Add ``model``'s map of ``item`` as ``key`` (DISYRE at S = EVAL_STEPS; Bernoulli diffusion at
+        its defaults), post-processed by ``post``."""
+        disyre = checkpoint_kind(model) == "disyre"
+        tag = f"S{EVAL_STEPS}" if disyre else BERDIFF
+        if not (maps / f"{item.case.id}_{tag}_anomaly_map.nii.gz").exists() and model not in self.loaded:
             self.loaded[model] = load_checkpoint(model)
         full = ScoredCase(item.case, item.scan, item.full, item.full)  # the label is not used here
-        score_case(full, self.loaded.get(model), [EVAL_STEPS], (), maps_dir=maps, postprocessing=post)
-        item.scores[key] = full.scores[disyre_name(EVAL_STEPS)][item.box]
-        item.seconds[key] = full.seconds[disyre_name(EVAL_STEPS)]
+        overrides = {"steps": EVAL_STEPS} if disyre else {}
+        score_detection(full, self.loaded.get(model), None, key, tag, maps, postprocessing=post, **overrides)
+        item.scores[key] = full.scores[key][item.box]
+        item.seconds[key] = full.seconds[key]
 
 
 def candidates() -> list[tuple[str, object]]:
@@ -267,15 +295,16 @@ def choose(work: Path, brats: Path, contrast: str, fold: Fold, models: Models) -
 
 def score_fold(args, contrast: str, fold: Fold, models: Models, patients: list[str], folder: Path, tag: str):
     """The fold's models on ``patients`` of ``folder``: each finished start without post-processing
-    and, once chosen, the nested recipe; plus the baselines."""
+    and, once chosen, the nested recipe; the Bernoulli diffusion model with --berdiff; the baselines."""
     choice = choose(args.work, args.brats, contrast, fold, models)
     items = []
     for patient in patients:
         item = load_patient(folder, patient, contrast)
-        for start in args.starts:
+        for start in [*args.starts, *([BERDIFF] if args.berdiff else [])]:
             model = model_path(args.work, contrast, start, fold)
             if is_finished(model):
-                models.score(item, f"DISYRE {start}", model, args.work / "maps" / f"{model.name}{tag}")
+                name = "Bernoulli diffusion" if start == BERDIFF else f"DISYRE {start}"
+                models.score(item, name, model, args.work / "maps" / f"{model.name}{tag}")
         if choice is not None:
             model = model_path(args.work, contrast, choice[0], fold)
             models.score(item, "DISYRE nested", model, args.work / "maps" / f"{model.name}{tag}", choice[1])
@@ -352,7 +381,7 @@ def report(args, folds: list[Fold]) -> None:
                     pooled,
                 )
             )
-        for start in args.starts:
+        for start in [*args.starts, *([BERDIFF] if args.berdiff else [])]:
             for fold in folds:
                 print("-", model_record(model_path(args.work, contrast, start, fold)))
         print()
@@ -369,6 +398,9 @@ def main() -> int:
     parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=list(SUFFIX))
     parser.add_argument("--folds", nargs="+", default=[str(k + 1) for k in range(N_FOLDS)])
     parser.add_argument("--starts", nargs="+", default=list(STARTS), choices=list(STARTS))
+    parser.add_argument(
+        "--berdiff", action="store_true", help="also train and score each fold's Bernoulli diffusion model"
+    )
     parser.add_argument("--train-only", action="store_true", help="train the models, print no tables")
     parser.add_argument("--evaluate-only", action="store_true", help="train nothing; score what is finished")
     parser.add_argument(
@@ -382,7 +414,7 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.evaluate_only:
         for contrast in (c for c in args.contrasts if c in TRAINED):
-            for start in args.starts:
+            for start in [*args.starts, *([BERDIFF] if args.berdiff else [])]:
                 for fold in folds:
                     started = time.time()
                     train(args.work, args.brats, contrast, start, fold)

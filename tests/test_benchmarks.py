@@ -117,7 +117,8 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
     """Saved maps stand in for the models: a fold's scratch model finds the tumour of every patient
     it tested and of its validation patient, its t1init model ranks it last, and every other map of
     the same name would be wrong. The nested choice must be scratch (validation AP 1) in every fold,
-    and the pooled rows must use each patient's own fold."""
+    and the pooled rows must use each patient's own fold. The Bernoulli diffusion fold models
+    (--berdiff) are scored the same way: right only on the patients their fold tested."""
     script = _load_brats2018()
     brats, work = tmp_path / "brats", tmp_path / "work"
     patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
@@ -141,8 +142,17 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
                 seen = patient in (*fold.test, fold.validation)
                 _save(work / "maps" / model.name / f"{patient}_S4_anomaly_map.nii.gz",
                       (right if seen else ~lesion & brain).astype(np.float32))  # fmt: skip
+        berdiff = script.model_path(work, "T2", script.BERDIFF, fold)
+        (berdiff / "training").mkdir(parents=True)
+        (berdiff / "training" / "log.csv").write_text("stage,step,loss,elapsed_s\ndiffusion,40,0.7,120\n")
+        (berdiff / "berdiff.json").write_text(
+            json.dumps({"training": {"diffusion_steps": 40, "device": "cpu"}})
+        )
+        for patient in patients:
+            _save(work / "maps" / berdiff.name / f"{patient}_berdiff_anomaly_map.nii.gz",
+                  (lesion if patient in fold.test else ~lesion & brain).astype(np.float32))  # fmt: skip
     args = argparse.Namespace(
-        work=work, brats=brats, contrasts=["T2"], starts=list(script.STARTS), extra_test=None
+        work=work, brats=brats, contrasts=["T2"], starts=list(script.STARTS), extra_test=None, berdiff=True
     )
 
     script.report(args, folds)
@@ -162,3 +172,46 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
     assert rows["DISYRE t1init"][2] == "0.000"  # AUROC: every tumour voxel ranked last
     assert out.count("nested choice: scratch, post-processing: none") == 3
     assert "T2_scratch_fold1: 1 min on cpu (test)" in out
+    assert rows["Bernoulli diffusion"] == ["1.000", "1.000", "1.000"]
+    assert "T2_berdiff_fold3: 2 min on cpu (?)" in out
+
+
+def test_brats2018_bernoulli_diffusion_fold_model_trains_at_the_preset_and_resumes(tmp_path, monkeypatch):
+    """The pre-registered second-method model: `train --method berdiff` on the fold's training folder,
+    with none of DISYRE's step count or EMA, resumed while unfinished, skipped once finished."""
+    script = _load_brats2018()
+    brats, work = tmp_path / "brats", tmp_path / "work"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    for patient in patients:
+        for suffix in ("t2", "seg"):
+            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    fold = script.make_folds(patients)[0]
+    commands = []
+    monkeypatch.setattr(script, "run_cli", commands.append)
+    script.train(work, brats, "T2", script.BERDIFF, fold)
+    command = commands[-1]
+    assert command[:4] == [
+        "train",
+        str(work / "data" / "T2_fold1"),
+        "--out",
+        str(work / "models" / "T2_berdiff_fold1"),
+    ]
+    assert command[command.index("--method") + 1] == "berdiff" and "--contrast" in command
+    assert "--steps" not in command and "--ema" not in command and "--resume" not in command
+    assert (
+        "masked Bernoulli diffusion, BraTS 2018 T2, tumour-free slices of"
+        in command[command.index("--description") + 1]
+    )
+    model = work / "models" / "T2_berdiff_fold1"
+    (model / "training").mkdir(parents=True)
+    (model / "training" / "state.pt").write_bytes(b"")
+    (model / "training" / "log.csv").write_text("stage,step,loss,elapsed_s\ndiffusion,30,0.7,120\n")
+    (model / "berdiff.json").write_text(json.dumps({"training": {"diffusion_steps": 40}}))
+    assert not script.is_finished(model)
+    assert script.model_record(model) == "T2_berdiff_fold1: not finished (diffusion step 30)"
+    script.train(work, brats, "T2", script.BERDIFF, fold)
+    assert commands[-1][-1] == "--resume"
+    (model / "training" / "log.csv").write_text("stage,step,loss,elapsed_s\ndiffusion,40,0.7,120\n")
+    assert script.is_finished(model)
+    script.train(work, brats, "T2", script.BERDIFF, fold)
+    assert len(commands) == 2  # finished: not trained again
