@@ -120,6 +120,11 @@ def test_resume_with_other_settings_is_refused(tmp_path, healthy, capsys):
     assert main(args) == 0
     assert main([*args, "--resume", "--seed", "3"]) == 2
     assert "other settings than the run it continues (seed)" in capsys.readouterr().err
+    assert main(args) == 2  # finished: the message says so, and how to train it further
+    assert (
+        "a finished training run: train it further with --resume and more --diffusion-steps"
+        in capsys.readouterr().err
+    )
 
 
 def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy, capsys):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -130,7 +131,7 @@ def train_berdiff(
 ) -> BerDiffModel:
     """Train the autoencoder, then the latent diffusion model; save the checkpoint into ``output``."""
     output = Path(output)
-    check_output(output, resume, overwrite)
+    check_output(output, resume, overwrite, steps_option="--diffusion-steps")
     preset = config.network_preset()
     state = _load_state(output) if resume else {}
     if resume:
@@ -185,6 +186,8 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
 
         model.healthy_score_quantiles = healthy_score_quantiles(model, validation)
     write_berdiff_files(output, model)
+    config_record = output / STATE_DIR / CONFIG_FILE  # a rerun then says "finished", not "interrupted"
+    write_json(config_record, {**json.loads(config_record.read_text()), "finished": True})
     return model
 
 
@@ -267,8 +270,6 @@ def _load_state(output: Path) -> dict[str, Any]:
 
 
 def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
-    import json
-
     recorded = json.loads((output / STATE_DIR / CONFIG_FILE).read_text())
     asked = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(

@@ -22,9 +22,10 @@ CONFIG_FILE = "config.json"
 LOG_FIELDS = ("step", "loss", "lr", "val_loss", "elapsed_s", "examples_per_s")
 
 
-def check_output(output: Path, resume: bool, overwrite: bool) -> None:
+def check_output(output: Path, resume: bool, overwrite: bool, steps_option: str = "--steps") -> None:
     """Refuse to resume without a state, and to train into an existing folder unless ``overwrite``;
-    a folder an interrupted run left says how to continue it."""
+    a folder an interrupted run left says how to continue it (a finished one: with more
+    ``steps_option``, the method's own flag)."""
     if resume:
         if not (output / STATE_DIR / STATE_FILE).exists():
             raise DisyreError(
@@ -33,7 +34,7 @@ def check_output(output: Path, resume: bool, overwrite: bool) -> None:
         return
     if (output / STATE_DIR / STATE_FILE).exists() and not overwrite:
         raise OutputExistsError(
-            f"{output}: a finished training run: train it further with --resume and more --steps, or start "
+            f"{output}: a finished training run: train it further with --resume and more {steps_option}, or start "
             "again with --overwrite."
             if _finished(output)
             else f"{output}: an interrupted training run: continue it with --resume (or start again with "
