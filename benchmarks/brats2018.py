@@ -19,7 +19,7 @@ start (scratch or t1init) and the map post-processing (none, brain-mask erosion,
 both) with the highest AP on the validation patient; the fold's test patients are then scored with
 that choice. Every row is printed, chosen or not.
 
-Second method (``--berdiff``, the 08:09 UTC amendment of the pre-registration): one masked Bernoulli
+Second method (``--starts berdiff``, the 08:09 UTC amendment of the pre-registration): one masked Bernoulli
 diffusion model per fold (``train --method berdiff --preset small``) on the same tumour-free slices of
 the same seven patients, scored at its defaults (L, P from its berdiff.json) beside DISYRE on the
 same voxels; reported, never selected.
@@ -36,7 +36,7 @@ ones with ``train --resume``; saved maps are reused. Run from the repository roo
     nice -n 19 python benchmarks/brats2018.py --contrasts T2 --train-only   # the trainings (hours)
     python benchmarks/brats2018.py --contrasts T1 T2 --evaluate-only        # the README tables
     python benchmarks/brats2018.py --contrasts T2 --evaluate-only --extra-test OTHER_BRATS_DIR
-    nice -n 19 python benchmarks/brats2018.py --contrasts T2 --berdiff --starts scratch   # both methods
+    nice -n 19 python benchmarks/brats2018.py --contrasts FLAIR --starts berdiff --train-only   # one kind
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ HEALTHY_T1 = ROOT / "src" / "napari_disyre" / "data" / "demo_t1_checkpoint"
 SUFFIX = {"T1": "t1", "T2": "t2", "FLAIR": "flair", "T1ce": "t1ce"}  # Brats18_X_1_<suffix>.nii.gz
 TRAINED = ("T2", "FLAIR", "T1ce")
 STARTS = ("scratch", "t1init")
-BERDIFF = "berdiff"  # the second method's fold models: <contrast>_berdiff_fold<k>
+BERDIFF = "berdiff"  # the second method's fold models (<contrast>_berdiff_fold<k>): reported, never selected
 N_FOLDS = 3
 # Fixed before the run (PREREGISTERED.md): training and evaluation settings.
 STEPS, PRESET, EVAL_STEPS, SAVE_EVERY = 1000, "small", 4, 100
@@ -295,12 +295,12 @@ def choose(work: Path, brats: Path, contrast: str, fold: Fold, models: Models) -
 
 def score_fold(args, contrast: str, fold: Fold, models: Models, patients: list[str], folder: Path, tag: str):
     """The fold's models on ``patients`` of ``folder``: each finished start without post-processing
-    and, once chosen, the nested recipe; the Bernoulli diffusion model with --berdiff; the baselines."""
+    and, once chosen, the nested recipe; the Bernoulli diffusion model; the baselines."""
     choice = choose(args.work, args.brats, contrast, fold, models)
     items = []
     for patient in patients:
         item = load_patient(folder, patient, contrast)
-        for start in [*args.starts, *([BERDIFF] if args.berdiff else [])]:
+        for start in args.starts:
             model = model_path(args.work, contrast, start, fold)
             if is_finished(model):
                 name = "Bernoulli diffusion" if start == BERDIFF else f"DISYRE {start}"
@@ -381,7 +381,7 @@ def report(args, folds: list[Fold]) -> None:
                     pooled,
                 )
             )
-        for start in [*args.starts, *([BERDIFF] if args.berdiff else [])]:
+        for start in args.starts:
             for fold in folds:
                 print("-", model_record(model_path(args.work, contrast, start, fold)))
         print()
@@ -397,9 +397,12 @@ def main() -> int:
     parser.add_argument("--brats", type=Path, default=BRATS, help="the BraTS 2018 folder")
     parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=list(SUFFIX))
     parser.add_argument("--folds", nargs="+", default=[str(k + 1) for k in range(N_FOLDS)])
-    parser.add_argument("--starts", nargs="+", default=list(STARTS), choices=list(STARTS))
     parser.add_argument(
-        "--berdiff", action="store_true", help="also train and score each fold's Bernoulli diffusion model"
+        "--starts",
+        nargs="+",
+        default=[*STARTS, BERDIFF],
+        choices=[*STARTS, BERDIFF],
+        help="DISYRE's starts and the Bernoulli diffusion model (berdiff) to train and score (default: all)",
     )
     parser.add_argument("--train-only", action="store_true", help="train the models, print no tables")
     parser.add_argument("--evaluate-only", action="store_true", help="train nothing; score what is finished")
@@ -414,7 +417,7 @@ def main() -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.evaluate_only:
         for contrast in (c for c in args.contrasts if c in TRAINED):
-            for start in [*args.starts, *([BERDIFF] if args.berdiff else [])]:
+            for start in args.starts:
                 for fold in folds:
                     started = time.time()
                     train(args.work, args.brats, contrast, start, fold)

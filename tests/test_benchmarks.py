@@ -118,7 +118,7 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
     it tested and of its validation patient, its t1init model ranks it last, and every other map of
     the same name would be wrong. The nested choice must be scratch (validation AP 1) in every fold,
     and the pooled rows must use each patient's own fold. The Bernoulli diffusion fold models
-    (--berdiff) are scored the same way: right only on the patients their fold tested."""
+    (--starts berdiff) are scored the same way: right only on the patients their fold tested."""
     script = _load_brats2018()
     brats, work = tmp_path / "brats", tmp_path / "work"
     patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
@@ -152,7 +152,7 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
             _save(work / "maps" / berdiff.name / f"{patient}_berdiff_anomaly_map.nii.gz",
                   (lesion if patient in fold.test else ~lesion & brain).astype(np.float32))  # fmt: skip
     args = argparse.Namespace(
-        work=work, brats=brats, contrasts=["T2"], starts=list(script.STARTS), extra_test=None, berdiff=True
+        work=work, brats=brats, contrasts=["T2"], starts=[*script.STARTS, script.BERDIFF], extra_test=None
     )
 
     script.report(args, folds)
