@@ -167,11 +167,11 @@ def is_finished(model: Path) -> bool:
     meta = metadata_file(model)
     if not meta.exists():
         return False
-    training = json.loads(meta.read_text()).get("training", {})
-    last = int(last_log_row(model).get("step", 0))
+    row = last_log_row(model)
     if meta.name == "berdiff.json":
-        return last_log_row(model).get("stage") == "diffusion" and last >= int(training["diffusion_steps"])
-    return last >= STEPS
+        steps = int(json.loads(meta.read_text()).get("training", {})["diffusion_steps"])
+        return row.get("stage") == "diffusion" and int(row["step"]) >= steps
+    return int(row.get("step", 0)) >= STEPS
 
 
 def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> None:

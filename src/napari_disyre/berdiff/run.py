@@ -186,8 +186,8 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
 
         model.healthy_score_quantiles = healthy_score_quantiles(model, validation)
     write_berdiff_files(output, model)
-    config_record = output / STATE_DIR / CONFIG_FILE  # a rerun then says "finished", not "interrupted"
-    write_json(config_record, {**json.loads(config_record.read_text()), "finished": True})
+    # the run's config as written at its start, marked so that a rerun says "finished", not "interrupted"
+    write_json(output / STATE_DIR / CONFIG_FILE, {**dataclasses.asdict(config), "finished": True})
     return model
 
 
