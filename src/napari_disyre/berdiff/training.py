@@ -84,21 +84,36 @@ class Parallel:
 
 
 class EMA:
-    """Exponential moving average of a model's weights, kept in a frozen copy of the model."""
+    """Exponential moving average of a model's weights, kept in a frozen copy of the model.
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (the schedule of
+    diffusers' ``EMAModel`` and of the latent-diffusion codebases). The official code has no warm-up,
+    which is harmless over its 3 000 autoencoder updates but not over a short run: after the
+    ``small`` preset's 200 updates at 0.995, 0.995^200 = 37 % of the average would still be the
+    random initial weights, and the saved autoencoder would barely reconstruct anything.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, updates: int = 0) -> None:
         if not 0.0 <= decay < 1.0:
             raise DisyreError(f"EMA decay must be in [0, 1), got {decay}")
         self.decay = decay
+        self.updates = updates
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @property
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        weight = 1.0 - self.current_decay
         for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
             if mine.is_floating_point():
-                mine.lerp_(theirs.detach(), 1.0 - self.decay)
+                mine.lerp_(theirs.detach(), weight)
             else:
                 mine.copy_(theirs)
+        self.updates += 1
 
 
 @dataclass
@@ -271,7 +286,7 @@ def _optimise(
             generator.set_state(keep.resume.generator)
         else:  # the state saved is rank 0's: the others start a stream of their own at this step
             generator.set_state(_generator(generator.device, settings.seed, parallel.rank, first).get_state())
-    ema = EMA(model, settings.ema_decay)
+    ema = EMA(model, settings.ema_decay, updates=(first - 1) // settings.ema_every)
     if keep.resume is not None:
         ema.model.load_state_dict(keep.resume.ema)
     result = StageResult(model=model, ema=ema.model)
