@@ -216,14 +216,11 @@ def test_bundled_berdiff_autoencoder_reconstructs_the_demo_brain():
     """A guard against the EMA bug of the first bundled model: its autoencoder, saved with 37 % of
     its random initial weights, missed the demo brain by 0.138 (mean |error| inside the brain, on
     the [0, 1] scale, decoding the soft code); the retrained one misses it by 0.085."""
-    from napari_disyre.nifti import load_scan
     from napari_disyre.sample_data import demo_scan_path
+    from napari_disyre.training.dataset import TrainingScan, scan_slices
 
     model = load_checkpoint("demo-berdiff")
-    volume = load_scan(demo_scan_path())
-    prepared = prepare_scan(volume.data, volume.affine, model.spec)
-    slices = np.moveaxis(prepared.image, model.spec.slice_axis, 0)
-    slices = slices[slices.reshape(len(slices), -1).any(axis=1)]
+    slices = np.stack(scan_slices(TrainingScan(path=demo_scan_path()), model.spec))
     size = padded_size(*slices.shape[1:], model.autoencoder.config.image_size, size_multiple(model))
     x = torch.from_numpy(pad_slices(slices, size)[0][:, None])
     with torch.no_grad():
