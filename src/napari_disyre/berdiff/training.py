@@ -91,6 +91,11 @@ class EMA:
     which is harmless over its 3 000 autoencoder updates but not over a short run: after the
     ``small`` preset's 200 updates at 0.995, 0.995^200 = 37 % of the average would still be the
     random initial weights, and the saved autoencoder would barely reconstruct anything.
+
+    Not diffusers' ``EMAModel`` (which DISYRE training uses): that one starts from decay 0 rather
+    than 0.1 and keeps shadow parameters only, while this stage saves and exports the averaged
+    module itself (its state dict is the checkpoint's weights); switching would change both the
+    bundled model's training and the saved resume state for no gain.
     """
 
     def __init__(self, model: nn.Module, decay: float, updates: int = 0) -> None:
