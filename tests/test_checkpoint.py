@@ -228,8 +228,14 @@ def test_three_input_channels_are_refused(tmp_path):
 
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(CheckpointError, match="not a checkpoint"):
+    with pytest.raises(CheckpointError, match="not a checkpoint") as error:
         load_checkpoint(tmp_path / "notes.txt")
+    assert "state dict" not in str(error.value)
+    (tmp_path / "binaryae_ema_30000.th").write_bytes(b"not read")  # the official code's file names
+    with pytest.raises(
+        CheckpointError, match=r"binaryae_ema_30000\.th: not a checkpoint.*bare PyTorch state dict"
+    ):
+        load_checkpoint(tmp_path / "binaryae_ema_30000.th")
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "missing")
     with pytest.raises(CheckpointError, match="no unet/ folder"):

@@ -150,9 +150,17 @@ def checkpoint_path(path: str | Path) -> Path:
             "demo-berdiff for a bundled model)."
         )
     if path.is_file() and path.suffix != ".safetensors":
+        # the official Bernoulli diffusion code saves bare state dicts (.pt, .th) without their
+        # network configuration, and releases no trained ones: say so rather than guess a shape
+        raw = (
+            " A bare PyTorch state dict (.pt, .th, .pth, such as the official Bernoulli diffusion "
+            "code's) holds no network configuration and is not read: train with napari-disyre train."
+            if path.suffix in {".pt", ".th", ".pth"}
+            else ""
+        )
         raise CheckpointError(
             f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
             "scheduler/), a Bernoulli diffusion folder (with berdiff.json) or a single .safetensors "
-            "file written by napari-disyre."
+            f"file written by napari-disyre.{raw}"
         )
     return path
