@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -113,12 +114,11 @@ def test_brats2018_training_folder_links_exactly_the_training_patients(tmp_path)
     assert script.training_folder(tmp_path / "work", brats, "T2", fold) == folder  # a rerun reuses the links
 
 
-def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested_choice(tmp_path, capsys):
-    """Saved maps stand in for the models: a fold's scratch model finds the tumour of every patient
-    it tested and of its validation patient, its t1init model ranks it last, and every other map of
-    the same name would be wrong. The nested choice must be scratch (validation AP 1) in every fold,
-    and the pooled rows must use each patient's own fold. The Bernoulli diffusion fold models
-    (--starts berdiff) are scored the same way: right only on the patients their fold tested."""
+def _fake_brats2018_run(tmp_path, contrast: str, right_start: str, starts: tuple[str, ...]):
+    """Twelve 8^3 patients and saved maps standing in for the fold models of ``starts``: a fold's
+    ``right_start`` model finds the tumour of every patient it tested and of its validation
+    patient, every other start ranks it last, and every other map of the same name would be
+    wrong. The Bernoulli diffusion fold models are right only on the patients their fold tested."""
     script = _load_brats2018()
     brats, work = tmp_path / "brats", tmp_path / "work"
     patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
@@ -127,22 +127,27 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
     brain = np.zeros_like(lesion)
     brain[1:7, 1:7, 1:7] = True
     rng = np.random.default_rng(0)
+    suffix = script.SUFFIX[contrast]
     for patient in patients:
         _save(brats / patient / f"{patient}_seg.nii.gz", lesion.astype(np.uint8) * 2)
-        _save(brats / patient / f"{patient}_t2.nii.gz", np.where(brain, rng.uniform(1, 2, brain.shape), 0))
+        _save(
+            brats / patient / f"{patient}_{suffix}.nii.gz", np.where(brain, rng.uniform(1, 2, brain.shape), 0)
+        )
     folds = script.make_folds(patients)
     for fold in folds:
-        for start in script.STARTS:
-            model = script.model_path(work, "T2", start, fold)
+        for start in (s for s in starts if s != script.BERDIFF):
+            model = script.model_path(work, contrast, start, fold)
             (model / "training").mkdir(parents=True)
             (model / "training" / "log.csv").write_text(f"step,elapsed_s\n{script.STEPS},60\n")
             (model / "disyre.json").write_text(json.dumps({"training": {"device": "cpu", "machine": "test"}}))
-            right = lesion if start == "scratch" else ~lesion & brain
+            right = lesion if start == right_start else ~lesion & brain
             for patient in patients:
                 seen = patient in (*fold.test, fold.validation)
                 _save(work / "maps" / model.name / f"{patient}_S4_anomaly_map.nii.gz",
                       (right if seen else ~lesion & brain).astype(np.float32))  # fmt: skip
-        berdiff = script.model_path(work, "T2", script.BERDIFF, fold)
+        if script.BERDIFF not in starts:
+            continue
+        berdiff = script.model_path(work, contrast, script.BERDIFF, fold)
         (berdiff / "training").mkdir(parents=True)
         (berdiff / "training" / "log.csv").write_text("stage,step,loss,elapsed_s\ndiffusion,40,0.7,120\n")
         (berdiff / "berdiff.json").write_text(
@@ -152,18 +157,31 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
             _save(work / "maps" / berdiff.name / f"{patient}_berdiff_anomaly_map.nii.gz",
                   (lesion if patient in fold.test else ~lesion & brain).astype(np.float32))  # fmt: skip
     args = argparse.Namespace(
-        work=work, brats=brats, contrasts=["T2"], starts=[*script.STARTS, script.BERDIFF], extra_test=None
+        work=work, brats=brats, contrasts=[contrast], starts=list(starts), extra_test=None
     )
+    return script, args, folds
 
-    script.report(args, folds)
 
-    out = capsys.readouterr().out
-    pooled, per_patient = out[out.index("**T2: all 12 patients") :].split("\n\n")[1:3]
+def _pooled_rows(out: str, contrast: str) -> tuple[dict[str, list[str]], str, list[str]]:
+    """The pooled table's rows by score name, and the per-patient table's header and rows."""
+    pooled, per_patient = out[out.index(f"**{contrast}: all 12 patients") :].split("\n\n")[1:3]
     rows = {
         line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:4]
         for line in pooled.splitlines()[2:]
     }
     header, _, *patient_rows = per_patient.splitlines()
+    return rows, header, patient_rows
+
+
+def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested_choice(tmp_path, capsys):
+    """The nested choice must be scratch (validation AP 1) in every fold, and the pooled rows must
+    use each patient's own fold, for DISYRE and the Bernoulli diffusion fold models alike."""
+    script, args, folds = _fake_brats2018_run(tmp_path, "T2", "scratch", (*("scratch", "t1init"), "berdiff"))
+
+    script.report(args, folds)
+
+    out = capsys.readouterr().out
+    rows, header, patient_rows = _pooled_rows(out, "T2")
     nested = header.split(" | ").index("DISYRE nested")
     assert len(patient_rows) == 12
     assert all(row.split(" | ")[nested] == "1.000 / 1.000 / 1.000" for row in patient_rows)
@@ -174,6 +192,33 @@ def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested
     assert "T2_scratch_fold1: 1 min on cpu (test)" in out
     assert rows["Bernoulli diffusion"] == ["1.000", "1.000", "1.000"]
     assert "T2_berdiff_fold3: 2 min on cpu (?)" in out
+
+
+def test_brats2018_t1ce_nested_choice_takes_t1init_only(tmp_path, capsys):
+    """T1ce's nested candidates are the t1init start alone (the 18:30 UTC amendment): a from-scratch
+    model that is perfect on the validation patient is reported but not chosen, and without the
+    from-scratch models the folds are chosen all the same, not pending."""
+    script, args, folds = _fake_brats2018_run(tmp_path, "T1ce", "scratch", ("scratch", "t1init"))
+    for fold in folds:  # a flat t1init map on the validation patient: no post-processing can help it
+        model = script.model_path(args.work, "T1ce", "t1init", fold)
+        _save(args.work / "maps" / model.name / f"{fold.validation}_S4_anomaly_map.nii.gz",
+              np.zeros((8, 8, 8), np.float32))  # fmt: skip
+
+    script.report(args, folds)
+    for fold in folds:
+        shutil.rmtree(script.model_path(args.work, "T1ce", "scratch", fold))
+    args.starts = ["t1init"]
+    script.report(args, folds)
+
+    with_scratch, without_scratch = capsys.readouterr().out.split("**T1ce fold 1")[1:]
+    rows, _, _ = _pooled_rows(with_scratch, "T1ce")
+    assert rows["DISYRE scratch"] == ["1.000", "1.000", "1.000"]
+    assert rows["DISYRE nested"] == rows["DISYRE t1init"]
+    assert rows["DISYRE nested"][2] == "0.000"  # the t1init maps rank every tumour voxel last
+    for out in (with_scratch, without_scratch):
+        assert out.count("nested choice: t1init, post-processing: none") == 3
+        assert "pending" not in out
+    assert script.NESTED_STARTS["T2"] == script.NESTED_STARTS["FLAIR"] == ("scratch", "t1init")
 
 
 def test_brats2018_bernoulli_diffusion_fold_model_trains_at_the_preset_and_resumes(tmp_path, monkeypatch):
