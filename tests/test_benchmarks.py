@@ -176,7 +176,7 @@ def _pooled_rows(out: str, contrast: str) -> tuple[dict[str, list[str]], str, li
 def test_brats2018_pooled_table_scores_each_patient_with_its_fold_and_the_nested_choice(tmp_path, capsys):
     """The nested choice must be scratch (validation AP 1) in every fold, and the pooled rows must
     use each patient's own fold, for DISYRE and the Bernoulli diffusion fold models alike."""
-    script, args, folds = _fake_brats2018_run(tmp_path, "T2", "scratch", (*("scratch", "t1init"), "berdiff"))
+    script, args, folds = _fake_brats2018_run(tmp_path, "T2", "scratch", ("scratch", "t1init", "berdiff"))
 
     script.report(args, folds)
 
