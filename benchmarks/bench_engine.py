@@ -67,11 +67,12 @@ def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int,
     from diffusers import UNet2DModel
     from official_style import official_style_restore
 
-    from napari_disyre.devices import autocast_dtype
-    from napari_disyre.engine import FAST_STEPS, RestorationSettings, restore, run_to_end
-    from napari_disyre.schedule import Schedule
+    from napari_disyre.disyre.engine import FAST_STEPS, RestorationSettings, restore
+    from napari_disyre.disyre.schedule import Schedule
+    from napari_disyre.disyre.windows import window_layout
+    from napari_disyre.restoration import run_to_end
+    from napari_disyre.runtime.devices import autocast_dtype
     from napari_disyre.training.presets import OFFICIAL_UNET
-    from napari_disyre.windows import window_layout
 
     torch.manual_seed(0)
     device = torch.device(device_name)

@@ -14,8 +14,8 @@ import argparse
 import os
 import time
 
+from napari_disyre.disyre.schedule import Schedule
 from napari_disyre.sample_data import demo_scan_path
-from napari_disyre.schedule import Schedule
 from napari_disyre.training.dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
 from napari_disyre.training.presets import get_preset
 

@@ -55,8 +55,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's napari_disyre, as for the train commands below
-from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
-from napari_disyre.detectors import checkpoint_kind  # noqa: E402
+from napari_disyre import load_checkpoint  # noqa: E402
+from napari_disyre.detection.detectors import checkpoint_kind  # noqa: E402
+from napari_disyre.detection.postprocess import MapPostprocessing, record_postprocessing  # noqa: E402
 from napari_disyre.evaluation.metrics import average_precision  # noqa: E402
 from napari_disyre.evaluation.scoring import (  # noqa: E402
     Case,
@@ -67,12 +68,14 @@ from napari_disyre.evaluation.scoring import (  # noqa: E402
     score_detection,
     summarise,
 )
-from napari_disyre.postprocess import MapPostprocessing, record_postprocessing  # noqa: E402
+from napari_disyre.outputs import user_cache_dir  # noqa: E402
 
-BRATS = ROOT.parent / "shared" / "data" / "brats2018"
-if not BRATS.is_dir():  # a worktree: ../shared sits beside the worktrees' folder
-    BRATS = Path("/work/shared/data/brats2018")
-WORK = Path("/root/disyre-runs/brats2018")
+# ../shared beside the checkout (or beside a folder of worktrees above it)
+BRATS = next(
+    (p / "shared/data/brats2018" for p in ROOT.parents if (p / "shared/data/brats2018").is_dir()),
+    ROOT.parent / "shared/data/brats2018",
+)
+WORK = user_cache_dir("brats2018")
 HEALTHY_T1 = ROOT / "src" / "napari_disyre" / "data" / "demo_t1_checkpoint"
 SUFFIX = {"T1": "t1", "T2": "t2", "FLAIR": "flair", "T1ce": "t1ce"}  # Brats18_X_1_<suffix>.nii.gz
 TRAINED = ("T2", "FLAIR", "T1ce")
@@ -396,7 +399,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--work", type=Path, default=WORK, help="models, maps and logs (outside the repository)"
+        "--work", type=Path, default=WORK, help="models, maps and logs (default: the user cache folder, %(default)s)"
     )
     parser.add_argument("--brats", type=Path, default=BRATS, help="the BraTS 2018 folder")
     parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=list(SUFFIX))

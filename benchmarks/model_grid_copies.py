@@ -2,7 +2,7 @@
 
 ``napari-disyre train`` moves every scan onto the model grid (for the ``small`` preset 1.5 mm, RAS)
 before it cuts slices. This script does that move ahead of time, with the same code
-(:func:`napari_disyre.grid.model_grid`), and writes int16 NIfTI copies with their brain masks and
+(:func:`napari_disyre.scans.grid.model_grid`), and writes int16 NIfTI copies with their brain masks and
 exclusion labels beside them, under the same relative paths and file names. Training on the copies
 then finds the grid already right (no second interpolation) and keeps the same slices: the scans
 shrink about 3x (1 mm to 1.5 mm) and the copies about 4x, which is what lets the 21 healthy T1 brains
@@ -27,9 +27,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from napari_disyre.grid import model_grid
-from napari_disyre.nifti import load_matching, load_scan
-from napari_disyre.preprocessing import Preprocessing, foreground_mask, zero_background
+from napari_disyre.scans.grid import model_grid
+from napari_disyre.scans.nifti import load_matching, load_scan
+from napari_disyre.scans.preprocessing import Preprocessing, foreground_mask, zero_background
 from napari_disyre.training.presets import get_preset
 
 INT16_MAX = 32000

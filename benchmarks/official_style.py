@@ -8,7 +8,7 @@ evaluation notebook) in float32, each chunk running the whole S-step chain befor
 starts; scores and restorations are blended with the Gaussian importance map by folding the windows
 back. Everything stays on the device the network is on, as there.
 
-The timesteps and cold-diffusion coefficients come from :class:`napari_disyre.schedule.Schedule`
+The timesteps and cold-diffusion coefficients come from :class:`napari_disyre.disyre.schedule.Schedule`
 (tested against the document's numbers on its own); padding, unfolding, chunking, the chain and the
 blending are written here in plain torch, independently of the engine, so that
 ``tests/test_official_style.py`` comparing the two checks the engine's batching, skipping and
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_disyre.schedule import InferenceStep, Schedule
+from napari_disyre.disyre.schedule import InferenceStep, Schedule
 
 OFFICIAL_SW_BATCH_SIZE = 320
 

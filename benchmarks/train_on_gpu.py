@@ -109,7 +109,8 @@ def pack(model: Path, archive: Path) -> None:
 
     import torch
 
-    from napari_disyre.checkpoint import load_checkpoint, save_checkpoint
+    from napari_disyre import load_checkpoint
+    from napari_disyre.disyre.checkpoint import save_checkpoint
 
     packed = model.with_name(model.name + "_fp16")
     save_checkpoint(packed, load_checkpoint(model), weights_dtype=torch.float16, overwrite=True)

@@ -17,9 +17,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from napari_disyre.engine import _window_jobs
-from napari_disyre.preprocessing import foreground_bbox
-from napari_disyre.windows import window_layout
+from napari_disyre.disyre.engine import _window_jobs
+from napari_disyre.disyre.windows import window_layout
+from napari_disyre.scans.preprocessing import foreground_bbox
 
 
 def census(slices: np.ndarray, overlap: float) -> tuple[int, int, int]:

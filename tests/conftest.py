@@ -45,8 +45,8 @@ def tiny_unet():
 
 @pytest.fixture
 def tiny_checkpoint(tiny_unet):
-    from napari_disyre.checkpoint import Checkpoint, CheckpointInfo
-    from napari_disyre.schedule import Schedule
+    from napari_disyre.disyre.checkpoint import Checkpoint, CheckpointInfo
+    from napari_disyre.disyre.schedule import Schedule
 
     return Checkpoint(unet=tiny_unet, schedule=Schedule(), info=CheckpointInfo())
 

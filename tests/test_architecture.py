@@ -6,6 +6,8 @@
 * every user error is a :class:`DisyreError`: the faces (CLI, widget) raise nothing else.
 * every writer goes through the atomic-output helper: a module that writes files uses ``atomic_output``.
 * one public namespace per house part: every name that ``napari_disyre`` and each wing export resolves.
+* a floor plan that reads: at most 8 modules at the package top, and no import circle anywhere
+  (imports inside functions included: a lazy import is still a dependency).
 """
 
 from __future__ import annotations
@@ -162,10 +164,13 @@ def test_modules_that_write_files_use_the_atomic_output_helper(path):
         )
 
 
-@pytest.mark.parametrize("namespace", ["napari_disyre", "napari_disyre.training", "napari_disyre.evaluation"])
+WINGS = ["disyre", "berdiff", "scans", "detection", "runtime", "training", "evaluation"]
+
+
+@pytest.mark.parametrize("namespace", ["napari_disyre", *(f"napari_disyre.{wing}" for wing in WINGS)])
 def test_every_public_name_imports(namespace):
     module = importlib.import_module(namespace)
-    assert module.__all__
+    assert module.__all__, f"{namespace}/__init__.py re-exports no public names"
     for name in module.__all__:
         assert getattr(module, name) is not None, f"{namespace}.{name}"
     with pytest.raises(AttributeError):
@@ -202,3 +207,109 @@ def test_npe2_validates_the_installed_manifest():
         [sys.executable, "-m", "npe2", "validate", "napari-disyre"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "valid" in result.stdout, result.stdout + result.stderr
+
+
+def test_at_most_8_modules_at_the_package_top():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 8, f"{len(top)} modules at the top ({', '.join(top)}): move some into a wing"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (TYPE_CHECKING blocks excluded)."""
+    names = {_module_name(p) for p in MODULES}
+    graph: dict[str, set[str]] = {}
+    for path in MODULES:
+        name = _module_name(path)
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        tree = ast.parse(path.read_text())
+        skipped = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        edges = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package[: len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}".lstrip(".")
+                    edges.add(sub if sub in names else target)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                edges |= {m.removeprefix("napari_disyre").lstrip(".") for m in modules if m.startswith("napari_disyre")}
+        graph[name] = {e for e in edges if e in names and e != name}
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for child in graph[node]:
+            if child not in index:
+                visit(child)
+                low[node] = min(low[node], low[child])
+            elif child in stack:
+                low[node] = min(low[node], index[child])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circle():
+    graph = _import_graph()
+    assert graph["detection.pipeline"] >= {"detection.detectors", "restoration"}  # the graph is real
+    assert _circles(graph) == []
+
+
+def test_only_the_seam_knows_both_methods():
+    graph = _import_graph()
+    for module, imported in graph.items():
+        if module.startswith("disyre"):
+            assert not any(m.startswith("berdiff") for m in imported), f"{module} imports the other method"
+        if module.startswith("berdiff"):
+            assert not any(m.startswith("disyre") for m in imported), f"{module} imports the other method"
+
+
+def test_no_machine_paths_in_code_or_docs():
+    """Work folders default under the user's cache folder or are given: no machine's own path."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not run from a source checkout")
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split()
+    texts = [f for f in files if f.endswith((".py", ".md", ".sh", ".yaml", ".toml", ".txt", ".json"))]
+    for name in texts:
+        if name == "tests/test_architecture.py":
+            continue
+        text = (ROOT / name).read_text(errors="replace")
+        for machine in ("/root/", "/work/", "/home/", "C:\\\\Users"):
+            assert machine not in text, f"{name} names the machine path {machine}: use the cache folder or an option"

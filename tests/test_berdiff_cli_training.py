@@ -13,10 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
+from napari_disyre import load_checkpoint  # noqa: E402
 from napari_disyre.cli import main  # noqa: E402
-from napari_disyre.detection import detect  # noqa: E402
-from napari_disyre.nifti import load_scan  # noqa: E402
+from napari_disyre.detection.pipeline import detect  # noqa: E402
+from napari_disyre.scans.nifti import load_scan  # noqa: E402
 
 from .conftest import run_torchrun, synthetic_brain  # noqa: E402
 

@@ -10,18 +10,18 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from napari_disyre import load_checkpoint  # noqa: E402
 from napari_disyre.berdiff.bernoulli import BernoulliSchedule  # noqa: E402
 from napari_disyre.berdiff.checkpoint import BerDiffModel, save_berdiff  # noqa: E402
 from napari_disyre.berdiff.detector import pad_slices, padded_size, size_multiple  # noqa: E402
 from napari_disyre.berdiff.inference import InferenceSettings, restore_slices  # noqa: E402
 from napari_disyre.berdiff.layout import METADATA_FILE  # noqa: E402
-from napari_disyre.checkpoint import load_checkpoint  # noqa: E402
-from napari_disyre.detection import detect  # noqa: E402
-from napari_disyre.detectors import checkpoint_kind, default_settings  # noqa: E402
-from napari_disyre.engine import run_to_end  # noqa: E402
+from napari_disyre.detection.detectors import checkpoint_kind, default_settings  # noqa: E402
+from napari_disyre.detection.pipeline import detect  # noqa: E402
 from napari_disyre.errors import CheckpointError, DisyreError  # noqa: E402
-from napari_disyre.nifti import Volume  # noqa: E402
-from napari_disyre.preprocessing import foreground_bbox, prepare_scan  # noqa: E402
+from napari_disyre.restoration import run_to_end  # noqa: E402
+from napari_disyre.scans.nifti import Volume  # noqa: E402
+from napari_disyre.scans.preprocessing import foreground_bbox, prepare_scan  # noqa: E402
 
 from .berdiff_tiny import TINY_UNET, tiny_networks  # noqa: E402
 from .conftest import synthetic_brain  # noqa: E402
@@ -41,7 +41,7 @@ def tiny_berdiff(**inference) -> BerDiffModel:
 
 
 def test_load_checkpoint_tells_the_methods_apart(tmp_path, tiny_checkpoint):
-    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.disyre.checkpoint import save_checkpoint
 
     berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff())
     disyre = save_checkpoint(tmp_path / "ds", tiny_checkpoint)
@@ -117,8 +117,8 @@ def test_evaluate_scores_two_checkpoints_of_both_methods_in_one_report(tmp_path,
     import nibabel as nib
     from sklearn.metrics import average_precision_score
 
-    from napari_disyre.checkpoint import save_checkpoint
     from napari_disyre.cli import main
+    from napari_disyre.disyre.checkpoint import save_checkpoint
     from napari_disyre.evaluation.cases import Case
     from napari_disyre.evaluation.scoring import load_case
 
@@ -164,9 +164,9 @@ def test_evaluate_scores_two_checkpoints_of_both_methods_in_one_report(tmp_path,
 def test_detect_cli_writes_the_berdiff_map_and_flip_mask(tmp_path, tiny_checkpoint, capsys):
     import nibabel as nib
 
-    from napari_disyre.checkpoint import save_checkpoint
     from napari_disyre.cli import main
-    from napari_disyre.nifti import load_scan
+    from napari_disyre.disyre.checkpoint import save_checkpoint
+    from napari_disyre.scans.nifti import load_scan
 
     data, _ = synthetic_brain(shape=(30, 34, 6))
     nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 2.0, 1.0])), tmp_path / "scan.nii.gz")

@@ -13,12 +13,14 @@ from diffusers import DiffusionPipeline
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from napari_disyre.checkpoint import Checkpoint, CheckpointInfo, load_checkpoint, save_checkpoint
-from napari_disyre.engine import RestorationSettings, restore, run_to_end
+from napari_disyre import load_checkpoint
+from napari_disyre.disyre.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
+from napari_disyre.disyre.engine import RestorationSettings, restore
+from napari_disyre.disyre.schedule import Schedule
 from napari_disyre.errors import CheckpointError
-from napari_disyre.preprocessing import Preprocessing
+from napari_disyre.restoration import run_to_end
 from napari_disyre.sample_data import demo_checkpoint_path
-from napari_disyre.schedule import Schedule
+from napari_disyre.scans.preprocessing import Preprocessing
 
 from .conftest import make_unet
 from .reference_disyre import restore_slice
@@ -300,7 +302,7 @@ def test_checkpoint_info_is_read_without_loading_the_network(tmp_path, tiny_chec
     import subprocess
     import sys
 
-    from napari_disyre.checkpoint import read_checkpoint_info
+    from napari_disyre.disyre.checkpoint import read_checkpoint_info
 
     folder = save_checkpoint(
         tmp_path / "s8", tiny_checkpoint.with_info(steps=8, method="multi-step-restoration")
@@ -320,7 +322,7 @@ def test_checkpoint_info_is_read_without_loading_the_network(tmp_path, tiny_chec
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint_info(tmp_path / "missing")
     code = (
-        "import sys; from napari_disyre.checkpoint import read_checkpoint_info as read; "
+        "import sys; from napari_disyre.disyre.checkpoint import read_checkpoint_info as read; "
         f"ok = read({str(single)!r}).steps == 3 and read({str(folder)!r}).steps == 8; "
         "sys.exit(0 if ok and 'torch' not in sys.modules else 1)"
     )
@@ -328,7 +330,7 @@ def test_checkpoint_info_is_read_without_loading_the_network(tmp_path, tiny_chec
 
 
 def test_checkpoint_cache_reloads_only_when_the_files_change(tmp_path, tiny_checkpoint):
-    from napari_disyre.checkpoint_cache import CheckpointCache
+    from napari_disyre.detection.checkpoint_cache import CheckpointCache
 
     cache = CheckpointCache()
     folder = save_checkpoint(tmp_path / "model", tiny_checkpoint)

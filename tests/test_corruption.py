@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_disyre.schedule import Schedule
+from napari_disyre.disyre.schedule import Schedule
 from napari_disyre.training.corruption import (
     BIAS_CODEBOOK,
     Corruption,

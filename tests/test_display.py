@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_disyre.display import THRESHOLD_FRACTION, axial_view, map_contrast_limits, output_name
+from napari_disyre.detection.display import THRESHOLD_FRACTION, axial_view, map_contrast_limits, output_name
 from napari_disyre.errors import reason_first
 
 
@@ -72,7 +72,7 @@ def test_output_names_sit_beside_the_scan():
 
 
 def test_messages_put_the_reason_first_and_the_path_in_full_last():
-    path = "/home/user/some/very/long/folder/name/that/would/fill/a/toast/checkpoint"
+    path = "/data/user/some/very/long/folder/name/that/would/fill/a/toast/checkpoint"
     text = reason_first(
         f"{path}: no unet/ folder, so this is not a DISYRE checkpoint. Give the folder above."
     )
@@ -91,7 +91,7 @@ def test_messages_put_the_reason_first_and_the_path_in_full_last():
 
 
 def test_sliders_are_named_after_the_anatomical_axes():
-    from napari_disyre.display import anatomical_axis_labels
+    from napari_disyre.detection.display import anatomical_axis_labels
 
     assert anatomical_axis_labels(np.diag([-1.0, -1.0, 2.0, 1.0])) == (
         "left-right",

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_disyre.engine import RestorationSettings, restore, run_to_end
-from napari_disyre.schedule import Schedule
+from napari_disyre.disyre.engine import RestorationSettings, restore
+from napari_disyre.disyre.schedule import Schedule
+from napari_disyre.restoration import run_to_end
 
 from .conftest import make_unet
 from .reference_disyre import restore_slice
@@ -153,7 +154,7 @@ def test_out_of_memory_with_one_window_is_a_clear_error():
 def test_auto_batch_size_is_bounded_by_device_windows_and_memory(monkeypatch):
     import torch
 
-    from napari_disyre import devices
+    from napari_disyre.runtime import devices
 
     monkeypatch.setattr(devices, "available_memory_bytes", lambda device: 10 * 2**30)
     assert devices.auto_batch_size(torch.device("cpu"), 2**20, 1000) == devices.CPU_BATCH == 4

@@ -112,7 +112,7 @@ def test_rank_combination_is_the_mean_of_ranks():
 
 @pytest.fixture
 def tiny_checkpoint_dir(tmp_path, tiny_checkpoint):
-    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.disyre.checkpoint import save_checkpoint
 
     return save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
 
@@ -142,7 +142,7 @@ def test_cli_report_and_map_reuse(cohort, tiny_checkpoint_dir, monkeypatch, caps
         image = matplotlib.image.imread(report / plot)
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
     # a second run reuses the saved maps: the model never runs, the figures are identical
-    monkeypatch.setattr("napari_disyre.detection.detect", lambda *a, **k: pytest.fail("model ran"))
+    monkeypatch.setattr("napari_disyre.detection.pipeline.detect", lambda *a, **k: pytest.fail("model ran"))
     assert main([*args, "--out", str(cohort / "report2")]) == 0
     again = json.loads((cohort / "report2" / "metrics.json").read_text())
     assert again["pooled"]["DISYRE S=2"]["ap"] == result["pooled"]["DISYRE S=2"]["ap"]
@@ -246,7 +246,7 @@ def test_zscored_intensity_baseline_matches_a_hand_computed_ap(tmp_path):
 
 
 def test_cli_evaluate_post_processes_maps_and_records_it(cohort, tiny_checkpoint_dir, capsys):
-    from napari_disyre.postprocess import MapPostprocessing, record_postprocessing
+    from napari_disyre.detection.postprocess import MapPostprocessing, record_postprocessing
 
     base = ["evaluate", "--checkpoint", str(tiny_checkpoint_dir), "--scans", str(cohort / "scans"),
             "--labels", str(cohort / "labels"), "--sweep", "1", "--maps", str(cohort / "maps"),

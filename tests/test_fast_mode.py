@@ -5,15 +5,16 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 
-from napari_disyre.checkpoint import load_checkpoint
+from napari_disyre import load_checkpoint
 from napari_disyre.cli import build_parser
 from napari_disyre.cli.common import restoration_settings
-from napari_disyre.detection import default_settings, detect
-from napari_disyre.engine import RestorationSettings, restore, run_to_end
+from napari_disyre.detection.pipeline import default_settings, detect
+from napari_disyre.disyre.engine import RestorationSettings, restore
+from napari_disyre.disyre.schedule import Schedule
 from napari_disyre.evaluation.metrics import average_precision
-from napari_disyre.nifti import load_scan
+from napari_disyre.restoration import run_to_end
 from napari_disyre.sample_data import demo_checkpoint_path, demo_lesion_path, demo_scan_path
-from napari_disyre.schedule import Schedule
+from napari_disyre.scans.nifti import load_scan
 
 from .conftest import make_unet
 

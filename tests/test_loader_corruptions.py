@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from napari_disyre.errors import DisyreError
-from napari_disyre.nifti import Volume, load_scan
+from napari_disyre.scans.nifti import Volume, load_scan
 
 from .conftest import synthetic_brain
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_disyre.errors import InputError, OutputError, OutputExistsError
-from napari_disyre.nifti import load_matching, load_scan, save_volume
+from napari_disyre.scans.nifti import load_matching, load_scan, save_volume
 
 from .conftest import oblique_affine, synthetic_brain
 

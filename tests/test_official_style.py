@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_disyre.engine import RestorationSettings, restore, run_to_end
-from napari_disyre.schedule import Schedule
+from napari_disyre.disyre.engine import RestorationSettings, restore
+from napari_disyre.disyre.schedule import Schedule
+from napari_disyre.restoration import run_to_end
 
 from .conftest import make_unet
 from .test_engine import _stack

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_disyre.postprocess import threshold_mask
+from napari_disyre.detection.postprocess import threshold_mask
 
 from .conftest import oblique_affine, synthetic_brain
 
@@ -33,7 +33,7 @@ def viewer(request):
 
 @pytest.fixture
 def checkpoint_dir(tmp_path, tiny_checkpoint):
-    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.disyre.checkpoint import save_checkpoint
 
     return save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
 
@@ -202,7 +202,7 @@ def test_labels_layer_is_refused():
 
 
 def test_choosing_a_checkpoint_sets_its_default_steps_and_method(qtbot, widget, tmp_path, tiny_checkpoint):
-    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.disyre.checkpoint import save_checkpoint
 
     s8 = save_checkpoint(tmp_path / "s8", tiny_checkpoint.with_info(steps=8, method="multi-step-restoration"))
     s3 = save_checkpoint(tmp_path / "s3.safetensors", tiny_checkpoint.with_info(steps=3))
@@ -222,9 +222,9 @@ def test_choosing_a_checkpoint_sets_its_default_steps_and_method(qtbot, widget, 
 
 def test_the_fast_checkbox_runs_fast_mode_with_one_step(qtbot, widget, checkpoint_dir, scan_path):
     """The widget's fast mode is the CLI's --fast: half-window steps and S = 1, the same map as the core."""
-    from napari_disyre.checkpoint import load_checkpoint
-    from napari_disyre.detection import default_settings, detect
-    from napari_disyre.nifti import load_scan
+    from napari_disyre import load_checkpoint
+    from napari_disyre.detection.pipeline import default_settings, detect
+    from napari_disyre.scans.nifti import load_scan
 
     widget.fast.value = True
     assert widget.steps.value == 1
@@ -237,10 +237,11 @@ def test_the_fast_checkbox_runs_fast_mode_with_one_step(qtbot, widget, checkpoin
 
 
 def test_a_checkpoint_rewritten_on_disk_is_reloaded(qtbot, widget, checkpoint_dir, scan_path):
-    from napari_disyre.checkpoint import Checkpoint, CheckpointInfo, load_checkpoint, save_checkpoint
-    from napari_disyre.detection import default_settings, detect
-    from napari_disyre.nifti import load_scan
-    from napari_disyre.schedule import Schedule
+    from napari_disyre import load_checkpoint
+    from napari_disyre.detection.pipeline import default_settings, detect
+    from napari_disyre.disyre.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
+    from napari_disyre.disyre.schedule import Schedule
+    from napari_disyre.scans.nifti import load_scan
 
     from .conftest import make_unet
 
@@ -265,7 +266,7 @@ def test_layers_after_detection_read_well_and_every_one_saves(qtbot, widget, sca
     """Bottom to top: scan, restorations and the map after each step (hidden, on the "step" slider),
     the translucent map, the mask's outline; the threshold inside the map's contrast limits; every
     layer saved by napari's File > Save on the scan's grid, 4D ones as 4D NIfTI."""
-    from napari_disyre.display import map_contrast_limits
+    from napari_disyre.detection.display import map_contrast_limits
 
     viewer = widget.viewer
     _detect(qtbot, widget)
@@ -452,7 +453,7 @@ def test_map_post_processing_in_the_widget_is_the_core_one(
     map layer, threshold mask and export follow; a checkpoint's recorded default sets the controls."""
     import json
 
-    from napari_disyre.postprocess import MapPostprocessing
+    from napari_disyre.detection.postprocess import MapPostprocessing
 
     _detect(qtbot, widget)
     raw = widget.detection.anomaly_map.copy()

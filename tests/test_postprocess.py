@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from napari_disyre.cli import main
+from napari_disyre.detection.postprocess import MapPostprocessing, record_postprocessing
 from napari_disyre.errors import InputError
-from napari_disyre.postprocess import MapPostprocessing, record_postprocessing
 
 
 def _cube_brain() -> np.ndarray:
@@ -82,7 +82,8 @@ def test_bad_values_are_refused(bad):
 
 
 def test_checkpoint_default_is_recorded_and_overridden(tmp_path, tiny_checkpoint, capsys):
-    from napari_disyre.checkpoint import load_checkpoint, read_checkpoint_info, save_checkpoint
+    from napari_disyre import load_checkpoint
+    from napari_disyre.disyre.checkpoint import read_checkpoint_info, save_checkpoint
 
     folder = save_checkpoint(tmp_path / "ckpt", tiny_checkpoint.with_info(description="kept"))
     assert MapPostprocessing.for_checkpoint(load_checkpoint(folder).info) == MapPostprocessing()
@@ -102,7 +103,7 @@ def test_checkpoint_default_is_recorded_and_overridden(tmp_path, tiny_checkpoint
 
 
 def test_cli_detect_erodes_and_filters_the_saved_map(tmp_path, nifti_scan, tiny_checkpoint):
-    from napari_disyre.checkpoint import save_checkpoint
+    from napari_disyre.disyre.checkpoint import save_checkpoint
 
     checkpoint = save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
     base = ["detect", str(nifti_scan), "-c", str(checkpoint), "--steps", "1", "--device", "cpu", "-q"]

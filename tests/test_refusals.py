@@ -13,10 +13,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_disyre.checkpoint import save_checkpoint
 from napari_disyre.cli import build_parser, main
+from napari_disyre.disyre.checkpoint import save_checkpoint
 from napari_disyre.errors import CheckpointError, DisyreError, InputError, OutputError, OutputExistsError
-from napari_disyre.nifti import Volume, load_scan
+from napari_disyre.scans.nifti import Volume, load_scan
 
 from .conftest import make_unet, oblique_affine, synthetic_brain
 
@@ -227,7 +227,7 @@ def test_refused_with_a_clear_error_exit_2_and_nothing_written(case, tmp_path, c
     argv = [*setup(work, ckpt), "-c", str(ckpt), "--device", "cpu", "-q"]
     before = snapshot(tmp_path)
     # every refusal comes before the model runs
-    monkeypatch.setattr("napari_disyre.detection.restore_stack", lambda *a, **k: pytest.fail("the model ran"))
+    monkeypatch.setattr("napari_disyre.detection.pipeline.restore_stack", lambda *a, **k: pytest.fail("the model ran"))
     args = build_parser().parse_args(argv)
     with pytest.raises(error_class, match=message):
         args.run(args)
@@ -253,7 +253,7 @@ def test_refused_with_a_clear_error_exit_2_and_nothing_written(case, tmp_path, c
     ],
 )
 def test_detect_refuses_an_in_memory_volume_the_loader_would_refuse(tiny_checkpoint, data, affine, message):
-    from napari_disyre.detection import detect
+    from napari_disyre.detection.pipeline import detect
 
     with pytest.raises(InputError, match=message):
         detect(Volume(np.asarray(data), affine), tiny_checkpoint, device="cpu")
@@ -292,7 +292,7 @@ def test_a_failing_cleanup_never_hides_the_real_error(tmp_path, monkeypatch):
 def test_checkpoint_sizes_are_refused_before_the_network_is_allocated(ckpt, monkeypatch):
     from diffusers import UNet2DModel
 
-    from napari_disyre.checkpoint import load_checkpoint
+    from napari_disyre import load_checkpoint
 
     monkeypatch.setattr(UNet2DModel, "from_config", lambda *a, **k: pytest.fail("allocated"))
     edit_json(ckpt / "unet" / "config.json", block_out_channels=[2048, 2048, 2048], layers_per_block=8)
@@ -301,7 +301,7 @@ def test_checkpoint_sizes_are_refused_before_the_network_is_allocated(ckpt, monk
 
 
 def test_steps_beyond_the_schedule_and_bad_betas_name_the_file(ckpt):
-    from napari_disyre.checkpoint import load_checkpoint
+    from napari_disyre import load_checkpoint
 
     config = ckpt / "scheduler" / "scheduler_config.json"
     edit_json(config, beta_end=1.5)
@@ -357,8 +357,8 @@ def test_skip_existing_finishes_an_interrupted_cohort_without_touching_finished_
 
 
 def test_coarse_slices_are_warned_about_before_the_model_runs(tiny_checkpoint, monkeypatch):
-    from napari_disyre import detection
-    from napari_disyre.preprocessing import Preprocessing
+    from napari_disyre.detection import pipeline as detection
+    from napari_disyre.scans.preprocessing import Preprocessing
 
     monkeypatch.setattr(
         detection, "prepare_scan", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop"))
@@ -385,12 +385,12 @@ def test_every_refusal_is_a_disyre_error():
 
 
 def test_saved_maps_are_reused_only_for_the_same_model_settings_and_scan(tmp_path, monkeypatch, capsys):
-    from napari_disyre import detection
-    from napari_disyre.checkpoint import Checkpoint, CheckpointInfo
-    from napari_disyre.checkpoint_checks import checkpoint_fingerprint
+    from napari_disyre.detection import checkpoint_fingerprint
+    from napari_disyre.detection import pipeline as detection
+    from napari_disyre.disyre.checkpoint import Checkpoint, CheckpointInfo
+    from napari_disyre.disyre.schedule import Schedule
     from napari_disyre.evaluation.cases import Case
     from napari_disyre.evaluation.scoring import load_case, score_case
-    from napari_disyre.schedule import Schedule
 
     first, second = (Checkpoint(make_unet(seed=s), Schedule(), CheckpointInfo()) for s in (0, 1))
     assert checkpoint_fingerprint(first) != checkpoint_fingerprint(second)
@@ -639,7 +639,7 @@ def test_training_refusals_exit_2_and_change_nothing(case, interrupted_run, tmp_
 
 
 def test_an_interrupted_training_folder_is_named_as_such(interrupted_run):
-    from napari_disyre.checkpoint import load_checkpoint
+    from napari_disyre import load_checkpoint
 
     _, out = interrupted_run
     with pytest.raises(CheckpointError, match=r"an interrupted training run .* --resume"):
@@ -711,8 +711,8 @@ def test_sigterm_saves_the_training_state_and_resume_finishes_it_exactly(tmp_pat
 
 
 def test_coarse_training_scans_are_warned_about(tmp_path):
-    from napari_disyre.detection import CoarseScanWarning
-    from napari_disyre.preprocessing import Preprocessing
+    from napari_disyre.detection.pipeline import CoarseScanWarning
+    from napari_disyre.scans.preprocessing import Preprocessing
     from napari_disyre.training.dataset import TrainingScan, scan_slices
 
     data, _ = synthetic_brain(shape=(64, 72, 8), lesion=False)

@@ -6,13 +6,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_disyre.checkpoint import save_checkpoint
 from napari_disyre.cli import main
-from napari_disyre.detection import default_settings, detect
-from napari_disyre.grid import model_grid
-from napari_disyre.nifti import load_scan
-from napari_disyre.preprocessing import Preprocessing
-from napari_disyre.schedule import Schedule
+from napari_disyre.detection.pipeline import default_settings, detect
+from napari_disyre.disyre.checkpoint import save_checkpoint
+from napari_disyre.disyre.schedule import Schedule
+from napari_disyre.scans.grid import model_grid
+from napari_disyre.scans.nifti import load_scan
+from napari_disyre.scans.preprocessing import Preprocessing
 
 from .conftest import oblique_affine, synthetic_brain
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import nibabel as nib
 import pytest
 
-from napari_disyre import detection
-from napari_disyre.checkpoint import save_checkpoint
 from napari_disyre.cli import main
+from napari_disyre.detection import pipeline as detection
+from napari_disyre.detection.sharding import Shard, agree_on_failures, parse_shard, resolve_shard
+from napari_disyre.disyre.checkpoint import save_checkpoint
 from napari_disyre.errors import InputError
-from napari_disyre.sharding import Shard, agree_on_failures, parse_shard, resolve_shard
 
 from .conftest import oblique_affine, synthetic_brain
 

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_disyre.checkpoint import load_checkpoint
+from napari_disyre import load_checkpoint
 from napari_disyre.cli import main
 from napari_disyre.errors import DisyreError
 from napari_disyre.training.dataset import TrainingScan
@@ -146,7 +146,7 @@ def test_resume_without_state_and_existing_output_are_refused(tmp_path, healthy)
 def test_precision_and_workers_options_reach_the_training(tmp_path, healthy, monkeypatch, precision):
     import torch
 
-    from napari_disyre.devices import training_autocast_dtype
+    from napari_disyre.runtime.devices import training_autocast_dtype
 
     seen = {}
 
@@ -170,7 +170,7 @@ def test_precision_and_workers_options_reach_the_training(tmp_path, healthy, mon
 
 
 def test_batches_from_worker_processes_equal_those_made_here(healthy):
-    from napari_disyre.schedule import Schedule
+    from napari_disyre.disyre.schedule import Schedule
     from napari_disyre.training.dataset import CorruptedSlices, SliceBank, training_batches
 
     bank = SliceBank.from_scans(healthy[0], _config().resolved().preprocessing)

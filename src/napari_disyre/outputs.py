@@ -200,3 +200,13 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
     """Write ``value`` as indented JSON, atomically, replacing ``path`` (a run's own bookkeeping files)."""
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def user_cache_dir(*parts: str) -> Path:
+    """The user's cache folder for napari-disyre (``NAPARI_DISYRE_CACHE``, else the platform's:
+    ``~/.cache/napari-disyre`` on Linux), with ``parts`` below it: where work that can be remade
+    (benchmark runs, exported networks) goes, never beside the user's scans or in the package."""
+    import platformdirs
+
+    root = os.environ.get("NAPARI_DISYRE_CACHE") or platformdirs.user_cache_dir("napari-disyre")
+    return Path(root).expanduser().joinpath(*parts)

@@ -12,4 +12,20 @@ Importing this package is cheap: torch and diffusers load only with the submodul
 
 from __future__ import annotations
 
-METHOD_NAME = "berdiff"
+from ..lazy import lazy_getattr
+
+_EXPORTS = {
+    "BerDiffModel": "checkpoint",
+    "load_berdiff": "checkpoint",
+    "save_berdiff": "checkpoint",
+    "InferenceSettings": "inference",
+    "restore_slices": "inference",
+    "BerDiffRunConfig": "run",
+    "train_berdiff": "run",
+    "get_berdiff_preset": "presets",
+    "is_berdiff_folder": "layout",
+    "read_berdiff_metadata": "layout",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

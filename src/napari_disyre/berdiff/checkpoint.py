@@ -14,6 +14,7 @@ folders (``disyre.json`` / ``unet/``) without reading weights.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..checkpoint_files import content_fingerprint
 from ..errors import CheckpointError, DisyreError
 from ..outputs import atomic_output
-from ..preprocessing import Preprocessing
+from ..scans.preprocessing import Preprocessing
 from .autoencoder import BinaryAutoencoder, load_strict
 from .bernoulli import BernoulliSchedule
 from .inference import InferenceSettings
@@ -57,7 +59,7 @@ class BerDiffModel:
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: Path | None = None
-    kind: ClassVar[str] = METHOD  # the detection seam's name for this method (napari_disyre.detectors)
+    kind: ClassVar[str] = METHOD  # the detection seam's name for this method (napari_disyre.detection.detectors)
 
     @property
     def name(self) -> str:
@@ -87,6 +89,17 @@ class BerDiffModel:
             f"L={self.inference.noise_level}, P={self.inference.threshold:g}, "
             f"{self.schedule.forward} forward process"
         )
+
+    def fingerprint(self) -> str:
+        """The model by its content: both networks' weights and configs, the schedule, L/P, preprocessing."""
+        parts = [
+            self.autoencoder.config.to_dict(),
+            self.unet_config.to_dict(),
+            dataclasses.asdict(self.schedule),
+            dataclasses.asdict(self.inference),
+            self.preprocessing,
+        ]
+        return content_fingerprint(parts, {"autoencoder.": self.autoencoder, "unet.": self.unet})
 
     def metadata(self) -> dict[str, Any]:
         return {

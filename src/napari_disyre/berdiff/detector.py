@@ -1,11 +1,11 @@
-"""Bernoulli diffusion behind the detection seam (:mod:`napari_disyre.detectors`).
+"""Bernoulli diffusion behind the detection seam (:mod:`napari_disyre.detection.detectors`).
 
 The detection pipeline hands over the model-grid slices (N, H, W) it hands DISYRE's engine. The
 autoencoder and then the latent UNet halve each side, so the slices are zero-padded, centred, to at
 least the size the autoencoder was trained on (``image_size``) and to a multiple of both halvings; the
 results are cut back to the slices' own size. Progress is reported as the engine's
-:class:`~napari_disyre.engine.Progress` (a "window" is a slice here), the result as its
-:class:`~napari_disyre.engine.Restoration` with the flip mask added.
+:class:`~napari_disyre.restoration.Progress` (a "window" is a slice here), the result as its
+:class:`~napari_disyre.restoration.Restoration` with the flip mask added.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Generator
 import numpy as np
 import torch
 
-from ..engine import Progress, Restoration
+from ..restoration import Progress, Restoration
 from .checkpoint import BerDiffModel
 from .inference import InferenceSettings, restore_slices
 

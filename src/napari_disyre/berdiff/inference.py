@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..devices import inference_context
 from ..errors import DisyreError, InputError
+from ..runtime.devices import inference_context
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import (
     BernoulliSchedule,

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint_checks import check_format
+from ..checkpoint_files import check_format
 from ..errors import CheckpointError
 
 METHOD = "berdiff"

@@ -8,7 +8,7 @@
    at most 15 pixels are removed.
 
 This is the paper's per-slice protocol, kept for comparisons with its numbers; the project's own
-volume post-processing (``napari_disyre.postprocess``) is separate.
+volume post-processing (``napari_disyre.detection.postprocess``) is separate.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..devices import training_autocast_dtype
 from ..errors import DisyreError
+from ..runtime.devices import training_autocast_dtype
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule, training_loss
 from .latent_unet import build_latent_unet, flip_probability

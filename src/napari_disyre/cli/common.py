@@ -19,8 +19,8 @@ def add_checkpoint_option(parser: argparse.ArgumentParser, several: bool = False
 
 
 def add_restoration_options(parser: argparse.ArgumentParser) -> None:
-    from ..devices import DEVICE_CHOICES, PRECISION_CHOICES
-    from ..engine import METHODS
+    from ..disyre.methods import METHODS
+    from ..runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
 
     group = parser.add_argument_group("restoration (DISYRE checkpoints)")
     group.add_argument(
@@ -91,7 +91,7 @@ def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
 def postprocessing_options(args: argparse.Namespace, checkpoint):
     """The map post-processing: the checkpoint's recorded default (DISYRE checkpoints record one in
     ``disyre.json``; Bernoulli diffusion ones none), overridden by --erode/--median."""
-    from ..postprocess import MapPostprocessing
+    from ..detection.postprocess import MapPostprocessing
 
     info = getattr(checkpoint, "info", None)
     return MapPostprocessing.for_checkpoint(info, erosion=args.erode, median=args.median)
@@ -112,13 +112,13 @@ def restoration_overrides(args: argparse.Namespace) -> dict:
 
 def restoration_settings(args: argparse.Namespace, checkpoint):
     """The checkpoint's defaults with the options given; an option of the other method is an error."""
-    from ..detectors import default_settings
+    from ..detection.detectors import default_settings
 
     return default_settings(checkpoint, **restoration_overrides(args))
 
 
 def open_checkpoint(path: Path | None):
-    from ..checkpoint import load_checkpoint
+    from ..detection.detectors import load_checkpoint
     from ..sample_data import demo_checkpoint_path
 
     return load_checkpoint(path if path is not None else demo_checkpoint_path())

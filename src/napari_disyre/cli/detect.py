@@ -96,8 +96,8 @@ class Job:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..detection.sharding import agree_on_failures, rank_device, resolve_shard
     from ..outputs import check_writable, refuse_clashes, refuse_existing
-    from ..sharding import agree_on_failures, rank_device, resolve_shard
 
     shard = resolve_shard(args.shard)
     everything = plan_jobs(args, _checkpoint_kind(args.checkpoint))
@@ -160,7 +160,7 @@ def _loaded_ahead(jobs: list[Job]):
     """Yield ``(job, future scan)``, reading the next scan from disk while the current one is restored."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..nifti import load_scan
+    from ..scans.nifti import load_scan
 
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = [reader.submit(load_scan, job.scan) for job in jobs[:1]]
@@ -171,7 +171,7 @@ def _loaded_ahead(jobs: list[Job]):
 
 
 def _checkpoint_kind(path: Path | None) -> str:
-    from ..detectors import checkpoint_kind
+    from ..detection.detectors import checkpoint_kind
     from ..sample_data import demo_checkpoint_path
 
     return checkpoint_kind(path if path is not None else demo_checkpoint_path())
@@ -181,7 +181,7 @@ def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
     """Which scans to run and where each output goes; refuses ambiguous combinations early."""
     if args.out_flip_mask is not None and kind != "berdiff":
         raise InputError("--out-flip-mask needs a masked Bernoulli diffusion (berdiff) checkpoint.")
-    from ..nifti import is_nifti_path
+    from ..scans.nifti import is_nifti_path
 
     scans: list[Path] = []
     for item in args.scans:
@@ -226,7 +226,7 @@ def _distinct_names(scans: list[Path], quiet: bool) -> list[str]:
     no scan's outputs replace another's. A file given twice is refused."""
     from collections import Counter
 
-    from ..nifti import strip_nifti_extension
+    from ..scans.nifti import strip_nifti_extension
 
     real = [Path(os.path.realpath(s)) for s in scans]
     if len(set(real)) < len(real):
@@ -255,11 +255,11 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
     """Detect one scan (``scan``: the job's scan already loaded, else read here) and write its outputs."""
     import numpy as np
 
-    from ..detection import iter_detect
-    from ..detectors import describe_settings
-    from ..engine import run_to_end
-    from ..nifti import load_matching, load_scan, save_stack, save_volume
-    from ..postprocess import lesion_table, threshold_mask
+    from ..detection.detectors import describe_settings
+    from ..detection.pipeline import iter_detect
+    from ..detection.postprocess import lesion_table, threshold_mask
+    from ..restoration import run_to_end
+    from ..scans.nifti import load_matching, load_scan, save_stack, save_volume
 
     scan = scan if scan is not None else load_scan(job.scan)
     brain = load_matching(args.mask, scan, what="brain mask") if args.mask else None

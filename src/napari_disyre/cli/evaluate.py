@@ -242,7 +242,7 @@ class ModelRun:
     postprocessing: object  # MapPostprocessing: the checkpoint's default, overridden by --erode/--median
 
     def describe(self) -> str:
-        from ..detectors import describe_settings
+        from ..detection.detectors import describe_settings
 
         return f"{self.checkpoint.name}: {describe_settings(self.settings)}"
 
@@ -250,7 +250,7 @@ class ModelRun:
 def _model_runs(args: argparse.Namespace) -> list[ModelRun]:
     """Each --checkpoint (default: the demo model) with the options of its method; DISYRE ones once
     per --sweep step count. An option that fits none of the checkpoints is an error."""
-    from ..detectors import OPTIONS, default_settings, describe_settings
+    from ..detection.detectors import OPTIONS, default_settings, describe_settings
     from ..evaluation.scoring import disyre_name
 
     checkpoints = [open_checkpoint(path) for path in (args.checkpoint or [None])]

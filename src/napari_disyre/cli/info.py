@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(checkpoint) -> list[str]:
     """The lines ``info`` prints."""
-    from ..detectors import healthy_quantiles_of
+    from ..detection.detectors import healthy_quantiles_of
 
     info = checkpoint.info if checkpoint.kind == "disyre" else checkpoint
     lines = [checkpoint.summary()]
@@ -51,7 +51,7 @@ def describe(checkpoint) -> list[str]:
             f"{'foreground-weighted' if info.weight_foreground else 'unweighted'} scores"
         )
         if info.postprocessing:
-            from ..postprocess import MapPostprocessing
+            from ..detection.postprocess import MapPostprocessing
 
             lines.append(
                 f"map post-processing: {MapPostprocessing.from_dict(info.postprocessing).describe()}"

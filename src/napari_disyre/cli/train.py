@@ -10,7 +10,7 @@ from ..errors import InputError
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from ..devices import DEVICE_CHOICES, PRECISION_CHOICES
+    from ..runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
     from ..training.presets import PRESETS
 
     parser = commands.add_parser(
@@ -238,7 +238,7 @@ def _main_rank() -> bool:
 
 def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: str | None):
     """The scans under ``folder`` matching ``pattern``, each with its sibling mask and label."""
-    from ..nifti import is_nifti_path
+    from ..scans.nifti import is_nifti_path
     from ..training.dataset import TrainingScan
 
     if not folder.is_dir():

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..nifti import is_nifti_path, strip_nifti_extension
+from ..scans.nifti import is_nifti_path, strip_nifti_extension
 
 
 @dataclass(frozen=True)

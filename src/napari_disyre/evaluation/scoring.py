@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..detection.saved_maps import check_saved_map, map_record, record_path
 from ..errors import InputError
-from ..nifti import Volume, load_matching, load_scan, save_volume
 from ..outputs import write_json
-from ..preprocessing import foreground_mask
-from ..saved_maps import check_saved_map, map_record, record_path
+from ..scans.nifti import Volume, load_matching, load_scan, save_volume
+from ..scans.preprocessing import foreground_mask
 from .cases import Case
 from .metrics import (
     VoxelMetrics,
@@ -153,14 +153,14 @@ def score_detection(
     **overrides: object,
 ) -> ScoredCase:
     """Add the map of one detection (either method; ``settings`` None: the checkpoint's defaults with
-    ``overrides``, see :func:`~napari_disyre.detectors.default_settings`) to ``scored`` under ``name``.
+    ``overrides``, see :func:`~napari_disyre.detection.detectors.default_settings`) to ``scored`` under ``name``.
 
     With ``maps_dir``, a map saved there earlier (``<id>_<tag>_anomaly_map.nii.gz``) is reused
     instead of running the model, and a newly computed one is saved there, so a second evaluation
     (other metrics, other baselines) costs no restoration. Beside each map a JSON record holds what
-    made it (:func:`~napari_disyre.saved_maps.map_record`); a map whose record differs from this
+    made it (:func:`~napari_disyre.detection.saved_maps.map_record`); a map whose record differs from this
     run's is refused, never reused; without a checkpoint only the scan is compared. ``postprocessing``
-    (:class:`~napari_disyre.postprocess.MapPostprocessing`) is applied within the case's region; saved
+    (:class:`~napari_disyre.detection.postprocess.MapPostprocessing`) is applied within the case's region; saved
     maps stay raw, so one saved map serves every post-processing.
     """
     saved = maps_dir / f"{scored.case.id}_{tag}_anomaly_map.nii.gz" if maps_dir else None
@@ -171,7 +171,7 @@ def score_detection(
         if scored.case.brain_mask
         else None
     )
-    from ..detectors import default_settings
+    from ..detection.detectors import default_settings
 
     if checkpoint is not None and settings is None:
         settings = default_settings(checkpoint, **overrides)
@@ -181,7 +181,7 @@ def score_detection(
         raw = load_matching(saved, scored.scan, what="saved anomaly map").astype(np.float32)
         seconds = math.nan  # not measured: the map was computed earlier
     else:
-        from ..detection import detect
+        from ..detection.pipeline import detect
 
         detection = detect(
             scored.scan,

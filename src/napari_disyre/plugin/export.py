@@ -15,9 +15,9 @@ import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from ..display import output_name
+from ..detection.display import output_name
 from ..errors import DisyreError, reason_first
-from ..nifti import save_volume
+from ..scans.nifti import save_volume
 from .layers import PATH_KEY, grid_of, layer_affine
 from .results import find_result
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ..nifti import is_nifti_path, load_matching, load_volume, save_stack, save_volume
 from ..sample_data import demo_lesion_path, demo_scan_path
+from ..scans.nifti import is_nifti_path, load_matching, load_volume, save_stack, save_volume
 from .layers import grid_of, layer_kwargs
 from .viewer import show_axial_once_added
 

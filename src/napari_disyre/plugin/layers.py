@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..display import anatomical_axis_labels
+from ..detection.display import anatomical_axis_labels
 from ..errors import InputError
-from ..nifti import Volume
+from ..scans.nifti import Volume
 
 HEADER_KEY = "nifti_header"
 PATH_KEY = "nifti_path"

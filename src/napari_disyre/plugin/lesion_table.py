@@ -1,7 +1,7 @@
 """The lesion table under the detection form: one row per connected component of the mask.
 
 It is plain Qt because magicgui has no table widget with click signals; the rows come from
-:func:`~napari_disyre.postprocess.lesion_table` and the widget decides what a click does.
+:func:`~napari_disyre.detection.postprocess.lesion_table` and the widget decides what a click does.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from qtpy.QtWidgets import QHeaderView, QSizePolicy, QTableWidget, QTableWidgetItem
 
 if TYPE_CHECKING:
-    from ..postprocess import Lesion
+    from ..detection.postprocess import Lesion
 
 LESION_COLUMNS = ("lesion", "voxels", "volume (mL)", "peak", "mean")
 

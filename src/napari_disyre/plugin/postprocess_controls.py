@@ -1,5 +1,5 @@
 """The widget's map post-processing: erode the brain mask, 3D median filter (core
-:class:`~napari_disyre.postprocess.MapPostprocessing`, as ``detect --erode/--median``).
+:class:`~napari_disyre.detection.postprocess.MapPostprocessing`, as ``detect --erode/--median``).
 
 Both act on the stored map when a control moves, as the threshold does: no model re-run. A
 checkpoint that records a default (``"postprocessing"`` in ``disyre.json``) sets them when chosen;
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from magicgui.widgets import SpinBox
 
-from ..postprocess import MapPostprocessing
+from ..detection.postprocess import MapPostprocessing
 
 
 class PostprocessControls:

@@ -17,14 +17,14 @@ import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils.colormaps import Colormap, DirectLabelColormap
 
-from ..display import map_contrast_limits
+from ..detection.display import map_contrast_limits
 from .berdiff_controls import flip_mask_kwargs
 from .layers import derived_kwargs
 
 if TYPE_CHECKING:
     import napari
 
-    from ..detection import Detection
+    from ..detection.pipeline import Detection
 
 OUTPUT_KEY = "napari_disyre_output"  # metadata: the role of a layer this plugin made
 GROUP_KEY = "napari_disyre_result"  # metadata: which result (group of layers) it belongs to

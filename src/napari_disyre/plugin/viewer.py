@@ -27,7 +27,7 @@ def viewer_with_widget(checkpoint: Path | None = None):
 def show_axial(viewer, layer=None) -> None:
     """Slice ``layer`` (default: the first layer) axially, anterior up, radiological left-right: the
     view the ``demo`` command, File > Open Sample and the reader's first scan open with."""
-    from ..display import axial_view
+    from ..detection.display import axial_view
     from .layers import layer_affine
 
     layer = layer if layer is not None else next(iter(viewer.layers), None)

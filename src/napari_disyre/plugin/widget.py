@@ -35,13 +35,13 @@ from napari.layers import Image
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..checkpoint import read_checkpoint_info
-from ..checkpoint_cache import CheckpointCache
-from ..detectors import checkpoint_kind
-from ..devices import DEVICE_CHOICES
+from ..detection.checkpoint_cache import CheckpointCache
+from ..detection.detectors import checkpoint_kind
+from ..detection.postprocess import lesion_table, threshold_mask
+from ..disyre.checkpoint import read_checkpoint_info
+from ..disyre.methods import METHODS
 from ..errors import CheckpointError, DisyreError, InputError, reason_first
-from ..methods import METHODS
-from ..postprocess import lesion_table, threshold_mask
+from ..runtime.devices import DEVICE_CHOICES
 from ..sample_data import demo_checkpoint_path
 from .berdiff_controls import BerDiffControls
 from .export import export_layer
@@ -54,8 +54,8 @@ from .worker import detection_worker
 if TYPE_CHECKING:
     import napari
 
-    from ..detection import Detection
-    from ..engine import Progress
+    from ..detection.pipeline import Detection
+    from ..restoration import Progress
 
 SLIDER_TICKS = 1000
 CHECKPOINT_KINDS = {"folder": "d", ".safetensors file": "r"}  # magicgui FileEdit modes

@@ -1,7 +1,7 @@
 """The detection the widget runs off the GUI thread: a napari thread worker around :func:`iter_detect`.
 
 It lives outside the widget class so that what runs in the background is visible at a glance: load
-the checkpoint through the widget's :class:`~napari_disyre.checkpoint_cache.CheckpointCache`, say
+the checkpoint through the widget's :class:`~napari_disyre.detection.checkpoint_cache.CheckpointCache`, say
 which model runs where, then pass on the engine's progress until the detection returns. Quitting
 the worker stops it between two batches.
 """
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from napari.qt.threading import thread_worker
 
 if TYPE_CHECKING:
-    from ..checkpoint_cache import CheckpointCache
-    from ..detection import Detection
-    from ..engine import Progress
-    from ..nifti import Volume
+    from ..detection.checkpoint_cache import CheckpointCache
+    from ..detection.pipeline import Detection
+    from ..restoration import Progress
+    from ..scans.nifti import Volume
 
 
 # ignore_errors: the widget connects ``errored`` and shows the message; progress: napari's activity dock
@@ -25,11 +25,11 @@ if TYPE_CHECKING:
 def detection_worker(
     volume: Volume, checkpoint_path: str, cache: CheckpointCache, overrides: dict[str, Any], device: str
 ) -> Generator[str | Progress, None, Detection]:
-    """Yield a one-line description of the loaded model, then :class:`~napari_disyre.engine.Progress`
-    events; return the :class:`~napari_disyre.detection.Detection`. ``overrides`` are the settings the
+    """Yield a one-line description of the loaded model, then :class:`~napari_disyre.restoration.Progress`
+    events; return the :class:`~napari_disyre.detection.pipeline.Detection`. ``overrides`` are the settings the
     widget's controls show (steps and method, or L and P), applied to the checkpoint's own."""
-    from ..detection import iter_detect
-    from ..detectors import default_settings
+    from ..detection.detectors import default_settings
+    from ..detection.pipeline import iter_detect
 
     checkpoint = cache.get(checkpoint_path)
     yield f"{checkpoint.summary()}; device {device}"

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..preprocessing import Preprocessing
+from ..scans.preprocessing import Preprocessing
 from .presets import get_preset
 
 

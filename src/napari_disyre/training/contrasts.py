@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputError
-from ..nifti import strip_nifti_extension
+from ..scans.nifti import strip_nifti_extension
 
 _TOKENS: dict[str, str] = {
     **dict.fromkeys(("t1w", "t1", "mprage", "t1mprage", "spgr", "bravo"), "T1"),

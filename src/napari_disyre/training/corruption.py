@@ -5,7 +5,7 @@ a foreign patch (a crop of another healthy slice, min-max normalised to the loca
 that it is not trivially detectable by its brightness) into a random soft shape placed in the brain,
 then shifts the intensities of some tissue classes inside the same shape (the "bias" corruption). The
 corruption level ``max(a_texture, a_bias)`` becomes the training timestep through
-:meth:`napari_disyre.schedule.Schedule.level_to_timestep`.
+:meth:`napari_disyre.disyre.schedule.Schedule.level_to_timestep`.
 
 Everything works on float32 slices in [0, 1] whose background is exactly 0; no anomaly is ever put in
 the background, because inference masks scores where the input is 0. Every random draw comes from the

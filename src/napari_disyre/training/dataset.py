@@ -1,6 +1,6 @@
 """Training data: the usable 2D slices of healthy scans, and an endless stream of corrupted examples.
 
-Scans go through the same :func:`~napari_disyre.preprocessing.prepare_scan` as at detection time, so a
+Scans go through the same :func:`~napari_disyre.scans.preprocessing.prepare_scan` as at detection time, so a
 model never sees data prepared differently from what it will be given. Slices with any non-zero voxel
 along the checkpoint's slicing axis are kept (as officially); with an exclusion label (a lesion
 mask), every slice touching a labelled voxel is dropped, which is how tumour-free slices of patients
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..disyre.schedule import Schedule
 from ..errors import InputError
-from ..nifti import load_matching, load_scan
-from ..preprocessing import Preprocessing, prepare_scan
-from ..schedule import Schedule
+from ..scans.nifti import load_matching, load_scan
+from ..scans.preprocessing import Preprocessing, prepare_scan
 from .augment import DEFAULT_PROBABILITIES, AugmentationProbabilities, augment_slice
 from .corruption import dag_corrupt
 
@@ -87,7 +87,7 @@ COARSE_TRAINING = (
 
 def scan_slices(scan: TrainingScan, spec: Preprocessing) -> list[np.ndarray]:
     """The non-empty slices of one scan along ``spec.slice_axis``, minus those touching its label."""
-    from ..detection import warn_if_coarse
+    from ..detection.pipeline import warn_if_coarse
 
     volume = load_scan(scan.path)
     warn_if_coarse(volume, spec.spacing, COARSE_TRAINING)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..devices import resolve_device
+from ..runtime.devices import resolve_device
 
 if TYPE_CHECKING:
     import torch

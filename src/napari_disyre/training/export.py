@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..checkpoint import Checkpoint, CheckpointInfo, write_checkpoint_files
-from ..detection import detect
-from ..devices import resolve_device
-from ..nifti import load_matching, load_scan
-from ..preprocessing import Preprocessing
-from ..schedule import Schedule
+from ..detection.pipeline import detect
+from ..disyre.checkpoint import Checkpoint, CheckpointInfo, write_checkpoint_files
+from ..disyre.schedule import Schedule
+from ..runtime.devices import resolve_device
+from ..scans.nifti import load_matching, load_scan
+from ..scans.preprocessing import Preprocessing
 from .config import TrainingConfig
 from .dataset import SliceBank, TrainingScan
 

@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import load_checkpoint
-from ..devices import training_autocast_dtype
+from ..disyre.checkpoint import load_disyre_checkpoint
+from ..disyre.schedule import Schedule
+from ..disyre.unet import build_unet
 from ..errors import DisyreError, InputError
-from ..nifti import load_matching, load_scan
-from ..preprocessing import Preprocessing
-from ..schedule import Schedule
-from ..unet import build_unet
+from ..runtime.devices import training_autocast_dtype
+from ..scans.nifti import load_matching, load_scan
+from ..scans.preprocessing import Preprocessing
 from .config import TrainingConfig
 from .contrasts import check_same_contrast
 from .dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
@@ -163,7 +163,7 @@ class _Run:
         import torch
         from diffusers.optimization import get_cosine_schedule_with_warmup
 
-        start = load_checkpoint(config.init) if config.init else None
+        start = load_disyre_checkpoint(config.init) if config.init else None
         spec = start.info.preprocessing if start is not None else config.preprocessing
         announce = dist.is_main and progress
         bank = SliceBank.from_scans(scans, spec, on_scan=_announce("training", len(scans), announce))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..preprocessing import Preprocessing
+from ..scans.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
-from .errors import InputError
+from ..errors import InputError
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .nifti import Volume, strip_nifti_extension
+from ..errors import InputError
+from ..scans.nifti import Volume, strip_nifti_extension
 
 
 def map_record(scan: Volume, mask: np.ndarray | None, checkpoint, settings, options: dict) -> dict:
@@ -26,14 +26,13 @@ def map_record(scan: Volume, mask: np.ndarray | None, checkpoint, settings, opti
         "brain_mask": None if mask is None else _digest(mask > 0),
     }
     if checkpoint is not None:
-        from .checkpoint_checks import checkpoint_fingerprint
-        from .devices import autocast_dtype, resolve_device
+        from ..runtime.devices import autocast_dtype, resolve_device
 
         kept = {k: v for k, v in options.items() if k not in ("batch_size", "device")}
         precision = autocast_dtype(resolve_device(options.get("device", "auto")), options.get("precision"))
         kept["precision"] = str(precision or "float32")
         record |= {
-            "checkpoint": checkpoint_fingerprint(checkpoint),
+            "checkpoint": checkpoint.fingerprint(),
             "settings": dataclasses.asdict(settings),
             "options": kept,
         }

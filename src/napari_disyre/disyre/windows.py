@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 
 def sample_size_pair(sample_size: int | list[int] | tuple[int, ...]) -> tuple[int, int]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from ..errors import CheckpointError
 from .checkpoint_checks import check_config_bounds
-from .errors import CheckpointError
 from .windows import sample_size_pair
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .nifti import strip_nifti_extension
+from ..scans.nifti import strip_nifti_extension
 
 #: The map's colour ramp starts at the brain's median score (healthy tissue stays transparent) and the
 #: threshold sits between these fractions of the range, so that voxels just above it are already

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
 
-from .errors import InputError
+from ..errors import InputError
 
 #: Healthy-voxel score quantile used as the default threshold when the checkpoint records one.
 DEFAULT_HEALTHY_QUANTILE = "0.999"
@@ -108,8 +108,8 @@ class MapPostprocessing:
 def record_postprocessing(checkpoint_folder: Path, options: MapPostprocessing) -> None:
     """Make ``options`` the default post-processing of a napari-disyre checkpoint folder: rewrites its
     ``disyre.json`` atomically (detect and evaluate then apply it unless told otherwise)."""
-    from .checkpoint import METADATA_FILE, CheckpointInfo
-    from .outputs import write_json
+    from ..disyre.checkpoint import METADATA_FILE, CheckpointInfo
+    from ..outputs import write_json
 
     path = Path(checkpoint_folder) / METADATA_FILE
     if not path.exists():

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 Spacing = Literal["official", "exact"]
 

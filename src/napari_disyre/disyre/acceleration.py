@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .devices import inference_context, is_out_of_memory, release_cached_memory
-from .errors import DisyreError
+from ..errors import DisyreError
+from ..runtime.devices import inference_context, is_out_of_memory, release_cached_memory
 
 if TYPE_CHECKING:
     import torch

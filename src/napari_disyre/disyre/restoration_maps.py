@@ -1,7 +1,7 @@
 """The padded accumulators one restoration fills as its windows come back from the network: the
 anomaly score, the final x, each step's restoration and, when asked, the map after each step.
 
-Kept apart from :mod:`~napari_disyre.engine` (which decides what runs when) so that both stay short.
+Kept apart from :mod:`~napari_disyre.disyre.engine` (which decides what runs when) so that both stay short.
 """
 
 from __future__ import annotations

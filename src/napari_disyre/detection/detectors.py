@@ -1,15 +1,15 @@
 """The seam both detectors implement: what the detection pipeline asks of a loaded checkpoint.
 
-A checkpoint is either a DISYRE restoration network (:class:`~napari_disyre.checkpoint.Checkpoint`,
+A checkpoint is either a DISYRE restoration network (:class:`~napari_disyre.disyre.checkpoint.Checkpoint`,
 ``kind == "disyre"``) or a masked Bernoulli diffusion detector
 (:class:`~napari_disyre.berdiff.checkpoint.BerDiffModel`, ``kind == "berdiff"``). Both say which
 voxel grid and intensity scaling they want, hold healthy-score quantiles, and restore a stack of
 model-grid slices (N, H, W) in [0, 1] into per-step restorations and an anomaly map on the same
-stack (plus, for Bernoulli diffusion, the flip mask). :mod:`napari_disyre.detection` does the rest
+stack (plus, for Bernoulli diffusion, the flip mask). :mod:`napari_disyre.detection.pipeline` does the rest
 (scan to model grid, crop, slicing axis, back to the scan's grid) the same way for both, so the CLI,
 the widget, training and evaluation never branch on the method.
 
-Settings differ: DISYRE takes :class:`~napari_disyre.engine.RestorationSettings` (steps S, method),
+Settings differ: DISYRE takes :class:`~napari_disyre.disyre.engine.RestorationSettings` (steps S, method),
 Bernoulli diffusion :class:`~napari_disyre.berdiff.inference.InferenceSettings` (noise level L,
 flip-probability threshold P). :func:`default_settings` gives a checkpoint's own, with overrides; an
 override that belongs to the other method is an error, never silently ignored.
@@ -22,17 +22,19 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from .errors import CheckpointError, DisyreError
+from ..checkpoint_files import checkpoint_path
+from ..errors import CheckpointError, DisyreError
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from .berdiff.checkpoint import BerDiffModel
-    from .berdiff.inference import InferenceSettings
-    from .checkpoint import Checkpoint
-    from .engine import Progress, Restoration, RestorationSettings
-    from .preprocessing import Preprocessing
+    from ..berdiff.checkpoint import BerDiffModel
+    from ..berdiff.inference import InferenceSettings
+    from ..disyre.checkpoint import Checkpoint
+    from ..disyre.engine import RestorationSettings
+    from ..restoration import Progress, Restoration
+    from ..scans.preprocessing import Preprocessing
 
 Detector = Union["Checkpoint", "BerDiffModel"]
 Settings = Union["RestorationSettings", "InferenceSettings"]
@@ -53,10 +55,9 @@ OPTIONS = {
 
 def checkpoint_kind(path: str | Path) -> str:
     """``"berdiff"`` or ``"disyre"``, from the file names alone (torch-free, for the widget)."""
-    from .berdiff.layout import METADATA_FILE as BERDIFF_FILE
-    from .berdiff.layout import is_berdiff_folder
-    from .checkpoint import METADATA_FILE
-    from .checkpoint_checks import checkpoint_path
+    from ..berdiff.layout import METADATA_FILE as BERDIFF_FILE
+    from ..berdiff.layout import is_berdiff_folder
+    from ..disyre.checkpoint import METADATA_FILE
 
     path = checkpoint_path(path)
     if path.is_file() or not is_berdiff_folder(path):
@@ -67,6 +68,25 @@ def checkpoint_kind(path: str | Path) -> str:
             "a checkpoint folder holds one method: move one of them to its own folder."
         )
     return "berdiff"
+
+
+def load_checkpoint(path: str | Path) -> Detector:
+    """Load any supported checkpoint of either method; every problem is a :class:`CheckpointError`
+    naming the file. The method is told from the files (``berdiff.json``: Bernoulli diffusion; a
+    ``unet/`` folder or a ``.safetensors`` file: DISYRE); the result's ``kind`` and ``summary()`` say
+    what was found."""
+    if checkpoint_kind(path) == "berdiff":
+        from ..berdiff.checkpoint import load_berdiff
+
+        return load_berdiff(checkpoint_path(path))
+    from ..disyre.checkpoint import load_disyre_checkpoint
+
+    return load_disyre_checkpoint(path)
+
+
+def checkpoint_fingerprint(detector: Detector) -> str:
+    """A detector by its content (weights, configs, what changes a raw map), for caching results."""
+    return detector.fingerprint()
 
 
 def preprocessing_of(detector: Detector) -> Preprocessing:
@@ -100,7 +120,7 @@ def default_settings(detector: Detector, **overrides: Any) -> Settings:
     if detector.kind == "berdiff":
         base: Any = detector.inference
     else:
-        from .engine import FAST_STEPS, RestorationSettings
+        from ..disyre.engine import FAST_STEPS, RestorationSettings
 
         info = detector.info
         base = RestorationSettings(
@@ -136,11 +156,11 @@ def restore_stack(
     reverse step (its map is made once, from the final code) and runs eagerly.
     """
     if detector.kind == "berdiff":
-        from .berdiff.detector import restore_for_detection
+        from ..berdiff.detector import restore_for_detection
 
         restorer = restore_for_detection
     else:
-        from .engine import restore
+        from ..disyre.engine import restore
 
         def restorer(checkpoint, slices, settings, **options):
             _check_steps(checkpoint, settings)

@@ -1,6 +1,6 @@
 """Loading and saving restoration checkpoints, safely and in the official layout.
 
-Three forms are read by the one function :func:`load_checkpoint`:
+Three forms are read by the one function :func:`load_disyre_checkpoint`:
 
 * the official layout, a diffusers pipeline folder written by ``DISYREPipeline.save_pretrained``:
   ``model_index.json``, ``unet/config.json`` + ``unet/diffusion_pytorch_model.safetensors`` (older
@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .checkpoint_checks import check_format, check_info_bounds, checkpoint_path
-from .errors import CheckpointError
+from ..checkpoint_files import check_format, checkpoint_path, content_fingerprint
+from ..errors import CheckpointError
+from ..outputs import atomic_output, write_json
+from ..scans.preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
+from .checkpoint_checks import check_info_bounds
 from .methods import DEFAULT_METHOD, METHODS, Method
-from .outputs import atomic_output, write_json
-from .preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
 from .schedule import Schedule
 from .unet import build_unet, load_weights, unet_config_dict
 from .windows import sample_size_pair
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
 
-    from .berdiff.checkpoint import BerDiffModel
 
 Layout = Literal["official", "napari-disyre", "single-file"]
 
@@ -102,7 +102,7 @@ class Checkpoint:
     info: CheckpointInfo
     source: Path | None = None
     layout: Layout = "official"
-    kind: ClassVar[str] = "disyre"  # the detection seam's name for this method (napari_disyre.detectors)
+    kind: ClassVar[str] = "disyre"  # the detection seam's name for this method (napari_disyre.detection.detectors)
 
     @property
     def window(self) -> tuple[int, int]:
@@ -132,22 +132,22 @@ class Checkpoint:
     def with_info(self, **changes: Any) -> Checkpoint:
         return replace(self, info=replace(self.info, **changes))
 
+    def fingerprint(self) -> str:
+        """The model by its content: weights, UNet config, schedule and the metadata that changes
+        a raw map (saved maps are raw: the recorded post-processing and free text are left out)."""
+        info = {k: v for k, v in self.info.to_dict().items() if k not in ("postprocessing", "description")}
+        parts = [unet_config_dict(self.unet) | {"_diffusers_version": ""}, self.schedule.to_config(), info]
+        return content_fingerprint(parts, {"": self.unet})  # key names as they have always been hashed
+
 
 # -- loading -------------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint | BerDiffModel:
-    """Load any supported checkpoint of either method; every problem is a :class:`CheckpointError`
-    naming the file. The method is told from the files (``berdiff.json``: Bernoulli diffusion; a
-    ``unet/`` folder or a ``.safetensors`` file: DISYRE); the result's ``kind`` and ``summary()`` say
-    what was found."""
-    from .detectors import checkpoint_kind
-
+def load_disyre_checkpoint(path: str | Path) -> Checkpoint:
+    """Load a DISYRE checkpoint (official folder, napari-disyre folder or single file); every problem
+    is a :class:`CheckpointError` naming the file. ``detection.load_checkpoint`` tells the methods
+    apart and calls this for DISYRE's."""
     path = checkpoint_path(path)
-    if checkpoint_kind(path) == "berdiff":
-        from .berdiff.checkpoint import load_berdiff
-
-        return load_berdiff(path)
     return _load_single_file(path) if path.is_file() else _load_folder(path)
 
 
@@ -168,7 +168,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
 def _unet_dir(folder: Path) -> Path:
     unet_dir = folder / "unet"
     if not unet_dir.is_dir():
-        from .training.state import STATE_DIR, STATE_FILE
+        from ..training.state import STATE_DIR, STATE_FILE
 
         if (folder / STATE_DIR / STATE_FILE).exists():
             raise CheckpointError(

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 from .grid import ModelGrid, model_grid
 
 PercentileRegion = Literal["volume", "foreground"]

@@ -10,19 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .berdiff.layout import AE_WEIGHTS, UNET_WEIGHTS
-from .berdiff.layout import METADATA_FILE as BERDIFF_METADATA
-from .checkpoint import (
-    METADATA_FILE,
-    WEIGHTS_BIN,
-    WEIGHTS_SAFETENSORS,
-    Checkpoint,
-    checkpoint_path,
-    load_checkpoint,
-)
+from ..berdiff.layout import AE_WEIGHTS, UNET_WEIGHTS
+from ..berdiff.layout import METADATA_FILE as BERDIFF_METADATA
+from ..checkpoint_files import checkpoint_path
+from ..disyre.checkpoint import METADATA_FILE, WEIGHTS_BIN, WEIGHTS_SAFETENSORS, Checkpoint
+from .detectors import load_checkpoint
 
 if TYPE_CHECKING:
-    from .berdiff.checkpoint import BerDiffModel
+    from ..berdiff.checkpoint import BerDiffModel
 
 
 class CheckpointCache:

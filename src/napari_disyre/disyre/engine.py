@@ -22,26 +22,25 @@ value is the :class:`Restoration`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, TypeVar
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import DisyreError
+from ..restoration import Progress, Restoration
+from ..runtime.devices import auto_batch_size
 from .acceleration import BatchRunner, Network, bytes_per_window
-from .devices import auto_batch_size
-from .errors import DisyreError
+from .methods import METHODS, Method
 from .restoration_maps import RestorationMaps
 from .schedule import InferenceStep, Schedule, Spacing
-from .windows import WindowLayout, window_layout
+from .windows import WindowLayout, sample_size_pair, window_layout
 
 if TYPE_CHECKING:
     import torch
     from diffusers import UNet2DModel
 
-T = TypeVar("T")
-Method = Literal["mean-single-step", "multi-step-restoration"]
-METHODS: tuple[str, ...] = ("mean-single-step", "multi-step-restoration")
 #: Multi-step-restoration keeps each window's state for the whole chain; this many windows at a time
 #: (128 MiB of state and scores for 128 x 128 windows) bound the memory whatever the volume size.
 WINDOWS_PER_CHUNK = 1024
@@ -78,47 +77,6 @@ class RestorationSettings:
     def window_overlap(self) -> float:
         """The window step as a fraction of the window: ``overlap``, or at least FAST_OVERLAP when fast."""
         return max(self.overlap, FAST_OVERLAP) if self.fast else self.overlap
-
-
-@dataclass
-class Progress:
-    """Where a restoration stands. ``restoration`` is set once per step, when the step completes."""
-
-    step: int  # 1-based index of the step being run
-    n_steps: int
-    windows_done: int  # in this step
-    windows_total: int  # per step
-    batch_size: int
-    restoration: np.ndarray | None = None  # (N, H, W) blended x0 of the completed step, in [0, 1]
-    evaluations_done: int = 0  # network evaluations so far, all steps (0 with the total: unknown)
-    evaluations_total: int = 0
-
-    @property
-    def fraction(self) -> float:
-        if self.evaluations_total:
-            return self.evaluations_done / self.evaluations_total
-        total = self.n_steps * max(self.windows_total, 1)
-        return ((self.step - 1) * self.windows_total + self.windows_done) / total
-
-    def describe(self) -> str:
-        return f"step {self.step}/{self.n_steps}, windows {self.windows_done}/{self.windows_total}"
-
-
-@dataclass
-class Restoration:
-    """What a restoration produced, on the (N, H, W) slice stack it was given."""
-
-    anomaly_map: np.ndarray  # float32
-    final: np.ndarray  # blended final x (the input for mean-single-step), float32
-    restorations: list[np.ndarray] = field(default_factory=list)  # per step, blended clamp(x0)
-    step_maps: list[np.ndarray] = field(default_factory=list)  # the map after steps 1..S (last = final)
-    timesteps: list[int] = field(default_factory=list)
-    windows_run: int = 0  # network evaluations
-    windows_skipped: int = 0  # all-zero windows per step
-    windows_partial: int = 0  # windows (per step) partly outside the brain: run, and not skippable
-    batch_size: int = 0
-    seconds: float = 0.0
-    flip_mask: np.ndarray | None = None  # Bernoulli diffusion only: masked fraction of latent bits
 
 
 def restore(
@@ -271,19 +229,6 @@ def _multi_step(
         jobs.accumulate(maps.final, state, maps.layout, chunk)
 
 
-def run_to_end(
-    generator: Generator[Progress, None, T], on_progress: Callable[[Progress], None] | None = None
-) -> T:
-    """Drain a progress generator (:func:`restore`, ``iter_detect``) and return its result."""
-    while True:
-        try:
-            progress = next(generator)
-        except StopIteration as stop:
-            return stop.value
-        if on_progress is not None:
-            on_progress(progress)
-
-
 def cold_diffusion_update(x: np.ndarray, x0: np.ndarray, step: InferenceStep) -> np.ndarray:
     """One cold-diffusion step from timestep t to prev(t); at the last step, ``clamp(x0)``."""
     if step.final:
@@ -361,6 +306,5 @@ def _window_jobs(padded: np.ndarray, layout: WindowLayout) -> _Jobs:
 
 
 def _window_of(unet: UNet2DModel) -> tuple[int, int]:
-    from .checkpoint import sample_size_pair
 
     return sample_size_pair(unet.config.sample_size)

@@ -17,8 +17,8 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
-from .outputs import atomic_output
+from ..errors import InputError
+from ..outputs import atomic_output
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 OutputKind = Literal["map", "mask", "image"]

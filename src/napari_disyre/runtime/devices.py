@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
-from .errors import DisyreError
+from ..errors import DisyreError
 
 if TYPE_CHECKING:
     import torch

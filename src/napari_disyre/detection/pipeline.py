@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..restoration import Progress, run_to_end
+from ..runtime.devices import autocast_dtype, resolve_device
+from ..scans.nifti import Volume, check_scan
+from ..scans.preprocessing import ModelInput, foreground_bbox, prepare_scan
 from .detectors import (
     Detector,
     Settings,
@@ -23,11 +27,7 @@ from .detectors import (
     preprocessing_of,
     restore_stack,
 )
-from .devices import autocast_dtype, resolve_device
-from .engine import Progress, run_to_end
-from .nifti import Volume, check_scan
 from .postprocess import suggest_threshold
-from .preprocessing import ModelInput, foreground_bbox, prepare_scan
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Detection:
     seconds: float = 0.0
     suggested_threshold: float = 0.0
     flip_mask: np.ndarray | None = None  # Bernoulli diffusion: fraction of latent bits flipped, per voxel
-    method: str = "disyre"  # which detector ran (napari_disyre.detectors)
+    method: str = "disyre"  # which detector ran (napari_disyre.detection.detectors)
 
 
 def iter_detect(
@@ -63,7 +63,7 @@ def iter_detect(
     crop: bool = True,
     compile: bool = False,
 ) -> Generator[Progress, None, Detection]:
-    """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.engine.Progress` as it goes.
+    """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.restoration.Progress` as it goes.
 
     Per-step restorations in the progress events and the result are on the scan's grid, as are the
     maps after each step when ``keep_step_maps``. Stop iterating to cancel.

@@ -1,0 +1,83 @@
+"""What any checkpoint path and format header must be, for both methods.
+
+A checkpoint is a folder or a ``.safetensors`` file that exists (``demo`` and ``demo-berdiff`` name the
+bundled ones), and its metadata names its format and a version this install can read. Both methods'
+loaders check these first, from here, so neither imports the other to do it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def check_format(meta: dict[str, Any], name: str, version: int, source: str, what: str) -> None:
+    """Refuse metadata that is not ``name`` or that a newer napari-disyre wrote (``what`` names it).
+
+    Both checkpoint formats carry their name and version; refusing a newer version here, rather
+    than reading the fields it knows, keeps an old install from giving a silently wrong map.
+    """
+    if meta.get("format") != name:
+        raise CheckpointError(
+            f"{source}: not a napari-disyre {what} file (format is {meta.get('format')!r})."
+        )
+    try:
+        found = int(meta.get("format_version", 0))
+    except (TypeError, ValueError):
+        raise CheckpointError(
+            f"{source}: format version {meta.get('format_version')!r} is not a number."
+        ) from None
+    if found > version:
+        raise CheckpointError(
+            f"{source}: written by a newer napari-disyre (format version {found}, this one reads up to "
+            f"{version}); upgrade napari-disyre to read it."
+        )
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """``path`` if it can hold a checkpoint (an existing folder or .safetensors file; ``demo`` and
+    ``demo-berdiff`` name the bundled models), else a CheckpointError."""
+    from .sample_data import bundled_checkpoint
+
+    path = bundled_checkpoint(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"{path}: checkpoint not found (give a checkpoint folder or .safetensors file, or demo or "
+            "demo-berdiff for a bundled model)."
+        )
+    if path.is_file() and path.suffix != ".safetensors":
+        # the official Bernoulli diffusion code saves bare state dicts (.pt, .th) without their
+        # network configuration, and releases no trained ones: say so rather than guess a shape
+        raw = (
+            " A bare PyTorch state dict (.pt, .th, .pth, such as the official Bernoulli diffusion "
+            "code's) holds no network configuration and is not read: train with napari-disyre train."
+            if path.suffix in {".pt", ".th", ".pth"}
+            else ""
+        )
+        raise CheckpointError(
+            f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
+            "scheduler/), a Bernoulli diffusion folder (with berdiff.json) or a single .safetensors "
+            f"file written by napari-disyre.{raw}"
+        )
+    return path
+
+
+def content_fingerprint(parts: list[Any], networks: Mapping[str, torch.nn.Module]) -> str:
+    """A hash of a model's description (``parts``, JSON-able) and weights (each network's tensors under
+    its key prefix): each method lists what makes its models what they are, and results cached under
+    the hash (saved maps) are never mistaken for another model's."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(parts, sort_keys=True, default=str).encode())
+    for prefix, network in networks.items():
+        for name, tensor in sorted(network.state_dict().items()):
+            digest.update(f"{prefix}{name}".encode())
+            digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
