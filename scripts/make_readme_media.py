@@ -5,13 +5,17 @@ the bundled demo brain, after Detect anomalies with the bundled T1 model.
         python scripts/make_readme_media.py [--out docs] [--steps 4]
 
 Writes ``screenshot.png`` (the window at 1600 x 1000: the slice through most of the demo's true
-lesion with the map and the mask's outline on the scan, the widget beside it) and ``steps.gif`` (the canvas while the
-step slider goes through the restorations with the map accumulated so far drawn over them).
+lesion with the map and the mask's outline on the scan, the widget beside it), ``steps.gif`` (the canvas while the
+step slider goes through the restorations with the map accumulated so far drawn over them) and
+``media_controls.json``: the widget's controls, in order, as they were when the pictures were made.
+``tests/test_readme_media.py`` compares a freshly built widget with that record, so that a change to
+the widget's controls fails the tests until the pictures are made again with this script.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -19,9 +23,57 @@ import numpy as np
 
 from napari_disyre.plugin.viewer import settle
 
+CONTROLS_RECORD = "media_controls.json"
+REMAKE = 'xvfb-run -a -s "-screen 0 1600x1000x24" env QT_QPA_PLATFORM=xcb python scripts/make_readme_media.py'
 WINDOW = (1600, 1000)
 GIF_WIDTH = 480  # pixels; keeps the animation well under 2 MB
 FRAME_MS = 900
+
+
+def widget_controls(widget) -> list[dict]:
+    """The dock widget's controls from top to bottom: each one's kind, what it is labelled with (a
+    magicgui label, a button's or check box's text, a table's column headers) and whether it shows
+    for the checkpoint chosen (a DISYRE one shows steps and method, a Bernoulli diffusion one L and P)."""
+    from magicgui.widgets import Container
+
+    controls: list[dict] = []
+
+    def add(native, kind: str, **labels) -> None:
+        controls.append({"kind": kind, **labels, "shown": bool(native.isVisibleTo(widget))})
+
+    def walk(container: Container) -> None:
+        for control in container:
+            if isinstance(control, Container):
+                walk(control)
+                continue
+            labels = {"label": control.label} if control.label else {}
+            if getattr(control, "text", None):  # buttons and check boxes say what they do
+                labels["text"] = control.text
+            add(control.native, type(control).__name__, **labels)
+
+    layout = widget.layout()
+    for index in range(layout.count()):
+        native = layout.itemAt(index).widget()
+        magic = getattr(native, "_magic_widget", None)  # magicgui's own widget behind a Qt one
+        if isinstance(magic, Container):
+            walk(magic)
+        elif hasattr(native, "horizontalHeaderItem"):  # the lesion table
+            columns = [native.horizontalHeaderItem(c).text() for c in range(native.columnCount())]
+            add(native, type(native).__name__, columns=columns)
+        else:
+            add(native, type(native).__name__)
+    return controls
+
+
+def controls_record(controls: list[dict]) -> str:
+    """The record as JSON text, one control a line (so that a change reads as a one-line diff)."""
+    head = {
+        "what": "the DISYRE dock widget's controls, top to bottom, when the pictures beside this file were made",
+        "remake": REMAKE,
+    }
+    lines = [f" {json.dumps(key)}: {json.dumps(value)}," for key, value in head.items()]
+    listed = ",\n".join(f"  {json.dumps(control)}" for control in controls)
+    return "{\n" + "\n".join(lines) + f'\n "controls": [\n{listed}\n ]\n}}\n'
 
 
 def detect(widget) -> None:
@@ -88,6 +140,7 @@ def main() -> int:
     from napari_disyre.sample_data import demo_checkpoint_path
 
     viewer, widget = viewer_with_widget(demo_checkpoint_path())
+    controls = widget_controls(widget)  # as built, before a run: what the test builds too
     viewer.window._qt_window.resize(*WINDOW)
     viewer.window._qt_window.show()
     viewer.open_sample("napari-disyre", "demo_brain")
@@ -105,7 +158,8 @@ def main() -> int:
     save_gif(frames, args.out / "steps.gif")
     settle(1.0)
     viewer.screenshot(str(args.out / "screenshot.png"), canvas_only=False, flash=False)
-    print(f"wrote {args.out / 'screenshot.png'} and {args.out / 'steps.gif'}")
+    (args.out / CONTROLS_RECORD).write_text(controls_record(controls))
+    print(f"wrote {args.out / 'screenshot.png'}, {args.out / 'steps.gif'} and {args.out / CONTROLS_RECORD}")
     viewer.close()
     return 0
 
