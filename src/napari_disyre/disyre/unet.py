@@ -40,6 +40,8 @@ UP_BLOCKS = frozenset(
         "AttnUpDecoderBlock2D",
     }
 )
+#: Contrasts one model may take as channels (BraTS has 4; more is not an MRI protocol).
+MAX_CONTRASTS = 8
 _LEGACY_ATTENTION = re.compile(r"^(.*attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
 _LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
@@ -52,13 +54,13 @@ def validate_unet_config(config: dict[str, Any], source: str) -> None:
         raise CheckpointError(
             f"{source}: describes a {cls}; DISYRE checkpoints hold a diffusers UNet2DModel."
         )
-    for key in ("in_channels", "out_channels"):
-        channels = config.get(key, 3)
-        if channels != 1:
-            raise CheckpointError(
-                f"{source}: the UNet has {key} = {channels}, but DISYRE restores single-channel MRI slices "
-                "(one contrast per model), so it needs 1. This checkpoint was made for something else."
-            )
+    channels = (config.get("in_channels", 3), config.get("out_channels", 3))
+    if channels[0] != channels[1] or not isinstance(channels[0], int) or not 1 <= channels[0] <= MAX_CONTRASTS:
+        raise CheckpointError(
+            f"{source}: the UNet has in_channels = {channels[0]} and out_channels = {channels[1]}, but DISYRE "
+            f"restores each contrast of a slice, so it needs the same number in and out, 1 to {MAX_CONTRASTS} "
+            "(one per MRI contrast). This checkpoint was made for something else."
+        )
     for key, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
         blocks = config.get(key)
         if not isinstance(blocks, list | tuple) or not blocks:
