@@ -59,6 +59,7 @@ class Detection:
     #: several contrasts: the map of each, by contrast name in channel order (empty for one contrast);
     #: each restoration then holds the contrasts first, (C, X, Y, Z)
     channel_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    contrasts: tuple[str, ...] = ()  # the input channels by name, in order (one name for one contrast)
 
 
 def iter_detect(
@@ -137,6 +138,7 @@ def iter_detect(
         ),
         flip_mask=to_scan(result.flip_mask, masked=True) if result.flip_mask is not None else None,
         method=checkpoint.kind,
+        contrasts=channels.contrasts if len(channels.volumes) > 1 else contrasts_of(checkpoint),
         channel_maps=(
             dict(zip(channels.contrasts, to_scan(result.channel_maps, masked=True), strict=True))
             if result.channel_maps is not None

@@ -96,3 +96,37 @@ def as_channels(scan: Volume | MultiContrastScan) -> MultiContrastScan:
             check_scan(volume)
         return scan
     return MultiContrastScan({"scan": check_scan(scan)})
+
+
+def find_contrast_cases(root: Path, patterns: Mapping[str, str]) -> dict[str, dict[str, Path]]:
+    """Cases of a cohort folder by a file-name pattern per contrast (``{"flair": "*_flair.nii.gz"}``),
+    searched in ``root`` and its sub-folders: files whose ``*`` part and folder agree are one case
+    (``P1/P1_flair.nii.gz`` and ``P1/P1_t2.nii.gz``), named by that part (or by the folder when the
+    pattern has no ``*``). A case lacking a contrast is refused, listing them: silently dropping it
+    would change a cohort's results."""
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder; give the cohort folder holding the scans.")
+    found: dict[tuple[Path, str], dict[str, Path]] = {}
+    for contrast, pattern in patterns.items():
+        if pattern.count("*") > 1 or "/" in pattern:
+            raise InputError(f"{contrast}={pattern}: a file-name pattern has at most one '*' and no folder.")
+        prefix, _, suffix = pattern.partition("*")
+        for path in sorted(root.rglob(pattern)):
+            key = path.name[len(prefix) : len(path.name) - len(suffix)] if "*" in pattern else ""
+            found.setdefault((path.parent, key), {})[contrast] = path
+    if not found:
+        raise InputError(f"{root}: no file matches {', '.join(patterns.values())}.")
+    incomplete = [f"{folder / key} (has {', '.join(c)})" for (folder, key), c in found.items() if len(c) < len(patterns)]
+    if incomplete:
+        raise InputError(
+            f"{len(incomplete)} case(s) in {root} lack a contrast of {', '.join(patterns)}: "
+            + "; ".join(incomplete[:5])
+            + ". Give every case one scan per contrast, or fix the name patterns."
+        )
+    cases = {}
+    for (folder, key), files in found.items():
+        name = key.strip("_-. ") or folder.name
+        if name in cases:
+            raise InputError(f"{root}: two cases would both be named {name!r}; make the name patterns tell them apart.")
+        cases[name] = {c: files[c] for c in patterns}
+    return cases
