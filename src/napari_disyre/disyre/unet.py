@@ -133,3 +133,33 @@ def unet_config_dict(unet: UNet2DModel) -> dict[str, Any]:
         if isinstance(value, tuple):
             config[key] = list(value)
     return {"_class_name": "UNet2DModel", "_diffusers_version": diffusers.__version__, **config}
+
+
+def with_channels(unet: UNet2DModel, channels: int, source: str) -> UNet2DModel:
+    """``unet`` for ``channels`` contrasts: itself when it has them; a one-channel network widened to
+    start a C-channel one from what it learnt (fine-tuning a healthy T1 model for FLAIR + T2 + ...).
+
+    The first layer's weights are repeated across the C input channels and divided by C, so that C
+    identical channels give exactly the one-channel network's response; the last layer's weights and
+    bias are repeated across the C output channels, so each channel starts as that restoration. Any
+    other channel count is refused: which input would map to which?
+    """
+    import torch
+
+    have = unet.config.in_channels
+    if have == channels:
+        return unet
+    if have != 1:
+        raise CheckpointError(
+            f"{source}: a network of {have} channels cannot start one of {channels}; start from a "
+            f"one-channel checkpoint or one of {channels} channels."
+        )
+    config = {**unet_config_dict(unet), "in_channels": channels, "out_channels": channels}
+    wide = build_unet(config, source)
+    state = unet.state_dict()
+    state["conv_in.weight"] = state["conv_in.weight"].repeat(1, channels, 1, 1) / channels
+    state["conv_out.weight"] = state["conv_out.weight"].repeat(channels, 1, 1, 1)
+    state["conv_out.bias"] = state["conv_out.bias"].repeat(channels)
+    with torch.no_grad():
+        wide.load_state_dict(state, strict=True)
+    return wide
