@@ -1,8 +1,6 @@
-"""``napari-disyre detect``: anomaly maps and masks for one scan or a cohort.
-
-A model of several contrasts takes one scan per contrast: ``--scan flair=a.nii.gz --scan t2=b.nii.gz``,
-or a cohort folder with a name pattern per contrast (``--scans DIR --scan-name flair='*_flair.nii.gz'
-...``). Beside the combined map it writes one map per contrast (``<map>_<contrast>.nii.gz``)."""
+"""``napari-disyre detect``: anomaly maps and masks for one scan or a cohort. A model of several
+contrasts takes one scan per contrast (``--scan flair=a.nii.gz --scan t2=b.nii.gz``, or ``--scans DIR
+--scan-name flair='*_flair.nii.gz' ...``) and gets a map per contrast (``<map>_<contrast>.nii.gz``)."""
 
 from __future__ import annotations
 

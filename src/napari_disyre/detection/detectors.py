@@ -110,10 +110,42 @@ def contrasts_of(detector: Detector) -> tuple[str, ...]:
     autoencoder channel."""
     if detector.kind == "disyre":
         return detector.contrasts
-    channels = detector.autoencoder.config.in_channels
-    recorded = tuple(str(c) for c in detector.training.get("contrasts", ()))
-    if len(recorded) == channels:
-        return recorded
+    return _named(detector.training.get("contrasts", ()), detector.autoencoder.config.in_channels)
+
+
+def read_contrasts(path: str | Path) -> tuple[str, ...]:
+    """:func:`contrasts_of` from the checkpoint's files alone (torch-free: the widget asks as soon as
+    a checkpoint is chosen, to show one layer picker per contrast)."""
+    import json
+
+    path = checkpoint_path(path)
+    if checkpoint_kind(path) == "berdiff":
+        from ..berdiff.layout import read_berdiff_metadata
+
+        meta = read_berdiff_metadata(path)
+        return _named(meta.get("training", {}).get("contrasts", ()), meta["autoencoder"].get("in_channels", 1))
+    from ..disyre.checkpoint import read_checkpoint_info
+    from ..disyre.checkpoint_checks import channel_names
+
+    info = read_checkpoint_info(path)
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as handle:
+            config = json.loads(handle.metadata()["napari_disyre.unet_config"])
+    else:
+        try:
+            config = json.loads((path / "unet" / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path / 'unet' / 'config.json'}: unreadable UNet config ({exc}).") from exc
+    return channel_names(info, int(config.get("in_channels", 1)), str(path))
+
+
+def _named(recorded: Any, channels: int) -> tuple[str, ...]:
+    """Recorded contrast names when there is one per channel, else generic ones."""
+    names = tuple(str(c) for c in recorded or ())
+    if len(names) == channels:
+        return names
     return ("scan",) if channels == 1 else tuple(f"channel{i + 1}" for i in range(channels))
 
 

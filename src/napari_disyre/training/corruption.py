@@ -302,6 +302,11 @@ def dag_corrupt(
     image = np.asarray(image, dtype=np.float32)
     if image.ndim not in (2, 3):
         raise ValueError(f"Expected a 2D slice (H, W) or (C, H, W), got an array of shape {image.shape}.")
+    if np.ndim(foreign) != image.ndim or np.shape(foreign)[:-2] != image.shape[:-2]:
+        raise ValueError(
+            f"The foreign slice must be a 2D slice with the image's channels ({image.shape[:-2] or 'none'}), "
+            f"got shape {np.shape(foreign)} for an image of shape {image.shape}."
+        )
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
     channels = image.reshape(-1, *image.shape[-2:])
