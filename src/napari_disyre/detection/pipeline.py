@@ -26,7 +26,7 @@ from ..runtime.devices import autocast_dtype, resolve_device
 from ..errors import InputError
 from ..scans.contrasts import MultiContrastScan, as_channels
 from ..scans.nifti import Volume
-from ..scans.preprocessing import ModelInput, foreground_bbox, prepare_contrasts, prepare_scan
+from ..scans.preprocessing import ModelInput, Preprocessing, foreground_bbox, prepare_contrasts, prepare_scan
 from .detectors import (
     Detector,
     Settings,
@@ -90,15 +90,7 @@ def iter_detect(
     settings = settings or default_settings(checkpoint)
     spec = preprocessing_of(checkpoint)
     warn_if_coarse(scan, spec.spacing)
-    if len(channels.volumes) == 1:  # one contrast: (N, H, W), exactly as before contrasts existed
-        prepared = prepare_scan(scan.data, scan.affine, spec, brain_mask)
-        box = foreground_bbox(prepared.image > 0) if crop else tuple(slice(None) for _ in prepared.image.shape)
-        slices = np.moveaxis(prepared.image[box], spec.slice_axis, 0)
-    else:
-        prepared = prepare_contrasts(channels.channels, scan.affine, spec, brain_mask)
-        occupied = (prepared.image > 0).any(axis=0)
-        box = foreground_bbox(occupied) if crop else tuple(slice(None) for _ in occupied.shape)
-        slices = np.moveaxis(prepared.image[(slice(None), *box)], spec.slice_axis + 1, 0)
+    prepared, box, slices = _model_slices(channels, spec, brain_mask, crop)
     torch_device = resolve_device(device)
     engine = restore_stack(
         checkpoint,
@@ -145,6 +137,22 @@ def iter_detect(
             else {}
         ),
     )
+
+
+def _model_slices(
+    channels: MultiContrastScan, spec: Preprocessing, brain_mask: np.ndarray | None, crop: bool
+) -> tuple[ModelInput, tuple[slice, ...], np.ndarray]:
+    """The input on the model grid, the crop box and the slices for the detector: (N, H, W) for one
+    contrast, exactly as before contrasts existed; (N, C, H, W) for several."""
+    scan = channels.reference
+    if len(channels.volumes) == 1:
+        prepared = prepare_scan(scan.data, scan.affine, spec, brain_mask)
+        box = foreground_bbox(prepared.image > 0) if crop else tuple(slice(None) for _ in prepared.image.shape)
+        return prepared, box, np.moveaxis(prepared.image[box], spec.slice_axis, 0)
+    prepared = prepare_contrasts(channels.channels, scan.affine, spec, brain_mask)
+    occupied = (prepared.image > 0).any(axis=0)
+    box = foreground_bbox(occupied) if crop else tuple(slice(None) for _ in occupied.shape)
+    return prepared, box, np.moveaxis(prepared.image[(slice(None), *box)], spec.slice_axis + 1, 0)
 
 
 def _channels_for(scan: Volume | MultiContrastScan, contrasts: tuple[str, ...]) -> MultiContrastScan:

@@ -116,7 +116,9 @@ def find_contrast_cases(root: Path, patterns: Mapping[str, str]) -> dict[str, di
             found.setdefault((path.parent, key), {})[contrast] = path
     if not found:
         raise InputError(f"{root}: no file matches {', '.join(patterns.values())}.")
-    incomplete = [f"{folder / key} (has {', '.join(c)})" for (folder, key), c in found.items() if len(c) < len(patterns)]
+    incomplete = [
+        f"{folder / key} (has {', '.join(c)})" for (folder, key), c in found.items() if len(c) < len(patterns)
+    ]
     if incomplete:
         raise InputError(
             f"{len(incomplete)} case(s) in {root} lack a contrast of {', '.join(patterns)}: "
@@ -127,6 +129,8 @@ def find_contrast_cases(root: Path, patterns: Mapping[str, str]) -> dict[str, di
     for (folder, key), files in found.items():
         name = key.strip("_-. ") or folder.name
         if name in cases:
-            raise InputError(f"{root}: two cases would both be named {name!r}; make the name patterns tell them apart.")
+            raise InputError(
+                f"{root}: two cases would both be named {name!r}; make the name patterns tell them apart."
+            )
         cases[name] = {c: files[c] for c in patterns}
     return cases
