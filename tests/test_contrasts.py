@@ -161,3 +161,17 @@ def test_one_channel_detection_of_a_volume_or_a_one_contrast_scan_is_the_same(tm
     wrapped = detect(MultiContrastScan(dict(flair.volumes)), tiny_checkpoint, settings)
     np.testing.assert_array_equal(plain.anomaly_map, wrapped.anomaly_map)
     assert plain.channel_maps == {} and isinstance(plain.scan, Volume)
+
+
+def test_a_one_channel_stack_with_or_without_its_channel_axis_gives_the_same_maps():
+    """(N, H, W) is the old contract; (N, 1, H, W) the new one: identical maps, bit for bit."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0.05, 1.0, (2, 40, 37)).astype(np.float32)
+    x[:, :4] = 0
+    settings = RestorationSettings(steps=2, method="multi-step-restoration")
+    old = run_to_end(restore(x, make_unet(), Schedule(), settings, keep_step_maps=True))
+    new = run_to_end(restore(x[:, None], make_unet(), Schedule(), settings, keep_step_maps=True))
+    np.testing.assert_array_equal(old.anomaly_map, new.anomaly_map)
+    np.testing.assert_array_equal(old.anomaly_map, new.channel_maps[:, 0])
+    np.testing.assert_array_equal(old.final, new.final[:, 0])
+    assert old.channel_maps is None and len(old.step_maps) == len(new.step_maps) == 2

@@ -92,3 +92,26 @@ def test_evaluate_a_pairs_csv_with_a_column_per_contrast(tmp_path, model):
     assert metrics["pooled"]["intensity"]["ap"] == pytest.approx(
         voxel_metrics(load_contrasts(paths).reference.data, lesion, expected.foreground).ap, abs=1e-9
     )  # the baselines score the first contrast
+
+
+def test_info_names_the_contrasts_in_channel_order(model, capsys):
+    assert main(["info", str(model)]) == 0
+    assert "inputs: 2 contrasts, one scan each, in channel order: --scan flair=PATH --scan t2=PATH" in (
+        capsys.readouterr().out
+    )
+
+
+def test_one_named_scan_for_a_one_contrast_model_is_a_plain_detection(tmp_path, checkpoint_one):
+    """``--scan t1=PATH`` with a one-contrast checkpoint writes what the plain path writes."""
+    paths, _ = two_contrasts(tmp_path)
+    named, plain = tmp_path / "named.nii.gz", tmp_path / "plain.nii.gz"
+    common = ["-c", str(checkpoint_one), "--steps", "1", "-q", "--out-restorations"]
+    assert main(["detect", "--scan", f"t1={paths['flair']}", *common, str(tmp_path / "r1.nii.gz"), "--out-map", str(named)]) == 0
+    assert main(["detect", str(paths["flair"]), *common, str(tmp_path / "r2.nii.gz"), "--out-map", str(plain)]) == 0
+    np.testing.assert_array_equal(nib.load(named).get_fdata(), nib.load(plain).get_fdata())
+    assert sorted(p.name for p in tmp_path.glob("named*")) == ["named.nii.gz"]
+
+
+@pytest.fixture
+def checkpoint_one(tmp_path, tiny_checkpoint):
+    return save_checkpoint(tmp_path / "one", tiny_checkpoint.with_info(contrast="t1"))

@@ -109,7 +109,7 @@ class Job:
 
     def per_contrast(self, path: Path | None) -> dict[str, Path]:
         """Several contrasts: ``path`` with ``_<contrast>`` before its extension, per contrast."""
-        if path is None or not self.contrasts:
+        if path is None or len(self.contrasts) < 2:
             return {}
         stem = strip_nifti_extension(path.name)
         return {c: path.with_name(f"{stem}_{c}{path.name[len(stem):]}") for c, _ in self.contrasts}
@@ -250,12 +250,12 @@ def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
                     args.out_dir / f"{stem}_restorations.nii.gz" if args.out_restorations else None,
                     args.out_dir / f"{stem}_flip_mask.nii.gz" if kind == "berdiff" else None,
                     contrasts,
-                    bool(contrasts) and kind == "disyre",
+                    len(contrasts) > 1 and kind == "disyre",
                 )
             )
         else:
             outputs = (args.out_map, args.out_mask, args.out_restorations, args.out_flip_mask)
-            jobs.append(Job(scan, *outputs, contrasts, bool(contrasts) and kind == "disyre"))
+            jobs.append(Job(scan, *outputs, contrasts, len(contrasts) > 1 and kind == "disyre"))
     return jobs
 
 
@@ -354,7 +354,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
     if job.out_mask is not None:
         save_volume(job.out_mask, mask, scan, kind="mask", overwrite=args.overwrite)
     _save_per_contrast(job, result, postprocessing_options(args, checkpoint), args.overwrite)
-    if job.out_restorations is not None and not job.contrasts:
+    if job.out_restorations is not None and len(job.contrasts) < 2:
         save_stack(job.out_restorations, np.stack(result.restorations), scan, overwrite=args.overwrite)
     if job.out_flip_mask is not None:
         save_volume(job.out_flip_mask, result.flip_mask, scan, kind="map", overwrite=args.overwrite)
