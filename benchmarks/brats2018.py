@@ -19,6 +19,13 @@ start (scratch or t1init; t1init only for T1ce, see ``NESTED_STARTS``) and the m
 (none, brain-mask erosion, 3D median filter, both) with the highest AP on the validation patient;
 the fold's test patients are then scored with that choice. Every row is printed, chosen or not.
 
+Several contrasts (``--contrasts FLAIR+T2 FLAIR+T1+T1ce+T2``, issue 28, pre-registered in
+PREREGISTERED.md before any of their training): one DISYRE model of 2 or 4 channels per fold, the
+same folds, tumour-free slices and nested choice, the ``t1init`` start only (the healthy T1 model
+widened to the channels by ``train --init``); the combined map (mean of the channel maps) is scored,
+beside the z-scored intensity of each contrast. ``--smoke-steps N`` trains fold 1 of each asked
+configuration for N steps into ``<work>/smoke`` (never scored) to prove the command and time a step.
+
 Second method (``--starts berdiff``, the 08:09 UTC amendment of the pre-registration): one masked Bernoulli
 diffusion model per fold (``train --method berdiff --preset small``) on the same tumour-free slices of
 the same seven patients, scored at its defaults (L, P from its berdiff.json) beside DISYRE on the
@@ -37,6 +44,8 @@ ones with ``train --resume``; saved maps are reused. Run from the repository roo
     python benchmarks/brats2018.py --contrasts T1 T2 --evaluate-only        # the README tables
     python benchmarks/brats2018.py --contrasts T2 --evaluate-only --extra-test OTHER_BRATS_DIR
     nice -n 19 python benchmarks/brats2018.py --contrasts FLAIR --starts berdiff --train-only   # one kind
+    nice -n 19 python benchmarks/brats2018.py --contrasts FLAIR+T2 FLAIR+T1+T1ce+T2 --train-only
+    python benchmarks/brats2018.py --contrasts FLAIR+T2 FLAIR+T1+T1ce+T2 --smoke-steps 5
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ from napari_disyre.evaluation.scoring import (  # noqa: E402
     score_case,
     score_detection,
     summarise,
+    zscore_in_region,
 )
 from napari_disyre.outputs import user_cache_dir  # noqa: E402
 
@@ -83,6 +93,9 @@ STARTS = ("scratch", "t1init")
 # The starts the nested choice picks from: T1ce only fine-tunes (PREREGISTERED.md, 18:30 UTC amendment:
 # one session's CPU fits three T1ce models; every T2 and FLAIR validation patient chose t1init).
 NESTED_STARTS = {"T2": STARTS, "FLAIR": STARTS, "T1ce": ("t1init",)}
+# Several contrasts as one input (issue 28): the channels of each configuration, in order; t1init only.
+MULTI = {"FLAIR+T2": ("FLAIR", "T2"), "FLAIR+T1+T1ce+T2": ("FLAIR", "T1", "T1ce", "T2")}
+NESTED_STARTS.update(dict.fromkeys(MULTI, ("t1init",)))
 BERDIFF = "berdiff"  # the second method's fold models (<contrast>_berdiff_fold<k>): reported, never selected
 N_FOLDS = 3
 # Fixed before the run (PREREGISTERED.md): training and evaluation settings.
@@ -118,6 +131,11 @@ def patients_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / f"{p.name}_seg.nii.gz").exists())
 
 
+def channels(contrast: str) -> tuple[str, ...]:
+    """The contrasts a configuration's model takes: ``FLAIR+T2`` -> FLAIR, T2; ``T2`` -> T2."""
+    return MULTI.get(contrast, (contrast,))
+
+
 def scan_path(folder: Path, patient: str, contrast: str) -> Path:
     return folder / patient / f"{patient}_{SUFFIX[contrast]}.nii.gz"
 
@@ -144,10 +162,8 @@ def training_folder(work: Path, brats: Path, contrast: str, fold: Fold) -> Path:
     for patient in fold.train:
         case = folder / patient
         case.mkdir(parents=True, exist_ok=True)
-        for link, target in (
-            (case / f"{SUFFIX[contrast]}.nii.gz", scan_path(brats, patient, contrast)),
-            (case / "seg.nii.gz", label_path(brats, patient)),
-        ):
+        scans = [(case / f"{SUFFIX[c]}.nii.gz", scan_path(brats, patient, c)) for c in channels(contrast)]
+        for link, target in (*scans, (case / "seg.nii.gz", label_path(brats, patient))):
             if not link.is_symlink():
                 link.symlink_to(target)
     return folder
@@ -180,25 +196,31 @@ def is_finished(model: Path) -> bool:
     return int(row.get("step", 0)) >= STEPS
 
 
-def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> None:
-    """Train one fold model unless it is finished; continue it with ``--resume`` if interrupted."""
+def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold, steps: int = STEPS) -> None:
+    """Train one fold model unless it is finished; continue it with ``--resume`` if interrupted
+    (``steps`` other than STEPS: a smoke run, started afresh)."""
     model = model_path(work, contrast, start, fold)
-    if is_finished(model):
+    if steps == STEPS and is_finished(model):
         print(f"finished earlier: {model}", flush=True)
         return
     data = training_folder(work, brats, contrast, fold)
     patients = f"tumour-free slices of {' + '.join(fold.train)} (fold {fold.name}; validation {fold.validation}; test {' + '.join(fold.test)})"  # fmt: skip
+    if contrast in MULTI:  # one file per contrast in each patient folder, in the channel order
+        selection = [f"--scan-name={SUFFIX[c]}={SUFFIX[c]}.nii.gz" for c in channels(contrast)]
+    else:
+        selection = ["--pattern", f"*/{SUFFIX[contrast]}.nii.gz", "--contrast", contrast]
     command = [
-        "train", str(data), "--out", str(model), "--preset", PRESET, "--pattern", f"*/{SUFFIX[contrast]}.nii.gz",
-        "--exclude-label-name", "seg.nii.gz", "--val-count", "0", "--contrast", contrast,
-        "--save-every", str(SAVE_EVERY),
+        "train", str(data), "--out", str(model), "--preset", PRESET, *selection,
+        "--exclude-label-name", "seg.nii.gz", "--val-count", "0", "--save-every", str(SAVE_EVERY),
     ]  # fmt: skip
     if start == BERDIFF:  # the amendment: the preset's own step counts, no other option
         command += ["--method", BERDIFF, "--description", f"masked Bernoulli diffusion, BraTS 2018 {contrast}, {patients}"]  # fmt: skip
     else:
-        command += ["--steps", str(STEPS), "--ema", "--description", f"BraTS 2018 {contrast}, {patients}; {start}"]  # fmt: skip
+        command += ["--steps", str(steps), "--ema", "--description", f"BraTS 2018 {contrast}, {patients}; {start}"]  # fmt: skip
         command += ["--init", str(HEALTHY_T1)] if start == "t1init" else []
-    if (model / "training" / "state.pt").exists():
+    if steps != STEPS:
+        command.append("--overwrite")
+    elif (model / "training" / "state.pt").exists():
         command.append("--resume")
     elif model.exists():
         command.append("--overwrite")  # stopped before its first saved state: nothing to continue
@@ -237,16 +259,22 @@ class Patient(ScoredCase):
 
 
 def load_patient(folder: Path, patient: str, contrast: str) -> Patient:
-    """The patient's scan, whole-tumour label (> 0), region (non-zero voxels) and baselines, cropped."""
-    item = score_case(
-        load_case(Case(patient, scan_path(folder, patient, contrast), label_path(folder, patient))),
-        baselines=baselines_of(contrast),
-    )
+    """The patient's scan, whole-tumour label (> 0), region (non-zero voxels) and baselines, cropped.
+    Several contrasts: the scan is the first (FLAIR), the region the union of theirs, and the
+    baselines each contrast's z-scored intensity."""
+    scans = tuple((SUFFIX[c], scan_path(folder, patient, c)) for c in channels(contrast))
+    case = Case(patient, scans[0][1], label_path(folder, patient), contrasts=scans if contrast in MULTI else ())
+    item = score_case(load_case(case), baselines=() if contrast in MULTI else baselines_of(contrast))
+    if item.inputs is not None:
+        for name, volume in item.inputs.volumes.items():
+            item.scores[f"{name} intensity-zscore"] = zscore_in_region(volume.data, item.region)
+            item.seconds[f"{name} intensity-zscore"] = 0.0
     box = tuple(slice(a.min(), a.max() + 1) for a in np.nonzero(item.region))
     scores = {name: score[box] for name, score in item.scores.items()}
     return Patient(
-        item.case, item.scan, item.label[box], item.region[box], scores, item.seconds, box, item.region
-    )
+        item.case, item.scan, item.label[box], item.region[box], scores, item.seconds,
+        inputs=item.inputs, box=box, full=item.region,
+    )  # fmt: skip
 
 
 class Models:
@@ -262,7 +290,7 @@ class Models:
         tag = f"S{EVAL_STEPS}" if disyre else BERDIFF
         if not (maps / f"{item.case.id}_{tag}_anomaly_map.nii.gz").exists() and model not in self.loaded:
             self.loaded[model] = load_checkpoint(model)
-        full = ScoredCase(item.case, item.scan, item.full, item.full)  # the label is not used here
+        full = ScoredCase(item.case, item.scan, item.full, item.full, inputs=item.inputs)  # no label needed
         overrides = {"steps": EVAL_STEPS} if disyre else {}
         score_detection(full, self.loaded.get(model), None, key, tag, maps, postprocessing=post, **overrides)
         item.scores[key] = full.scores[key][item.box]
@@ -402,7 +430,7 @@ def main() -> int:
         "--work", type=Path, default=WORK, help="models, maps and logs (default: the user cache folder, %(default)s)"
     )
     parser.add_argument("--brats", type=Path, default=BRATS, help="the BraTS 2018 folder")
-    parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=list(SUFFIX))
+    parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=[*SUFFIX, *MULTI])
     parser.add_argument("--folds", nargs="+", default=[str(k + 1) for k in range(N_FOLDS)])
     parser.add_argument(
         "--starts",
@@ -416,15 +444,24 @@ def main() -> int:
     parser.add_argument(
         "--extra-test", type=Path, help="more patients in the same layout, scored by every fold"
     )
+    parser.add_argument(
+        "--smoke-steps", type=int, help="train fold 1 of each asked configuration for N steps into <work>/smoke"
+    )
     args = parser.parse_args()
     if not args.brats.is_dir():
         print(f"skipped: {args.brats} is absent (the BraTS scans live in ../shared, never in the repository)")
         return 0
     folds = [f for f in make_folds(patients_in(args.brats)) if f.name in args.folds]
     args.work.mkdir(parents=True, exist_ok=True)
+    if args.smoke_steps:
+        for contrast in (c for c in args.contrasts if c in TRAINED or c in MULTI):
+            started = time.time()
+            train(args.work / "smoke", args.brats, contrast, NESTED_STARTS[contrast][-1], folds[0], args.smoke_steps)
+            print(f"smoke {contrast} fold {folds[0].name}: {args.smoke_steps} steps, {time.time() - started:.0f} s")
+        return 0
     if not args.evaluate_only:
-        for contrast in (c for c in args.contrasts if c in TRAINED):
-            for start in args.starts:
+        for contrast in (c for c in args.contrasts if c in TRAINED or c in MULTI):
+            for start in (s for s in args.starts if s in NESTED_STARTS[contrast] or contrast not in MULTI):
                 for fold in folds:
                     started = time.time()
                     train(args.work, args.brats, contrast, start, fold)

@@ -260,3 +260,28 @@ def test_brats2018_bernoulli_diffusion_fold_model_trains_at_the_preset_and_resum
     assert script.is_finished(model)
     script.train(work, brats, "T2", script.BERDIFF, fold)
     assert len(commands) == 2  # finished: not trained again
+
+
+def test_brats2018_multi_contrast_folds_link_every_channel_and_train_with_a_pattern_each(tmp_path, monkeypatch):
+    """FLAIR+T2 fold models: each training patient's folder links both contrasts and the label; the
+    train command names the channels in order, widens the healthy T1 model, and only t1init exists."""
+    script = _load_brats2018()
+    brats = tmp_path / "brats"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    for patient in patients:
+        for suffix in ("flair", "t2", "seg"):
+            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    fold = script.make_folds(patients)[0]
+    commands = []
+    monkeypatch.setattr(script, "run_cli", commands.append)
+    script.train(tmp_path / "work", brats, "FLAIR+T2", "t1init", fold)
+    folder = tmp_path / "work" / "data" / "FLAIR+T2_fold1"
+    for name in ("flair", "t2", "seg"):
+        assert sorted(p.parent.name for p in folder.glob(f"*/{name}.nii.gz")) == sorted(fold.train)
+    (command,) = commands
+    assert command[command.index("--preset") + 1 : command.index("--exclude-label-name")] == [
+        "small", "--scan-name=flair=flair.nii.gz", "--scan-name=t2=t2.nii.gz"
+    ]  # fmt: skip
+    assert command[command.index("--init") + 1] == str(script.HEALTHY_T1) and "--contrast" not in command
+    assert script.NESTED_STARTS["FLAIR+T1+T1ce+T2"] == ("t1init",)
+    assert script.channels("FLAIR+T1+T1ce+T2") == ("FLAIR", "T1", "T1ce", "T2")

@@ -222,10 +222,16 @@ def test_foreign_or_newer_disyre_metadata_is_refused(tmp_path, tiny_checkpoint, 
     assert str(folder / "disyre.json") in str(error.value)
 
 
-def test_three_input_channels_are_refused(tmp_path):
-    folder = official_checkpoint(tmp_path / "rgb", make_unet(in_channels=3, out_channels=3))
-    with pytest.raises(CheckpointError, match="in_channels = 3.*needs 1"):
+def test_three_input_channels_and_one_output_are_refused(tmp_path):
+    folder = official_checkpoint(tmp_path / "rgb", make_unet(in_channels=3, out_channels=1))
+    with pytest.raises(CheckpointError, match="in_channels = 3 and out_channels = 1.*same number in and out"):
         load_checkpoint(folder)
+
+
+def test_an_official_three_channel_unet_loads_with_generic_channel_names(tmp_path):
+    """The official layout has no disyre.json: its channels are named by position."""
+    folder = official_checkpoint(tmp_path / "three", make_unet(in_channels=3, out_channels=3))
+    assert load_checkpoint(folder).contrasts == ("channel1", "channel2", "channel3")
 
 
 def test_not_a_checkpoint(tmp_path):

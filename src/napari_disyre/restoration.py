@@ -26,7 +26,7 @@ class Progress:
     windows_done: int  # in this step
     windows_total: int  # per step
     batch_size: int
-    restoration: np.ndarray | None = None  # (N, H, W) blended x0 of the completed step, in [0, 1]
+    restoration: np.ndarray | None = None  # (N, H, W) or (N, C, H, W) blended x0 of the step, in [0, 1]
     evaluations_done: int = 0  # network evaluations so far, all steps (0 with the total: unknown)
     evaluations_total: int = 0
 
@@ -43,7 +43,8 @@ class Progress:
 
 @dataclass
 class Restoration:
-    """What a restoration produced, on the (N, H, W) slice stack it was given."""
+    """What a restoration produced, on the slice stack it was given: (N, H, W), or (N, C, H, W) for C
+    contrasts (then ``restorations`` and ``final`` have the channels, ``anomaly_map`` does not)."""
 
     anomaly_map: np.ndarray  # float32
     final: np.ndarray  # blended final x (the input for mean-single-step), float32
@@ -56,6 +57,8 @@ class Restoration:
     batch_size: int = 0
     seconds: float = 0.0
     flip_mask: np.ndarray | None = None  # Bernoulli diffusion only: masked fraction of latent bits
+    #: several contrasts: one map per channel (N, C, H, W), of which ``anomaly_map`` is the combination
+    channel_maps: np.ndarray | None = None
 
 
 def run_to_end(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InputError
+
 
 def add_checkpoint_option(parser: argparse.ArgumentParser, several: bool = False) -> None:
     parser.add_argument(
@@ -128,3 +130,18 @@ def progress_bar(total: int, desc: str, quiet: bool = False):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="%", disable=quiet, dynamic_ncols=True, leave=False)
+
+
+def named_values(items: list[str] | None, flag: str, what: str) -> dict[str, str]:
+    """``["flair=a.nii.gz", "t2=b.nii.gz"]`` as ``{"flair": "a.nii.gz", "t2": "b.nii.gz"}``, in the order
+    given (the repeated ``--scan NAME=PATH`` of several contrasts); a name given twice is refused."""
+    named: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not value:
+            raise InputError(f"{flag} {item}: write it as {flag} CONTRAST={what}, e.g. {flag} flair={what}.")
+        if name.lower() in (n.lower() for n in named):
+            raise InputError(f"{flag}: the contrast {name} is given twice; give each contrast once.")
+        named[name] = value
+    return named

@@ -1,4 +1,6 @@
-"""``napari-disyre detect``: anomaly maps and masks for one scan or a cohort."""
+"""``napari-disyre detect``: anomaly maps and masks for one scan or a cohort. A model of several
+contrasts takes one scan per contrast (``--scan flair=a.nii.gz --scan t2=b.nii.gz``, or ``--scans DIR
+--scan-name flair='*_flair.nii.gz' ...``) and gets a map per contrast (``<map>_<contrast>.nii.gz``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DisyreError, InputError, OutputExistsError
+from ..scans.nifti import strip_nifti_extension
 from .common import (
     add_checkpoint_option,
     add_postprocessing_options,
@@ -29,8 +32,24 @@ def register(commands: argparse._SubParsersAction) -> None:
         "mask (uint8) as NIfTI on the scan's own voxel grid. Give one scan with --out-map/--out-mask, or "
         "several scans or folders with --out-dir.",
     )
-    parser.add_argument("scans", nargs="+", type=Path, metavar="SCAN", help="NIfTI scans or folders of them")
+    parser.add_argument("scans", nargs="*", type=Path, metavar="SCAN", help="NIfTI scans or folders of them")
     add_checkpoint_option(parser)
+    several = parser.add_argument_group("several contrasts (a model of several channels)")
+    several.add_argument(
+        "--scan",
+        dest="contrast_scans",
+        action="append",
+        metavar="CONTRAST=PATH",
+        help="one scan per contrast of the model, e.g. --scan flair=a.nii.gz --scan t2=b.nii.gz",
+    )
+    several.add_argument("--scans", dest="cohort", type=Path, metavar="DIR", help="cohort folder (with --scan-name)")
+    several.add_argument(
+        "--scan-name",
+        dest="scan_names",
+        action="append",
+        metavar="CONTRAST=PATTERN",
+        help="file-name pattern of a contrast in --scans and its sub-folders, e.g. flair='*_flair.nii.gz'",
+    )
     parser.add_argument("--mask", type=Path, default=None, help="brain mask of the (single) scan")
     out = parser.add_argument_group("outputs")
     out.add_argument("--out-map", type=Path, default=None, help="anomaly map (single scan)")
@@ -85,14 +104,29 @@ class Job:
     out_mask: Path | None
     out_restorations: Path | None
     out_flip_mask: Path | None = None
+    contrasts: tuple[tuple[str, Path], ...] = ()  # several contrasts: (name, scan); ``scan`` is the first
+    maps_per_contrast: bool = False  # several contrasts, DISYRE: a map per contrast beside the combined one
+
+    def per_contrast(self, path: Path | None) -> dict[str, Path]:
+        """Several contrasts: ``path`` with ``_<contrast>`` before its extension, per contrast."""
+        if path is None or len(self.contrasts) < 2:
+            return {}
+        stem = strip_nifti_extension(path.name)
+        return {c: path.with_name(f"{stem}_{c}{path.name[len(stem):]}") for c, _ in self.contrasts}
 
     @property
     def outputs(self) -> list[Path]:
-        return [
-            p
-            for p in (self.out_map, self.out_mask, self.out_restorations, self.out_flip_mask)
-            if p is not None
-        ]
+        restorations = list(self.per_contrast(self.out_restorations).values()) or [self.out_restorations]
+        singles = (self.out_map, self.out_mask, *restorations, self.out_flip_mask)
+        maps = self.per_contrast(self.out_map) if self.maps_per_contrast else {}
+        return [p for p in singles if p is not None] + list(maps.values())
+
+    def load(self):
+        """The job's input: one Volume, or a MultiContrastScan (grids checked)."""
+        from ..scans.contrasts import load_contrasts
+        from ..scans.nifti import load_scan
+
+        return load_contrasts(dict(self.contrasts)) if self.contrasts else load_scan(self.scan)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
     shard = resolve_shard(args.shard)
     everything = plan_jobs(args, _checkpoint_kind(args.checkpoint))
-    inputs = [job.scan for job in everything] + ([args.mask] if args.mask else [])
+    inputs = [p for job in everything for p in [job.scan, *(p for _, p in job.contrasts)]]
+    inputs += [args.mask] if args.mask else []
     refuse_clashes([p for job in everything for p in job.outputs], inputs)
     jobs = shard.take(everything)
     finished = [job for job in jobs if args.skip_existing and _finished(job)]
@@ -160,13 +195,11 @@ def _loaded_ahead(jobs: list[Job]):
     """Yield ``(job, future scan)``, reading the next scan from disk while the current one is restored."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..scans.nifti import load_scan
-
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = [reader.submit(load_scan, job.scan) for job in jobs[:1]]
+        pending = [reader.submit(job.load) for job in jobs[:1]]
         for i, job in enumerate(jobs):
             if i + 1 < len(jobs):
-                pending.append(reader.submit(load_scan, jobs[i + 1].scan))
+                pending.append(reader.submit(jobs[i + 1].load))
             yield job, pending[i]
 
 
@@ -183,7 +216,8 @@ def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
         raise InputError("--out-flip-mask needs a masked Bernoulli diffusion (berdiff) checkpoint.")
     from ..scans.nifti import is_nifti_path
 
-    scans: list[Path] = []
+    named = _contrast_inputs(args)
+    scans: list[Path] = [files[0][1] for _, files in named]
     for item in args.scans:
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.is_file() and is_nifti_path(p))
@@ -192,7 +226,7 @@ def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
             scans.extend(found)
         else:
             scans.append(item)
-    single = len(scans) == 1 and not args.scans[0].is_dir()
+    single = len(scans) == 1 and args.cohort is None and not (args.scans and args.scans[0].is_dir())
     if not single:
         if args.out_dir is None:
             raise InputError("several scans were given: write their outputs with --out-dir DIR.")
@@ -204,7 +238,9 @@ def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
     elif args.out_dir is None and args.out_map is None and args.out_mask is None:
         raise InputError("say where to write the results: --out-map and/or --out-mask, or --out-dir.")
     jobs = []
-    for scan, stem in zip(scans, _distinct_names(scans, args.quiet), strict=True):
+    stems = [n for n, _ in named] if named and args.cohort else _distinct_names(scans, args.quiet)
+    for i, (scan, stem) in enumerate(zip(scans, stems, strict=True)):
+        contrasts = named[i][1] if named else ()
         if args.out_dir is not None:
             jobs.append(
                 Job(
@@ -213,11 +249,36 @@ def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
                     args.out_dir / f"{stem}_anomaly_mask.nii.gz",
                     args.out_dir / f"{stem}_restorations.nii.gz" if args.out_restorations else None,
                     args.out_dir / f"{stem}_flip_mask.nii.gz" if kind == "berdiff" else None,
+                    contrasts,
+                    len(contrasts) > 1 and kind == "disyre",
                 )
             )
         else:
-            jobs.append(Job(scan, args.out_map, args.out_mask, args.out_restorations, args.out_flip_mask))
+            outputs = (args.out_map, args.out_mask, args.out_restorations, args.out_flip_mask)
+            jobs.append(Job(scan, *outputs, contrasts, len(contrasts) > 1 and kind == "disyre"))
     return jobs
+
+
+def _contrast_inputs(args: argparse.Namespace) -> list[tuple[str, tuple[tuple[str, Path], ...]]]:
+    """The several-contrast cases asked for, ``(name, ((contrast, path), ...))`` each: the one of
+    ``--scan`` options, or those ``--scan-name`` patterns find in ``--scans``; none without them."""
+    from ..scans.contrasts import find_contrast_cases
+    from .common import named_values
+
+    given = named_values(args.contrast_scans, "--scan", "PATH")
+    patterns = named_values(args.scan_names, "--scan-name", "PATTERN")
+    if (given or patterns) and args.scans:
+        raise InputError("give the scans either as plain paths or with --scan/--scans, not both.")
+    if patterns and args.cohort is None or args.cohort is not None and not patterns:
+        raise InputError("a cohort of several contrasts needs both --scans DIR and --scan-name CONTRAST=PATTERN.")
+    if given and patterns:
+        raise InputError("--scan names one case's files, --scan-name a cohort's: use one of them.")
+    if not (given or patterns or args.scans):
+        raise InputError("give a scan (a path, or --scan CONTRAST=PATH per contrast), or a folder.")
+    if patterns:
+        cases = find_contrast_cases(args.cohort, patterns)
+        return [(name, tuple(files.items())) for name, files in cases.items()]
+    return [("", tuple((c, Path(p)) for c, p in given.items()))] if given else []
 
 
 def _distinct_names(scans: list[Path], quiet: bool) -> list[str]:
@@ -259,9 +320,10 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
     from ..detection.pipeline import iter_detect
     from ..detection.postprocess import lesion_table, threshold_mask
     from ..restoration import run_to_end
-    from ..scans.nifti import load_matching, load_scan, save_stack, save_volume
+    from ..scans.nifti import load_matching, save_stack, save_volume
 
-    scan = scan if scan is not None else load_scan(job.scan)
+    inputs = scan if scan is not None else job.load()
+    scan = inputs.reference if job.contrasts else inputs
     brain = load_matching(args.mask, scan, what="brain mask") if args.mask else None
     bar = progress_bar(100, scan.name, args.quiet)
 
@@ -271,7 +333,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
         bar.refresh()
 
     generator = iter_detect(
-        scan,
+        inputs,
         checkpoint,
         settings,
         brain_mask=brain,
@@ -291,7 +353,8 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
         save_volume(job.out_map, anomaly, scan, kind="map", overwrite=args.overwrite)
     if job.out_mask is not None:
         save_volume(job.out_mask, mask, scan, kind="mask", overwrite=args.overwrite)
-    if job.out_restorations is not None:
+    _save_per_contrast(job, result, postprocessing_options(args, checkpoint), args.overwrite)
+    if job.out_restorations is not None and len(job.contrasts) < 2:
         save_stack(job.out_restorations, np.stack(result.restorations), scan, overwrite=args.overwrite)
     if job.out_flip_mask is not None:
         save_volume(job.out_flip_mask, result.flip_mask, scan, kind="map", overwrite=args.overwrite)
@@ -310,6 +373,23 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
                 f"centre ({x:.1f}, {y:.1f}, {z:.1f}) mm",
                 file=sys.stderr,
             )
+
+
+def _save_per_contrast(job: Job, result, postprocessing, overwrite: bool) -> None:
+    """Several contrasts: each one's map (post-processed as the combined one) and restorations, found
+    by name (the job's names may differ in case from the checkpoint's, and come in another order)."""
+    import numpy as np
+
+    from ..scans.nifti import save_stack, save_volume
+
+    index = {name.lower(): c for c, name in enumerate(result.channel_maps or result.contrasts)}
+    maps = {name.lower(): m for name, m in result.channel_maps.items()}
+    for contrast, path in job.per_contrast(job.out_map if job.maps_per_contrast else None).items():
+        channel_map = postprocessing.apply(maps[contrast.lower()], result.foreground)
+        save_volume(path, channel_map, result.scan, kind="map", overwrite=overwrite)
+    for contrast, path in job.per_contrast(job.out_restorations).items():
+        steps = np.stack([r[index[contrast.lower()]] for r in result.restorations])
+        save_stack(path, steps, result.scan, overwrite=overwrite)
 
 
 def _threshold(text: str) -> float:

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     cases = _cases(args)
     refuse_clashes(
         [p for p in (args.out, args.maps) if p],
-        [p for c in cases for p in (c.scan, c.label, c.brain_mask) if p],
+        [p for c in cases for p in c.inputs],
     )
     label_values = (
         _positive_ints(args.label_values, "--label-values", "label values of 1 or more (0 is background)")

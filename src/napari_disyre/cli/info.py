@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
 def describe(checkpoint) -> list[str]:
     """The lines ``info`` prints."""
-    from ..detection.detectors import healthy_quantiles_of
+    from ..detection.detectors import contrasts_of, healthy_quantiles_of
 
     info = checkpoint.info if checkpoint.kind == "disyre" else checkpoint
     lines = [checkpoint.summary()]
@@ -56,6 +56,13 @@ def describe(checkpoint) -> list[str]:
             lines.append(
                 f"map post-processing: {MapPostprocessing.from_dict(info.postprocessing).describe()}"
             )
+    contrasts = contrasts_of(checkpoint)
+    if len(contrasts) > 1:
+        lines.append(
+            f"inputs: {len(contrasts)} contrasts, one scan each, in channel order: "
+            + " ".join(f"--scan {c}=PATH" for c in contrasts)
+            + ("; the map is the mean of the per-contrast maps" if checkpoint.kind == "disyre" else "")
+        )
     quantiles = healthy_quantiles_of(checkpoint)
     if quantiles:
         lines.append("healthy-score quantiles: " + ", ".join(f"{q}: {v:.4g}" for q, v in quantiles.items()))

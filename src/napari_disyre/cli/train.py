@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
+from .common import named_values
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -43,6 +44,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     data = parser.add_argument_group("data")
     data.add_argument(
         "--pattern", default="**/*.nii*", help="glob for scans under HEALTHY_DIR (default: all NIfTI)"
+    )
+    data.add_argument(
+        "--scan-name",
+        dest="scan_names",
+        action="append",
+        metavar="CONTRAST=PATTERN",
+        help="several contrasts (DISYRE): a file-name pattern per contrast, in the network's channel order, "
+        "found in HEALTHY_DIR's sub-folders (one per patient), e.g. --scan-name flair=flair.nii.gz "
+        "--scan-name t2=t2.nii.gz; replaces --pattern",
     )
     data.add_argument(
         "--mask-name", default=None, help="file name of each scan's brain mask, beside the scan"
@@ -121,7 +131,9 @@ DISYRE_ONLY = {"steps": "--steps", "lr": "--lr", "init": "--init", "crop": "--cr
 def run(args: argparse.Namespace) -> int:
     scans, validation = split_scans(args)
     contrast = args.contrast
-    if contrast is None and not args.allow_mixed_contrasts:
+    if args.scan_names and args.method == "berdiff":
+        raise InputError("--scan-name (several contrasts) trains DISYRE models only; drop --method berdiff.")
+    if contrast is None and not args.allow_mixed_contrasts and not args.scan_names:
         from ..training.contrasts import check_same_contrast
 
         contrast = check_same_contrast([s.path for s in [*scans, *validation]])
@@ -138,9 +150,16 @@ def run(args: argparse.Namespace) -> int:
 
 def split_scans(args: argparse.Namespace):
     """The training scans and the validation scans (--val-dir, or the last --val-count)."""
-    scans = find_scans(args.healthy_dir, args.pattern, args.mask_name, args.exclude_label_name)
+    find = find_scans
+    if args.scan_names:
+        patterns = named_values(args.scan_names, "--scan-name", "PATTERN")
+
+        def find(folder, _pattern, mask_name, label_name):
+            return find_contrast_scans(folder, patterns, mask_name, label_name)
+
+    scans = find(args.healthy_dir, args.pattern, args.mask_name, args.exclude_label_name)
     if args.val_dir is not None:
-        validation = find_scans(args.val_dir, args.pattern, args.mask_name, args.exclude_label_name)
+        validation = find(args.val_dir, args.pattern, args.mask_name, args.exclude_label_name)
     else:
         count = args.val_count if args.val_count is not None else (len(scans) // 10 if len(scans) >= 5 else 0)
         if count >= len(scans):
@@ -201,6 +220,7 @@ def run_disyre(args: argparse.Namespace, scans, validation, contrast) -> int:
         save_every=args.save_every,
         seed=args.seed,
         contrast=contrast,
+        contrasts=tuple(named_values(args.scan_names, "--scan-name", "PATTERN")),
         spacing=tuple(args.spacing) if args.spacing else None,
         device=args.device,
         precision=args.precision,
@@ -239,7 +259,6 @@ def _main_rank() -> bool:
 def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: str | None):
     """The scans under ``folder`` matching ``pattern``, each with its sibling mask and label."""
     from ..scans.nifti import is_nifti_path
-    from ..training.dataset import TrainingScan
 
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder. Give the folder that holds the healthy scans.")
@@ -255,12 +274,27 @@ def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: st
             f"{not_nifti[0]}: not a NIfTI file (.nii/.nii.gz), and {len(not_nifti)} such file(s) match {pattern!r}. "
             "Convert them, or narrow --pattern to the NIfTI scans."
         )
-    scans = []
-    for path in candidates:
-        mask = path.parent / mask_name if mask_name else None
-        label = path.parent / label_name if label_name else None
-        for extra, what in ((mask, "brain mask"), (label, "exclusion label")):
-            if extra is not None and not extra.exists():
-                raise InputError(f"{extra}: {what} for {path.name} not found.")
-        scans.append(TrainingScan(path=path, brain_mask=mask, exclude_label=label))
-    return scans
+    return [_training_scan(path, mask_name, label_name) for path in candidates]
+
+
+def find_contrast_scans(folder: Path, patterns: dict[str, str], mask_name: str | None, label_name: str | None):
+    """One training scan per patient of ``folder`` holding every contrast's file (``patterns``, see
+    :func:`~napari_disyre.scans.contrasts.find_contrast_cases`), with the mask and label beside them."""
+    from ..scans.contrasts import find_contrast_cases
+
+    cases = find_contrast_cases(folder, patterns)
+    return [
+        _training_scan(next(iter(files.values())), mask_name, label_name, tuple(files.items()))
+        for files in cases.values()
+    ]
+
+
+def _training_scan(path: Path, mask_name: str | None, label_name: str | None, contrasts=()):
+    from ..training.dataset import TrainingScan
+
+    mask = path.parent / mask_name if mask_name else None
+    label = path.parent / label_name if label_name else None
+    for extra, what in ((mask, "brain mask"), (label, "exclusion label")):
+        if extra is not None and not extra.exists():
+            raise InputError(f"{extra}: {what} for {path.name} not found.")
+    return TrainingScan(path=path, brain_mask=mask, exclude_label=label, contrasts=contrasts)

@@ -4,8 +4,16 @@ A checkpoint is either a DISYRE restoration network (:class:`~napari_disyre.disy
 ``kind == "disyre"``) or a masked Bernoulli diffusion detector
 (:class:`~napari_disyre.berdiff.checkpoint.BerDiffModel`, ``kind == "berdiff"``). Both say which
 voxel grid and intensity scaling they want, hold healthy-score quantiles, and restore a stack of
-model-grid slices (N, H, W) in [0, 1] into per-step restorations and an anomaly map on the same
-stack (plus, for Bernoulli diffusion, the flip mask). :mod:`napari_disyre.detection.pipeline` does the rest
+model-grid slices in [0, 1] into per-step restorations and an anomaly map on the same stack (plus,
+for Bernoulli diffusion, the flip mask).
+
+The stack contract (:func:`restore_stack`): a one-channel detector gets (N, H, W) and returns
+restorations (N, H, W) and a map (N, H, W), exactly as before several contrasts existed. A detector
+of C > 1 channels (:func:`contrasts_of` names them, in order) gets (N, C, H, W), channel c holding
+contrast c of every slice, each contrast scaled on its own; it returns restorations (N, C, H, W),
+one map per channel in ``Restoration.channel_maps`` (N, C, H, W) when the method has them (DISYRE), and
+ONE combined map (N, H, W) in ``anomaly_map`` (DISYRE: the mean over the channels; Bernoulli
+diffusion: its own map, the squared error summed over the channels). :mod:`napari_disyre.detection.pipeline` does the rest
 (scan to model grid, crop, slicing axis, back to the scan's grid) the same way for both, so the CLI,
 the widget, training and evaluation never branch on the method.
 
@@ -94,6 +102,53 @@ def preprocessing_of(detector: Detector) -> Preprocessing:
     return detector.info.preprocessing if detector.kind == "disyre" else detector.spec
 
 
+def contrasts_of(detector: Detector) -> tuple[str, ...]:
+    """The detector's input channels by contrast name, in order (one name for one channel).
+
+    DISYRE: from ``disyre.json`` (generic ``channel1 ..`` for an official multi-channel UNet).
+    Bernoulli diffusion: the ``contrasts`` its training recorded, else generic names per
+    autoencoder channel."""
+    if detector.kind == "disyre":
+        return detector.contrasts
+    return _named(detector.training.get("contrasts", ()), detector.autoencoder.config.in_channels)
+
+
+def read_contrasts(path: str | Path) -> tuple[str, ...]:
+    """:func:`contrasts_of` from the checkpoint's files alone (torch-free: the widget asks as soon as
+    a checkpoint is chosen, to show one layer picker per contrast)."""
+    import json
+
+    path = checkpoint_path(path)
+    if checkpoint_kind(path) == "berdiff":
+        from ..berdiff.layout import read_berdiff_metadata
+
+        meta = read_berdiff_metadata(path)
+        return _named(meta.get("training", {}).get("contrasts", ()), meta["autoencoder"].get("in_channels", 1))
+    from ..disyre.checkpoint import read_checkpoint_info
+    from ..disyre.checkpoint_checks import channel_names
+
+    info = read_checkpoint_info(path)
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="np") as handle:
+            config = json.loads(handle.metadata()["napari_disyre.unet_config"])
+    else:
+        try:
+            config = json.loads((path / "unet" / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path / 'unet' / 'config.json'}: unreadable UNet config ({exc}).") from exc
+    return channel_names(info, int(config.get("in_channels", 1)), str(path))
+
+
+def _named(recorded: Any, channels: int) -> tuple[str, ...]:
+    """Recorded contrast names when there is one per channel, else generic ones."""
+    names = tuple(str(c) for c in recorded or ())
+    if len(names) == channels:
+        return names
+    return ("scan",) if channels == 1 else tuple(f"channel{i + 1}" for i in range(channels))
+
+
 def healthy_quantiles_of(detector: Detector) -> dict[str, float]:
     return (
         detector.info.healthy_score_quantiles
@@ -150,7 +205,9 @@ def restore_stack(
     keep_step_maps: bool = False,
     compile: bool = False,
 ) -> Generator[Progress, None, Restoration]:
-    """Restore model-grid slices (N, H, W) with either method; progress as the engine's.
+    """Restore model-grid slices with either method; progress as the engine's.
+
+    ``slices`` is (N, H, W) for a one-channel detector, (N, C, H, W) for C channels (module docstring).
 
     ``keep_step_maps`` and ``compile`` are DISYRE engine options: Bernoulli diffusion keeps no map per
     reverse step (its map is made once, from the final code) and runs eagerly.

@@ -3,6 +3,12 @@
 scan -> foreground -> model grid (checkpoint's spacing/orientation) -> intensities in [0, 1] ->
 crop to the non-zero box (as the official evaluation does) -> slices along the checkpoint's axis ->
 restoration engine -> back onto the scan's exact voxel grid, zero outside the brain.
+
+Several contrasts (a :class:`~napari_disyre.scans.contrasts.MultiContrastScan` for a checkpoint of C
+channels) go the same way as one image (C, X, Y, Z): one brain region, each contrast scaled by its own
+percentiles, slices (N, C, H, W) to the detector. The result keeps one map per contrast
+(``Detection.channel_maps``) beside the combined map (their mean, see
+:func:`~napari_disyre.disyre.engine.combine_channels`), all on the scans' shared grid.
 """
 
 from __future__ import annotations
@@ -17,11 +23,14 @@ import numpy as np
 
 from ..restoration import Progress, run_to_end
 from ..runtime.devices import autocast_dtype, resolve_device
-from ..scans.nifti import Volume, check_scan
-from ..scans.preprocessing import ModelInput, foreground_bbox, prepare_scan
+from ..errors import InputError
+from ..scans.contrasts import MultiContrastScan, as_channels
+from ..scans.nifti import Volume
+from ..scans.preprocessing import ModelInput, Preprocessing, foreground_bbox, prepare_contrasts, prepare_scan
 from .detectors import (
     Detector,
     Settings,
+    contrasts_of,
     default_settings,
     healthy_quantiles_of,
     preprocessing_of,
@@ -32,10 +41,10 @@ from .postprocess import suggest_threshold
 
 @dataclass
 class Detection:
-    """What detection produced, on the scan's own voxel grid."""
+    """What detection produced, on the scan's own voxel grid (several contrasts: the first one's)."""
 
     scan: Volume
-    anomaly_map: np.ndarray  # float32, 0 outside the brain
+    anomaly_map: np.ndarray  # float32, 0 outside the brain; several contrasts: the channel maps' mean
     foreground: np.ndarray  # bool
     restorations: list[np.ndarray] = field(default_factory=list)  # per step, intensities in [0, 1]
     step_maps: list[np.ndarray] = field(default_factory=list)  # the map after steps 1..S (last = final)
@@ -47,10 +56,14 @@ class Detection:
     suggested_threshold: float = 0.0
     flip_mask: np.ndarray | None = None  # Bernoulli diffusion: fraction of latent bits flipped, per voxel
     method: str = "disyre"  # which detector ran (napari_disyre.detection.detectors)
+    #: several contrasts: the map of each, by contrast name in channel order (empty for one contrast);
+    #: each restoration then holds the contrasts first, (C, X, Y, Z)
+    channel_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    contrasts: tuple[str, ...] = ()  # the input channels by name, in order (one name for one contrast)
 
 
 def iter_detect(
-    scan: Volume,
+    scan: Volume | MultiContrastScan,
     checkpoint: Detector,
     settings: Settings | None = None,
     *,
@@ -65,17 +78,19 @@ def iter_detect(
 ) -> Generator[Progress, None, Detection]:
     """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.restoration.Progress` as it goes.
 
+    ``scan`` is one Volume for a one-channel checkpoint, or a MultiContrastScan holding the
+    checkpoint's contrasts (by name, in any order; on one grid).
+
     Per-step restorations in the progress events and the result are on the scan's grid, as are the
     maps after each step when ``keep_step_maps``. Stop iterating to cancel.
     """
     started = time.perf_counter()
-    check_scan(scan)
+    channels = _channels_for(scan, contrasts_of(checkpoint))
+    scan = channels.reference
     settings = settings or default_settings(checkpoint)
     spec = preprocessing_of(checkpoint)
     warn_if_coarse(scan, spec.spacing)
-    prepared = prepare_scan(scan.data, scan.affine, spec, brain_mask)
-    box = foreground_bbox(prepared.image > 0) if crop else tuple(slice(None) for _ in prepared.image.shape)
-    slices = np.moveaxis(prepared.image[box], spec.slice_axis, 0)
+    prepared, box, slices = _model_slices(channels, spec, brain_mask, crop)
     torch_device = resolve_device(device)
     engine = restore_stack(
         checkpoint,
@@ -115,7 +130,43 @@ def iter_detect(
         ),
         flip_mask=to_scan(result.flip_mask, masked=True) if result.flip_mask is not None else None,
         method=checkpoint.kind,
+        contrasts=channels.contrasts if len(channels.volumes) > 1 else contrasts_of(checkpoint),
+        channel_maps=(
+            dict(zip(channels.contrasts, to_scan(result.channel_maps, masked=True), strict=True))
+            if result.channel_maps is not None
+            else {}
+        ),
     )
+
+
+def _model_slices(
+    channels: MultiContrastScan, spec: Preprocessing, brain_mask: np.ndarray | None, crop: bool
+) -> tuple[ModelInput, tuple[slice, ...], np.ndarray]:
+    """The input on the model grid, the crop box and the slices for the detector: (N, H, W) for one
+    contrast, exactly as before contrasts existed; (N, C, H, W) for several."""
+    scan = channels.reference
+    if len(channels.volumes) == 1:
+        prepared = prepare_scan(scan.data, scan.affine, spec, brain_mask)
+        box = foreground_bbox(prepared.image > 0) if crop else tuple(slice(None) for _ in prepared.image.shape)
+        return prepared, box, np.moveaxis(prepared.image[box], spec.slice_axis, 0)
+    prepared = prepare_contrasts(channels.channels, scan.affine, spec, brain_mask)
+    occupied = (prepared.image > 0).any(axis=0)
+    box = foreground_bbox(occupied) if crop else tuple(slice(None) for _ in occupied.shape)
+    return prepared, box, np.moveaxis(prepared.image[(slice(None), *box)], spec.slice_axis + 1, 0)
+
+
+def _channels_for(scan: Volume | MultiContrastScan, contrasts: tuple[str, ...]) -> MultiContrastScan:
+    """The input as the checkpoint's channels, in its order; one Volume only for a one-channel model."""
+    if isinstance(scan, MultiContrastScan) and (len(contrasts) > 1 or len(scan.volumes) > 1):
+        return as_channels(scan.in_order(contrasts))
+    if isinstance(scan, MultiContrastScan):
+        scan = scan.reference
+    if len(contrasts) > 1:
+        raise InputError(
+            f"this model takes {len(contrasts)} contrasts ({', '.join(contrasts)}) but one scan was given; "
+            "give one scan per contrast, e.g. " + " ".join(f"--scan {c}=PATH" for c in contrasts) + "."
+        )
+    return as_channels(scan)
 
 
 #: A scan whose coarsest voxel axis is this many times the model's is warned about.
@@ -171,7 +222,10 @@ class _ScanMapper:
         self.axis = axis
 
     def __call__(self, stack: np.ndarray, *, masked: bool) -> np.ndarray:
-        volume = np.zeros(self.prepared.image.shape, dtype=np.float32)
+        """(N, H, W) -> the scan's grid; (N, C, H, W) -> (C, *grid), channel by channel."""
+        if stack.ndim == 4:
+            return np.stack([self(stack[:, c], masked=masked) for c in range(stack.shape[1])])
+        volume = np.zeros(self.prepared.foreground.shape, dtype=np.float32)
         volume[self.box] = np.moveaxis(stack, 0, self.axis)
         out = self.prepared.grid.to_source(volume, order=1).astype(np.float32, copy=False)
         if masked:

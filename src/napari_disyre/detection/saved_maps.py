@@ -14,15 +14,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..scans.contrasts import MultiContrastScan
 from ..scans.nifti import Volume, strip_nifti_extension
 
 
-def map_record(scan: Volume, mask: np.ndarray | None, checkpoint, settings, options: dict) -> dict:
-    """Everything that determines a DISYRE map: the scan's and brain mask's content, and (with a
-    checkpoint) the model's fingerprint, the restoration settings and the options that change numbers
-    (precision as resolved on this device, cropping, any post-processing); not the batch size."""
+def map_record(
+    scan: Volume | MultiContrastScan, mask: np.ndarray | None, checkpoint, settings, options: dict
+) -> dict:
+    """Everything that determines a DISYRE map: the content of the scan (of every contrast) and brain
+    mask, and (with a checkpoint) the model's fingerprint, the restoration settings and the options
+    that change numbers (precision as resolved on this device, cropping, any post-processing); not the
+    batch size."""
     record = {
-        "scan": _digest(scan.data, scan.affine),
+        "scan": (
+            _digest(*scan.channels, scan.reference.affine)
+            if isinstance(scan, MultiContrastScan)
+            else _digest(scan.data, scan.affine)
+        ),
         "brain_mask": None if mask is None else _digest(mask > 0),
     }
     if checkpoint is not None:

@@ -1,6 +1,6 @@
 """Running the network fast on a device without changing what it computes.
 
-The restoration engine hands batches of windows (k, h, w) and their timesteps to :class:`Network`,
+The restoration engine hands batches of windows (k, C, h, w) and their timesteps to :class:`Network`,
 which returns ``unet(x, t)`` as float32 numpy. What it does to be fast, and why:
 
 - **channels_last** memory format on CUDA: convolutions run in the NHWC layout that cuDNN's tensor
@@ -83,7 +83,8 @@ class Network:
         self.compiled = False
 
     def __call__(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """``unet(x, t)`` for windows ``x`` (k, h, w) and timesteps ``t`` (k,), as float32 (k, h, w)."""
+        """``unet(x, t)`` for windows ``x`` (k, C, h, w) and timesteps ``t`` (k,), as float32 (k, C, h, w);
+        windows (k, h, w) of a one-channel network give (k, h, w)."""
         k = len(x)
         if self.compiled:
             # one static shape: pad the batch to the first (largest) size seen, never recompile
@@ -105,13 +106,16 @@ class Network:
         with inference_context(self.device, self.autocast):
             batch = self._to_device(x)
             timesteps = torch.from_numpy(np.ascontiguousarray(t, dtype=np.int64)).to(self.device)
-            out = self.forward(batch, timesteps).sample[:, 0]
-        return out.float().cpu().numpy()
+            out = self.forward(batch, timesteps).sample
+        out = out.float().cpu().numpy()
+        return out[:, 0] if x.ndim == 3 else out
 
     def _to_device(self, x: np.ndarray) -> torch.Tensor:
         import torch
 
-        host = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]
+        host = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if host.ndim == 3:  # one channel: (k, h, w) -> (k, 1, h, w)
+            host = host[:, None]
         if self.device.type == "cuda":
             if (
                 self._staging is None
@@ -189,8 +193,9 @@ def bytes_per_window(network: Network, window: tuple[int, int]) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
-        network(np.zeros((2, *window), dtype=np.float32), np.full(2, 50, dtype=np.int64))
+        channels = network.unet.config.in_channels
+        network(np.zeros((2, channels, *window), dtype=np.float32), np.full(2, 50, dtype=np.int64))
         return max(1, (torch.cuda.max_memory_allocated(device) - before) // 2)
-    channels = max(network.unet.config.block_out_channels)
+    width = max(network.unet.config.block_out_channels)
     # a few activations of the widest block at full resolution dominate; 4 bytes each
-    return int(window[0] * window[1] * channels * 4 * 6)
+    return int(window[0] * window[1] * width * 4 * 6)

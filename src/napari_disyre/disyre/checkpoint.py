@@ -25,7 +25,7 @@ from ..checkpoint_files import check_format, checkpoint_path, content_fingerprin
 from ..errors import CheckpointError
 from ..outputs import atomic_output, write_json
 from ..scans.preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
-from .checkpoint_checks import check_info_bounds
+from .checkpoint_checks import channel_names, check_info_bounds
 from .methods import DEFAULT_METHOD, METHODS, Method
 from .schedule import Schedule
 from .unet import build_unet, load_weights, unet_config_dict
@@ -51,10 +51,12 @@ class CheckpointInfo:
 
     Official checkpoints carry none of this; they get the official preprocessing and defaults.
     ``healthy_score_quantiles`` maps quantile levels ("0.99", "0.999") to anomaly scores measured on
-    healthy validation voxels, from which the widget suggests a threshold.
+    healthy validation voxels, from which the widget suggests a threshold. ``contrasts`` names the
+    input channels in order (``("flair", "t2")``); empty for one channel, named by ``contrast``.
     """
 
     contrast: str | None = None
+    contrasts: tuple[str, ...] = ()
     preprocessing: Preprocessing = OFFICIAL_PREPROCESSING
     steps: int = 4
     method: Method = DEFAULT_METHOD
@@ -67,6 +69,8 @@ class CheckpointInfo:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["preprocessing"] = self.preprocessing.to_dict()
+        if not self.contrasts:  # one-channel metadata (and fingerprint) as before contrasts existed
+            del d["contrasts"]
         return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **d}
 
     @classmethod
@@ -78,6 +82,7 @@ class CheckpointInfo:
                 raise ValueError(f"unknown method {method!r}")
             return cls(
                 contrast=d.get("contrast"),
+                contrasts=tuple(str(c) for c in d.get("contrasts", ())),
                 preprocessing=Preprocessing.from_dict(d.get("preprocessing", {})),
                 steps=int(d.get("steps", 4)),
                 method=method,
@@ -104,6 +109,14 @@ class Checkpoint:
     layout: Layout = "official"
     kind: ClassVar[str] = "disyre"  # the detection seam's name for this method (napari_disyre.detection.detectors)
 
+    def __post_init__(self) -> None:
+        self.contrasts  # noqa: B018 (refuses metadata naming more or fewer contrasts than channels)
+
+    @property
+    def contrasts(self) -> tuple[str, ...]:
+        """The input channels by name, in order (see :func:`~.checkpoint_checks.channel_names`)."""
+        return channel_names(self.info, self.unet.config.in_channels, self.name)
+
     @property
     def window(self) -> tuple[int, int]:
         """Sliding-window size: the UNet's ``sample_size`` (an int or a pair in its config)."""
@@ -123,8 +136,9 @@ class Checkpoint:
         grid = (f"{'x'.join(f'{s:g}' for s in pre.spacing)} mm" if pre.spacing else "scan's own grid") + (
             f", {pre.orientation}" if pre.orientation else ""
         )
+        inputs = " + ".join(self.info.contrasts) or self.info.contrast or "contrast not stated"
         return (
-            f"{self.name}: {self.info.contrast or 'contrast not stated'}, "
+            f"{self.name}: {inputs}, "
             f"{self.n_parameters / 1e6:.1f} M parameters, {self.window[0]}x{self.window[1]} windows, {grid} "
             f"({self.layout} layout)"
         )

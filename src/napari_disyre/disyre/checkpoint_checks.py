@@ -72,3 +72,19 @@ def check_info_bounds(info: CheckpointInfo, source: str) -> CheckpointInfo:
     if info.steps < 1:
         raise CheckpointError(f"{source}: steps is {info.steps}; a restoration needs at least 1 step.")
     return info
+
+
+def channel_names(info: CheckpointInfo, channels: int, source: str) -> tuple[str, ...]:
+    """The names of a network's ``channels`` input channels: the metadata's ``contrasts``; else one
+    channel named by ``contrast`` (or "scan"), or C generic names ``channel1 .. channelC`` (the official
+    layout has no metadata). Metadata naming another number of contrasts, or one twice, is refused:
+    the channels would be fed the wrong scans."""
+    if not info.contrasts:
+        return (info.contrast or "scan",) if channels == 1 else tuple(f"channel{i + 1}" for i in range(channels))
+    names = [c.lower() for c in info.contrasts]
+    if len(names) != channels or len(set(names)) != len(names) or not all(names):
+        raise CheckpointError(
+            f"{source}: the metadata names the contrasts {list(info.contrasts)} but the UNet has {channels} "
+            "input channel(s); it needs one distinct name per channel, in order. Use the checkpoint as it was saved."
+        )
+    return info.contrasts

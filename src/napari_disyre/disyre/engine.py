@@ -7,6 +7,14 @@ timestep, ``multi-step-restoration`` carries ``x`` on. The anomaly score is the 
 divided by S, times the window's foreground fraction (``weight_foreground``), and zero where the final
 ``x`` is zero; windows are blended with the Gaussian importance map.
 
+Several contrasts: a network with C input and output channels restores windows (C, h, w). As in the
+official pipeline, the score keeps the input's channels (one map per contrast, each zero where that
+channel's final ``x`` is zero); the foreground fraction is taken over all channels of the window
+(the share of its C x h x w values that are non-zero). The one voxel map is the MEAN of the channel
+maps (:func:`combine_channels`): every contrast counts alike and the scale stays that of one map.
+Internally the stack is always (N, C, H, W); a one-channel stack (N, H, W) is given a channel axis of
+1, which changes no value (every operation is elementwise or reduces over the same numbers).
+
 The official code pools the windows of all slices and runs the whole S-step chain on chunks of 320
 windows in float32 (``benchmarks/official_style.py`` restates it). This engine gives the same maps
 faster: batches sized for the device (4 windows on a CPU, from free memory on CUDA; an out-of-memory
@@ -92,7 +100,12 @@ def restore(
     keep_step_maps: bool = False,
     compile: bool = False,
 ) -> Generator[Progress, None, Restoration]:
-    """Restore a stack of slices (N, H, W), float32 in [0, 1] with a zero background.
+    """Restore a stack of slices (N, H, W), or (N, C, H, W) for a network of C channels, float32 in
+    [0, 1] with a zero background.
+
+    The restorations and the final ``x`` have the input's shape; the anomaly map (and the map after
+    each step) is (N, H, W): for C channels the mean of the per-channel maps, which
+    ``Restoration.channel_maps`` (N, C, H, W) keeps.
 
     The network is moved to ``device`` (default: the CPU) and evaluated under ``autocast`` (None:
     float32), compiled with ``torch.compile`` when ``compile`` (falling back to eager if that fails).
@@ -107,11 +120,10 @@ def restore(
 
     started = time.perf_counter()
     device = device or torch.device("cpu")
-    slices = np.asarray(slices, dtype=np.float32)
-    if slices.ndim != 3:
-        raise ValueError(f"expected a stack of slices (N, H, W), got shape {slices.shape}")
+    given = np.asarray(slices, dtype=np.float32)
+    slices = _with_channel_axis(given, unet.config.in_channels)
     window = _window_of(unet)
-    layout = window_layout(slices.shape[1:], window, settings.window_overlap, settings.sigma_scale)
+    layout = window_layout(slices.shape[2:], window, settings.window_overlap, settings.sigma_scale)
     plan = schedule.plan(settings.steps, settings.spacing)
     padded = layout.pad(slices)
     jobs = _window_jobs(padded, layout)
@@ -129,27 +141,59 @@ def restore(
         batch = batch_size or auto_batch_size(device, bytes_per_window(network, window), per_pass)
         runner = BatchRunner(network, batch)
         maps = RestorationMaps(
-            len(slices), layout, len(plan), keep_restorations, not single, keep_step_maps, single
+            slices.shape[:2], layout, len(plan), keep_restorations, not single, keep_step_maps, single
         )
         method = _mean_single_step if single else _multi_step
-        yield from method(jobs, padded, plan, runner, maps, settings)
+        for progress in method(jobs, padded, plan, runner, maps, settings):
+            yield _like(progress, given)
         for index in maps.unfinished_steps():
             n = len(jobs)
-            yield Progress(index + 1, len(plan), n, n, runner.batch_size, maps.finish_step(index))
+            done = Progress(index + 1, len(plan), n, n, runner.batch_size, maps.finish_step(index))
+            yield _like(done, given)
     finally:
         network.release()
+    channel_maps = maps.step_maps[-1] if maps.step_maps else layout.blend(maps.anomaly)
     return Restoration(
-        anomaly_map=maps.step_maps[-1] if maps.step_maps else layout.blend(maps.anomaly),
-        final=slices.copy() if maps.final is None else layout.blend(maps.final),
-        restorations=maps.restorations,
-        step_maps=maps.step_maps,
+        anomaly_map=combine_channels(channel_maps),
+        final=given.copy() if maps.final is None else _as_given(layout.blend(maps.final), given),
+        restorations=[_as_given(r, given) for r in maps.restorations],
+        step_maps=[combine_channels(m) for m in maps.step_maps],
         timesteps=[s.t for s in plan],
         windows_run=len(jobs) * len(plan),
         windows_skipped=skipped,
         windows_partial=partial,
         batch_size=runner.batch_size,
         seconds=time.perf_counter() - started,
+        channel_maps=channel_maps if given.ndim == 4 else None,
     )
+
+
+def combine_channels(maps: np.ndarray) -> np.ndarray:
+    """The one voxel map of per-channel maps (N, C, H, W): their mean over the channels, (N, H, W).
+
+    One channel gives its own map unchanged (the mean of one value is that value)."""
+    return maps.mean(axis=1, dtype=np.float32)
+
+
+def _as_given(stack: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """A (N, C, H, W) stack in the shape the caller gave: (N, H, W) for a one-channel (N, H, W) input."""
+    return stack[:, 0] if given.ndim == 3 else stack
+
+
+def _like(progress: Progress, given: np.ndarray) -> Progress:
+    if progress.restoration is not None:
+        progress.restoration = _as_given(progress.restoration, given)
+    return progress
+
+
+def _with_channel_axis(slices: np.ndarray, channels: int) -> np.ndarray:
+    """(N, C, H, W) from a stack of the network's channel count; (N, H, W) only for one channel."""
+    if slices.ndim == 3 and channels == 1:
+        return slices[:, None]
+    if slices.ndim != 4 or slices.shape[1] != channels:
+        expected = "(N, H, W) or (N, 1, H, W)" if channels == 1 else f"(N, {channels}, H, W)"
+        raise ValueError(f"expected a stack of slices {expected} for this network, got shape {slices.shape}")
+    return slices
 
 
 def _mean_single_step(
@@ -170,9 +214,9 @@ def _mean_single_step(
         job, step_of = items % n, items // n
         weight = np.full(len(items), 1.0 / settings.steps, dtype=np.float32)
         if settings.weight_foreground:
-            weight *= (x > 0).mean(axis=(1, 2), dtype=np.float32)
+            weight *= (x > 0).mean(axis=(1, 2, 3), dtype=np.float32)
         # the final x of mean-single-step is the input: zero input pixels score zero
-        score = np.abs(x - x0) * (x > 0) * weight[:, None, None]
+        score = np.abs(x - x0) * (x > 0) * weight[:, None, None, None]
         jobs.accumulate(maps.anomaly, score, maps.layout, job)
         for index in np.unique(step_of):
             in_step = step_of == index
@@ -201,7 +245,7 @@ def _multi_step(
     for start in range(0, n, WINDOWS_PER_CHUNK):
         chunk = np.arange(start, min(start + WINDOWS_PER_CHUNK, n))
         state = jobs.inputs(padded, chunk)
-        foreground = (state > 0).mean(axis=(1, 2), dtype=np.float32) if settings.weight_foreground else None
+        foreground = (state > 0).mean(axis=(1, 2, 3), dtype=np.float32) if settings.weight_foreground else None
         score = np.zeros_like(state)
         for index, step in enumerate(plan):
             times = np.full(len(chunk), step.t, dtype=np.int64)
@@ -217,13 +261,13 @@ def _multi_step(
             if maps.keep_step_maps:  # the final score's formula, with the scores and x so far
                 so_far = score / np.float32(settings.steps)
                 if foreground is not None:
-                    so_far *= foreground[:, None, None]
+                    so_far *= foreground[:, None, None, None]
                 maps.add_step_score(index, jobs, so_far * (state > 0), chunk)
             if chunk[-1] == n - 1:
                 yield Progress(index + 1, n_steps, n, n, runner.batch_size, maps.finish_step(index))
         score /= settings.steps
         if foreground is not None:
-            score *= foreground[:, None, None]
+            score *= foreground[:, None, None, None]
         score *= state > 0
         jobs.accumulate(maps.anomaly, score, maps.layout, chunk)
         jobs.accumulate(maps.final, state, maps.layout, chunk)
@@ -269,22 +313,23 @@ class _Jobs:
         )
 
     def inputs(self, padded: np.ndarray, index: np.ndarray) -> np.ndarray:
-        """The input windows (k, h, w) of the jobs ``index``."""
+        """The input windows (k, C, h, w) of the jobs ``index`` in the padded stack (N, C, Hp, Wp)."""
         h, w = self.window
-        out = np.empty((len(index), h, w), dtype=np.float32)
+        out = np.empty((len(index), padded.shape[1], h, w), dtype=np.float32)
         for j, i in enumerate(index):
             y, x = self.origin_y[i], self.origin_x[i]
-            out[j] = padded[self.slice_index[i], y : y + h, x : x + w]
+            out[j] = padded[self.slice_index[i], :, y : y + h, x : x + w]
         return out
 
     def accumulate(
         self, target: np.ndarray, values: np.ndarray, layout: WindowLayout, index: np.ndarray
     ) -> None:
-        """Add importance-weighted window ``values`` of the jobs ``index`` into the padded stack ``target``."""
+        """Add importance-weighted windows ``values`` (k, C, h, w) of the jobs ``index`` into the padded
+        stack ``target`` (N, C, Hp, Wp)."""
         h, w = self.window
         for j, i in enumerate(index):
             y, x = self.origin_y[i], self.origin_x[i]
-            target[self.slice_index[i], y : y + h, x : x + w] += values[j] * layout.importance
+            target[self.slice_index[i], :, y : y + h, x : x + w] += values[j] * layout.importance
 
 
 def _window_jobs(padded: np.ndarray, layout: WindowLayout) -> _Jobs:
@@ -294,8 +339,9 @@ def _window_jobs(padded: np.ndarray, layout: WindowLayout) -> _Jobs:
     oy = np.tile(origins[:, 0], n)
     ox = np.tile(origins[:, 1], n)
     h, w = layout.window
-    # How many pixels of each window are non-zero: a summed-area table answers this for all at once.
-    occupied = np.pad((padded != 0).cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
+    # How many pixels of each window are non-zero (in any channel): a summed-area table answers this
+    # for all at once.
+    occupied = np.pad((padded != 0).any(axis=1).cumsum(1).cumsum(2), ((0, 0), (1, 0), (1, 0)))
     counts = (
         occupied[slice_index, oy + h, ox + w]
         - occupied[slice_index, oy, ox + w]

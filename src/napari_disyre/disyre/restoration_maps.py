@@ -23,11 +23,12 @@ class WindowJobs(Protocol):
 
 class RestorationMaps:
     """The padded accumulators of one restoration: anomaly score, final x and per-step restorations
-    (each allocated when its step starts and blended when it ends)."""
+    (each allocated when its step starts and blended when it ends), all (N, C, Hp, Wp) for a stack of
+    N slices of C channels (``stack``)."""
 
     def __init__(
         self,
-        n: int,
+        stack: tuple[int, int],
         layout: WindowLayout,
         n_steps: int,
         keep_restorations: bool,
@@ -36,7 +37,7 @@ class RestorationMaps:
         scores_accumulate: bool = True,
     ):
         self.layout = layout
-        self.shape = (n, *layout.padded_size)
+        self.shape = (*stack, *layout.padded_size)  # (N, C, Hp, Wp)
         self.anomaly = np.zeros(self.shape, dtype=np.float32)
         self.final = np.zeros(self.shape, dtype=np.float32) if need_final else None
         self.keep = keep_restorations

@@ -40,6 +40,8 @@ UP_BLOCKS = frozenset(
         "AttnUpDecoderBlock2D",
     }
 )
+#: Contrasts one model may take as channels (BraTS has 4; more is not an MRI protocol).
+MAX_CONTRASTS = 8
 _LEGACY_ATTENTION = re.compile(r"^(.*attentions\.\d+)\.(query|key|value|proj_attn)\.(weight|bias)$")
 _LEGACY_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
 
@@ -52,13 +54,13 @@ def validate_unet_config(config: dict[str, Any], source: str) -> None:
         raise CheckpointError(
             f"{source}: describes a {cls}; DISYRE checkpoints hold a diffusers UNet2DModel."
         )
-    for key in ("in_channels", "out_channels"):
-        channels = config.get(key, 3)
-        if channels != 1:
-            raise CheckpointError(
-                f"{source}: the UNet has {key} = {channels}, but DISYRE restores single-channel MRI slices "
-                "(one contrast per model), so it needs 1. This checkpoint was made for something else."
-            )
+    channels = (config.get("in_channels", 3), config.get("out_channels", 3))
+    if channels[0] != channels[1] or not isinstance(channels[0], int) or not 1 <= channels[0] <= MAX_CONTRASTS:
+        raise CheckpointError(
+            f"{source}: the UNet has in_channels = {channels[0]} and out_channels = {channels[1]}, but DISYRE "
+            f"restores each contrast of a slice, so it needs the same number in and out, 1 to {MAX_CONTRASTS} "
+            "(one per MRI contrast). This checkpoint was made for something else."
+        )
     for key, known in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
         blocks = config.get(key)
         if not isinstance(blocks, list | tuple) or not blocks:
@@ -131,3 +133,33 @@ def unet_config_dict(unet: UNet2DModel) -> dict[str, Any]:
         if isinstance(value, tuple):
             config[key] = list(value)
     return {"_class_name": "UNet2DModel", "_diffusers_version": diffusers.__version__, **config}
+
+
+def with_channels(unet: UNet2DModel, channels: int, source: str) -> UNet2DModel:
+    """``unet`` for ``channels`` contrasts: itself when it has them; a one-channel network widened to
+    start a C-channel one from what it learnt (fine-tuning a healthy T1 model for FLAIR + T2 + ...).
+
+    The first layer's weights are repeated across the C input channels and divided by C, so that C
+    identical channels give exactly the one-channel network's response; the last layer's weights and
+    bias are repeated across the C output channels, so each channel starts as that restoration. Any
+    other channel count is refused: which input would map to which?
+    """
+    import torch
+
+    have = unet.config.in_channels
+    if have == channels:
+        return unet
+    if have != 1:
+        raise CheckpointError(
+            f"{source}: a network of {have} channels cannot start one of {channels}; start from a "
+            f"one-channel checkpoint or one of {channels} channels."
+        )
+    config = {**unet_config_dict(unet), "in_channels": channels, "out_channels": channels}
+    wide = build_unet(config, source)
+    state = unet.state_dict()
+    state["conv_in.weight"] = state["conv_in.weight"].repeat(1, channels, 1, 1) / channels
+    state["conv_out.weight"] = state["conv_out.weight"].repeat(channels, 1, 1, 1)
+    state["conv_out.bias"] = state["conv_out.bias"].repeat(channels)
+    with torch.no_grad():
+        wide.load_state_dict(state, strict=True)
+    return wide

@@ -45,14 +45,15 @@ class WindowLayout:
         return slice(py, py + h), slice(px, px + w)
 
     def pad(self, slices: np.ndarray) -> np.ndarray:
-        """Zero-pad a stack of slices (N, H, W) to (N, Hp, Wp)."""
+        """Zero-pad a stack of slices (N, H, W), or (N, C, H, W), to (N, Hp, Wp) or (N, C, Hp, Wp)."""
         (py, px), (hp, wp) = self.pad_before, self.padded_size
         h, w = self.image_size
-        return np.pad(slices, ((0, 0), (py, hp - h - py), (px, wp - w - px)))
+        leading = ((0, 0),) * (slices.ndim - 2)
+        return np.pad(slices, (*leading, (py, hp - h - py), (px, wp - w - px)))
 
     def blend(self, accumulated: np.ndarray) -> np.ndarray:
-        """Normalise an accumulation of weighted windows (N, Hp, Wp) and crop it to (N, H, W)."""
-        return (accumulated / self.weight_sum)[(slice(None), *self.crop)]
+        """Normalise an accumulation of weighted windows (..., Hp, Wp) and crop it to (..., H, W)."""
+        return (accumulated / self.weight_sum)[(..., *self.crop)]
 
 
 def window_layout(

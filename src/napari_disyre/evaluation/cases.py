@@ -15,12 +15,22 @@ from ..scans.nifti import is_nifti_path, strip_nifti_extension
 
 @dataclass(frozen=True)
 class Case:
-    """One labelled scan: ``label > 0`` marks the anomalous voxels; ``brain_mask`` is optional."""
+    """One labelled scan: ``label > 0`` marks the anomalous voxels; ``brain_mask`` is optional.
+
+    Several contrasts: ``contrasts`` holds ``(name, path)`` per contrast, and ``scan`` is the first
+    one's path (the grid the label must lie on, and the scan of the intensity baselines)."""
 
     id: str
     scan: Path
     label: Path
     brain_mask: Path | None = None
+    contrasts: tuple[tuple[str, Path], ...] = ()
+
+    @property
+    def inputs(self) -> list[Path]:
+        """Every file the case reads."""
+        scans = [path for _, path in self.contrasts] or [self.scan]
+        return [*scans, self.label, *([self.brain_mask] if self.brain_mask else [])]
 
 
 # -- pairing --------------------------------------------------------------------------------------
@@ -98,7 +108,10 @@ def cases_in_folders(root: Path, scan_name: str, label_name: str, mask_name: str
 def cases_from_csv(path: Path) -> list[Case]:
     """Cases listed in a CSV with the columns ``scan,label`` and optionally ``brain_mask`` and ``id``;
     relative paths are relative to the CSV's folder. UTF-8 (with or without Excel's byte-order mark);
-    spaces around names and values are ignored; every row must fill the scan and label cells."""
+    spaces around names and values are ignored; every row must fill the scan and label cells.
+
+    Several contrasts: no ``scan`` column, one column per contrast named by it instead
+    (``flair,t2,label``): every column but ``label``, ``brain_mask`` and ``id`` is then a contrast."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             table = [[cell.strip() for cell in row] for row in csv.reader(handle)]
@@ -113,8 +126,13 @@ def cases_from_csv(path: Path) -> list[Case]:
         raise InputError(f"{path}: not a readable CSV ({exc}).") from None
     numbered = [(n, row) for n, row in enumerate(table, start=1) if any(row)]
     header = numbered[0][1] if numbered else []
-    if not {"scan", "label"} <= set(header):
-        raise InputError(f"{path}: a pairs CSV needs a header with the columns scan,label[,brain_mask][,id].")
+    contrasts = [] if "scan" in header else [c for c in header if c not in ("label", "brain_mask", "id")]
+    if "label" not in header or not ("scan" in header or contrasts):
+        raise InputError(
+            f"{path}: a pairs CSV needs a header with the columns scan,label[,brain_mask][,id], or one "
+            "column per contrast instead of scan (e.g. flair,t2,label)."
+        )
+    scan_columns = contrasts or ["scan"]
     if len(numbered) == 1:
         raise InputError(
             f"{path}: the pairs CSV has its header but no rows: list one scan,label pair per line."
@@ -127,7 +145,7 @@ def cases_from_csv(path: Path) -> list[Case]:
                 f"({','.join(header)}); fill every column (an empty cell may stay empty for id/brain_mask)."
             )
         row = dict(zip(header, cells, strict=True))
-        empty = [k for k in ("scan", "label") if not row[k]]
+        empty = [k for k in (*scan_columns, "label") if not row[k]]
         if empty:
             raise InputError(f"{path}, line {line}: the {' and '.join(empty)} cell is empty.")
         rows.append(row)
@@ -136,14 +154,15 @@ def cases_from_csv(path: Path) -> list[Case]:
         return (path.parent / value).resolve()
 
     # Per-patient folders often hold identically named files: then the folder names the case.
-    names = [Path(r["scan"]).name for r in rows]
+    names = [Path(r[scan_columns[0]]).name for r in rows]
     cases = []
     for row, name in zip(rows, names, strict=True):
-        scan = resolve(row["scan"])
+        scan = resolve(row[scan_columns[0]])
         shared = names.count(name) > 1
         case_id = row.get("id") or (scan.parent.name if shared else strip_nifti_extension(scan.name))
         mask = resolve(row["brain_mask"]) if row.get("brain_mask") else None
-        cases.append(Case(case_id, scan, resolve(row["label"]), mask))
+        named = tuple((c, resolve(row[c])) for c in contrasts)
+        cases.append(Case(case_id, scan, resolve(row["label"]), mask, named))
     return refuse_duplicates(cases, str(path))
 
 

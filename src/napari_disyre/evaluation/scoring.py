@@ -21,6 +21,7 @@ import numpy as np
 from ..detection.saved_maps import check_saved_map, map_record, record_path
 from ..errors import InputError
 from ..outputs import write_json
+from ..scans.contrasts import MultiContrastScan, load_contrasts
 from ..scans.nifti import Volume, load_matching, load_scan, save_volume
 from ..scans.preprocessing import foreground_mask
 from .cases import Case
@@ -62,6 +63,11 @@ class ScoredCase:
     region: np.ndarray  # bool: the voxels that count
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    inputs: MultiContrastScan | None = None  # several contrasts (``scan`` is the first of them)
+
+    @property
+    def detection_input(self) -> Volume | MultiContrastScan:
+        return self.inputs if self.inputs is not None else self.scan
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,16 @@ def load_case(case: Case, label_values: Sequence[int] | None = None) -> ScoredCa
     A voxel is anomalous when its label is > 0 or, with ``label_values``, one of those values: a
     contrast may show only part of a multi-class lesion (T1c shows the BraTS tumour core, labels 1, 3
     and 4, not the oedema, 2), and users want both figures. The label and mask must be on the scan's
-    grid (same shape and affine); :func:`load_matching` names both files otherwise.
+    grid (same shape and affine); :func:`load_matching` names both files otherwise. Several contrasts
+    must share that grid too; the region is then the union of their foregrounds, as in detection.
     """
-    scan = load_scan(case.scan)
+    inputs = load_contrasts(dict(case.contrasts)) if case.contrasts else None
+    scan = inputs.reference if inputs is not None else load_scan(case.scan)
     label = binarise_label(load_matching(case.label, scan, what="label"), label_values)
     mask = load_matching(case.brain_mask, scan, what="brain mask") if case.brain_mask else None
-    region = foreground_mask(scan.data, mask)
-    return ScoredCase(case, scan, label, region)
+    channels = inputs.channels if inputs is not None else [scan.data]
+    region = np.logical_or.reduce([foreground_mask(data, mask) for data in channels])
+    return ScoredCase(case, scan, label, region, inputs=inputs)
 
 
 def binarise_label(label: np.ndarray, values: Sequence[int] | None = None) -> np.ndarray:
@@ -175,7 +184,7 @@ def score_detection(
 
     if checkpoint is not None and settings is None:
         settings = default_settings(checkpoint, **overrides)
-    record = map_record(scored.scan, mask, checkpoint, settings, detect_options or {})
+    record = map_record(scored.detection_input, mask, checkpoint, settings, detect_options or {})
     if saved is not None and saved.exists():
         check_saved_map(saved, record)
         raw = load_matching(saved, scored.scan, what="saved anomaly map").astype(np.float32)
@@ -184,7 +193,7 @@ def score_detection(
         from ..detection.pipeline import detect
 
         detection = detect(
-            scored.scan,
+            scored.detection_input,
             checkpoint,
             settings,
             brain_mask=mask,

@@ -19,6 +19,7 @@ from napari.utils.colormaps import Colormap, DirectLabelColormap
 
 from ..detection.display import map_contrast_limits
 from .berdiff_controls import flip_mask_kwargs
+from .contrast_pickers import channel_layers
 from .layers import derived_kwargs
 
 if TYPE_CHECKING:
@@ -85,6 +86,8 @@ def show_detection(viewer: napari.Viewer, source: Image, detection: Detection, t
         "restorations": (detection.restorations, {"colormap": "gray", "visible": False}),
         "accumulated map by step": (detection.step_maps, {**heat, "visible": False}),
     }
+    if detection.channel_maps:  # several contrasts: restorations per contrast (channel_layers)
+        stacks.pop("restorations")
     for role, (steps, style) in stacks.items():
         if steps:
             kwargs = derived_kwargs(source, "", leading_dims=1)
@@ -126,10 +129,27 @@ def show_detection(viewer: napari.Viewer, source: Image, detection: Detection, t
         np.zeros(detection.scan.shape, np.uint8),
         derived_kwargs(source, "", colormap=MASK_COLOURS, opacity=1.0),
     )
+    _show_channels(viewer, source, group, detection, {**heat, "contrast_limits": limits})
     mask = find_result(viewer, group).mask
     if mask is not None and mask.metadata.get(LIMITS_KEY) is None:
         mask.contour = 1
         mask.metadata[LIMITS_KEY] = "outlined"
+
+
+def _show_channels(
+    viewer: napari.Viewer, source: Image, group: str, detection: Detection, heat: dict[str, Any]
+) -> None:
+    """Several contrasts: a (hidden) map and restorations layer per contrast beside the combined map;
+    per-contrast layers of an earlier run that this one did not make are removed."""
+    made = set()
+    for role, data, kwargs in channel_layers(detection, source):
+        style = heat if role.startswith("anomaly map") else {}
+        _show(viewer, source, group, role, Image, data, {**kwargs, **style, "visible": False})
+        made.add(role)
+    for layer in list(viewer.layers):
+        role = layer.metadata.get(OUTPUT_KEY, "")
+        if layer.metadata.get(GROUP_KEY) == group and role.endswith(")") and role not in made:
+            viewer.layers.remove(layer)
 
 
 def _show(

@@ -5,7 +5,9 @@ napari's own toolkit: the scan combo box takes its choices from the viewer's ima
 refreshed by napari whenever layers change, ``FileEdit`` picks the checkpoint. Choosing a checkpoint
 sets the step count and method to the checkpoint's own defaults, as the command line does; a masked
 Bernoulli diffusion checkpoint shows its noise level L and flip threshold P instead, and its run adds
-a flip-mask layer. Qt remains only for the lesion table (:mod:`~napari_disyre.plugin.lesion_table`). Detection runs in a napari thread worker
+a flip-mask layer. A checkpoint of several contrasts replaces the scan picker with one picker per
+contrast (:mod:`~napari_disyre.plugin.contrast_pickers`) and adds a map layer per contrast; the
+threshold, lesion table and export act on the combined map. Qt remains only for the lesion table (:mod:`~napari_disyre.plugin.lesion_table`). Detection runs in a napari thread worker
 (:mod:`~napari_disyre.plugin.worker`), so the viewer stays responsive and Cancel stops the run
 between two batches. Thresholding, component filtering and the lesion table are core functions
 re-run on the stored map when a control moves: no model re-run. User mistakes become napari
@@ -36,7 +38,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..detection.checkpoint_cache import CheckpointCache
-from ..detection.detectors import checkpoint_kind
+from ..detection.detectors import checkpoint_kind, read_contrasts
 from ..detection.postprocess import lesion_table, threshold_mask
 from ..disyre.checkpoint import read_checkpoint_info
 from ..disyre.methods import METHODS
@@ -44,6 +46,7 @@ from ..errors import CheckpointError, DisyreError, InputError, reason_first
 from ..runtime.devices import DEVICE_CHOICES
 from ..sample_data import demo_checkpoint_path
 from .berdiff_controls import BerDiffControls
+from .contrast_pickers import ContrastPickers
 from .export import export_layer
 from .layers import volume_from_layer
 from .lesion_table import LesionTable
@@ -85,6 +88,7 @@ class DetectionWidget(QWidget):
 
     def _build(self) -> None:
         self.scan = ComboBox(label="scan", choices=self._scan_choices)
+        self.contrast_pickers = ContrastPickers(self._scan_choices)  # several contrasts: one per contrast
         self.checkpoint_kind = RadioButtons(
             label="checkpoint is a", choices=tuple(CHECKPOINT_KINDS), value="folder", orientation="horizontal"
         )
@@ -123,6 +127,7 @@ class DetectionWidget(QWidget):
         self.form = Container(
             widgets=[
                 self.scan,
+                self.contrast_pickers.container,
                 self.checkpoint_kind,
                 self.checkpoint,
                 self.checkpoint_info,
@@ -153,6 +158,7 @@ class DetectionWidget(QWidget):
     def reset_choices(self, *_: Any) -> None:
         """Refresh the scan choices from the viewer's layers (napari calls this on docked widgets)."""
         self.form.reset_choices()
+        self.contrast_pickers.prefill()
 
     def _scan_choices(self, _widget: Any = None) -> list[tuple[str, Image]]:
         return [
@@ -176,6 +182,8 @@ class DetectionWidget(QWidget):
         if self.checkpoint_kind.value != kind:
             self.checkpoint_kind.value = kind
         try:
+            self.contrast_pickers.show(read_contrasts(path))
+            self.scan.visible = not self.contrast_pickers.active
             if checkpoint_kind(path) == "berdiff":
                 self.checkpoint_info.value = self.berdiff.take_defaults(path)
                 self.postprocess.take_defaults(None)
@@ -189,7 +197,7 @@ class DetectionWidget(QWidget):
         self.steps.value = info.steps
         self.method.value = info.method
         described = "bundled demo T1 model" if Path(path) == demo_checkpoint_path() else info.description
-        contrast = f"{info.contrast} model" if info.contrast else "model"
+        contrast = f"{' + '.join(info.contrasts) or info.contrast or ''} model".lstrip()
         self.checkpoint_info.value = f"{described or contrast}; defaults S = {info.steps}, {info.method}"
 
     def _show_controls(self, kind: str) -> None:
@@ -216,8 +224,11 @@ class DetectionWidget(QWidget):
         if self.worker is not None:
             return
         try:
-            layer = self._chosen_layer()
-            volume = volume_from_layer(layer)
+            if self.contrast_pickers.active:
+                volume, layer = self.contrast_pickers.scan()
+            else:
+                layer = self._chosen_layer()
+                volume = volume_from_layer(layer)
             checkpoint_path = self.checkpoint.value
             if checkpoint_path is None or not str(checkpoint_path).strip():
                 raise InputError("choose a checkpoint (folder or .safetensors file) first.")

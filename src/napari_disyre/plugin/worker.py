@@ -17,13 +17,14 @@ if TYPE_CHECKING:
     from ..detection.checkpoint_cache import CheckpointCache
     from ..detection.pipeline import Detection
     from ..restoration import Progress
+    from ..scans.contrasts import MultiContrastScan
     from ..scans.nifti import Volume
 
 
 # ignore_errors: the widget connects ``errored`` and shows the message; progress: napari's activity dock
 @thread_worker(ignore_errors=True, progress={"desc": "DISYRE detection"})
 def detection_worker(
-    volume: Volume, checkpoint_path: str, cache: CheckpointCache, overrides: dict[str, Any], device: str
+    volume: Volume | MultiContrastScan, checkpoint_path: str, cache: CheckpointCache, overrides: dict[str, Any], device: str
 ) -> Generator[str | Progress, None, Detection]:
     """Yield a one-line description of the loaded model, then :class:`~napari_disyre.restoration.Progress`
     events; return the :class:`~napari_disyre.detection.pipeline.Detection`. ``overrides`` are the settings the

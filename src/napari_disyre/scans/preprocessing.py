@@ -153,7 +153,9 @@ def scale_intensities(x: np.ndarray, foreground: np.ndarray, spec: Preprocessing
 
 @dataclass
 class ModelInput:
-    """A scan as the network sees it: on the model grid, intensities in [0, 1], background 0."""
+    """A scan as the network sees it: on the model grid, intensities in [0, 1], background 0.
+
+    ``image`` is (X, Y, Z) for one contrast, (C, X, Y, Z) for C contrasts (:func:`prepare_contrasts`)."""
 
     image: np.ndarray
     foreground: np.ndarray
@@ -170,12 +172,27 @@ def prepare_scan(
     grid (the foreground with it), and only then are the percentiles taken, so that they describe the
     data the network sees.
     """
-    foreground = foreground_mask(data, brain_mask)
-    grid = model_grid(data.shape, affine, spec.spacing, spec.orientation)
-    image = grid.to_model(zero_background(data, foreground), order=1)
+    prepared = prepare_contrasts([data], affine, spec, brain_mask)
+    prepared.image = prepared.image[0]
+    return prepared
+
+
+def prepare_contrasts(
+    channels: list[np.ndarray], affine: np.ndarray, spec: Preprocessing, brain_mask: np.ndarray | None = None
+) -> ModelInput:
+    """:func:`prepare_scan` for co-registered contrasts on one grid: an image (C, X, Y, Z).
+
+    The brain is one region for all of them (the brain mask, else the union of each contrast's own
+    foreground), so every channel has the same background; each contrast's intensities are scaled by
+    its OWN percentiles, since contrasts share no intensity scale.
+    """
+    foreground = np.logical_or.reduce([foreground_mask(data, brain_mask) for data in channels])
+    grid = model_grid(channels[0].shape, affine, spec.spacing, spec.orientation)
+    images = [grid.to_model(zero_background(data, foreground), order=1) for data in channels]
     if grid.resampled:
         model_foreground = grid.to_model(foreground.astype(np.float32), order=1) >= 0.5
-        image[~model_foreground] = 0
+        for image in images:
+            image[~model_foreground] = 0
     else:
         model_foreground = grid.to_model(foreground, order=0)
     if not model_foreground.any():
@@ -183,7 +200,7 @@ def prepare_scan(
             "the brain vanishes on the model's voxel grid: the scan is smaller than one model voxel"
         )
     return ModelInput(
-        image=scale_intensities(image, model_foreground, spec),
+        image=np.stack([scale_intensities(image, model_foreground, spec) for image in images]),
         foreground=model_foreground,
         grid=grid,
         scan_foreground=foreground,

@@ -14,7 +14,7 @@ from ..lazy import lazy_getattr
 _EXPORTS = {
     "train": "loop",
     "TrainingReport": "loop",
-    "check_training_inputs": "loop",
+    "check_training_inputs": "dataset",
     "TrainingConfig": "config",
     "healthy_score_quantiles": "export",
     "export_checkpoint": "export",

@@ -5,6 +5,11 @@ gamma, inverted gamma, noise, blur) so that the restoration network does not lea
 as "healthy". Each piece is a small function so that it can be tested on its own; :func:`augment_slice`
 chains them. The background stays exactly 0 throughout, because inference ignores pixels whose input
 is 0 and training must show the network the same convention.
+
+Several contrasts: a slice is (C, H, W). The geometry (elastic, rotation, scale, crop, mirroring) is
+drawn once and applied to every channel, since the contrasts are co-registered and must stay so; the
+intensity augmentations are drawn for each channel on its own, as scanners vary each contrast alike.
+A (H, W) slice draws exactly what it drew before contrasts existed.
 """
 
 from __future__ import annotations
@@ -57,8 +62,8 @@ DEFAULT_PROBABILITIES = AugmentationProbabilities()
 
 def _as_slice(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise ValueError(f"Expected a 2D slice, got an array of shape {image.shape}.")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"Expected a 2D slice (H, W) or (C, H, W), got an array of shape {image.shape}.")
     return image
 
 
@@ -84,6 +89,7 @@ def spatial_augment(
     stays 0. When none is drawn the slice is returned unchanged (no resampling blur).
     """
     image = _as_slice(image)
+    size = image.shape[-2:]
     elastic = rng.random() < probabilities.elastic
     rotate = rng.random() < probabilities.rotation
     scale = rng.random() < probabilities.scale
@@ -93,23 +99,27 @@ def spatial_augment(
     zoom = rng.uniform(*SCALE_RANGE) if scale else 1.0
     # Output pixel p samples the input at centre + R(theta) (p - centre) / zoom: zoom > 1 enlarges.
     matrix = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) / zoom
-    centre = (np.array(image.shape, dtype=np.float64)[:, None] - 1.0) / 2.0
-    grid = np.indices(image.shape, dtype=np.float64).reshape(2, -1)
+    centre = (np.array(size, dtype=np.float64)[:, None] - 1.0) / 2.0
+    grid = np.indices(size, dtype=np.float64).reshape(2, -1)
     coords = matrix @ (grid - centre) + centre
     if elastic:
-        coords += _elastic_displacement(rng, image.shape)
-    out = ndimage.map_coordinates(image, coords, order=1, mode="constant", cval=0.0).reshape(image.shape)
+        coords += _elastic_displacement(rng, size)
+    channels = image.reshape(-1, *size)
+    out = np.stack(
+        [ndimage.map_coordinates(c, coords, order=1, mode="constant", cval=0.0).reshape(size) for c in channels]
+    ).reshape(image.shape)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
 # -- crop and mirror ------------------------------------------------------------------------------
 def pad_to(image: np.ndarray, size: Size) -> np.ndarray:
-    """Zero-pad each axis shorter than ``size`` symmetrically (the extra pixel, if any, goes last)."""
+    """Zero-pad each of the last two axes shorter than ``size`` symmetrically (the extra pixel, if any,
+    goes last)."""
     pads = [
         ((s - n) // 2, s - n - (s - n) // 2) if n < s else (0, 0)
-        for n, s in zip(image.shape, size, strict=True)
+        for n, s in zip(image.shape[-2:], size, strict=True)
     ]
-    return np.pad(image, pads)
+    return np.pad(image, [(0, 0)] * (image.ndim - 2) + pads)
 
 
 def random_crop(rng: np.random.Generator, image: np.ndarray, crop: Size = DEFAULT_CROP) -> np.ndarray:
@@ -119,20 +129,20 @@ def random_crop(rng: np.random.Generator, image: np.ndarray, crop: Size = DEFAUL
     with no foreground gets a uniformly placed window.
     """
     image = pad_to(_as_slice(image), crop)
-    points = np.argwhere(image > 0)
-    limits = np.array(image.shape) - np.array(crop)
+    points = np.argwhere((image > 0).reshape(-1, *image.shape[-2:]).any(axis=0))
+    limits = np.array(image.shape[-2:]) - np.array(crop)
     if len(points):
         start = np.clip(points[rng.integers(len(points))] - np.array(crop) // 2, 0, limits)
     else:
         start = rng.integers(0, limits + 1)
-    return image[start[0] : start[0] + crop[0], start[1] : start[1] + crop[1]].copy()
+    return image[..., start[0] : start[0] + crop[0], start[1] : start[1] + crop[1]].copy()
 
 
 def mirror(
     rng: np.random.Generator, image: np.ndarray, p: float = DEFAULT_PROBABILITIES.mirror
 ) -> np.ndarray:
-    """Flip each axis independently with probability ``p``."""
-    for axis in (0, 1):
+    """Flip each of the two image axes independently with probability ``p``."""
+    for axis in (-2, -1):
         if rng.random() < p:
             image = np.flip(image, axis)
     return np.ascontiguousarray(image)
@@ -157,6 +167,8 @@ def intensity_augment(
     invent foreground.
     """
     image = _as_slice(image)
+    if image.ndim == 3:  # each contrast on its own
+        return np.stack([intensity_augment(rng, channel, probabilities) for channel in image])
     background = image == 0
     x = image.copy()
     if rng.random() < probabilities.brightness:
@@ -184,8 +196,8 @@ def augment_slice(
 ) -> np.ndarray:
     """Spatial augmentation, a foreground-centred crop, mirroring, then intensity augmentation.
 
-    Returns a float32 ``crop``-sized slice in [0, 1] whose background (0 after the spatial step) is
-    exactly 0.
+    Returns a float32 ``crop``-sized slice (with the channels of a (C, H, W) one) in [0, 1] whose
+    background (0 after the spatial step) is exactly 0.
     """
     x = spatial_augment(rng, image, probabilities)
     x = random_crop(rng, x, crop)

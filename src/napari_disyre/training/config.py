@@ -19,7 +19,7 @@ class TrainingConfig:
     """Everything that defines a training run (saved as ``training/config.json``).
 
     ``None`` fields take the preset's value. ``unet_overrides`` changes the preset's network (tests
-    use a tiny one).
+    use a tiny one). ``contrasts`` (two or more) makes it a network of that many channels.
     """
 
     preset: str = "small"
@@ -42,6 +42,7 @@ class TrainingConfig:
     validation_examples: int = 64
     seed: int = 0
     contrast: str | None = None
+    contrasts: tuple[str, ...] = ()  # several contrasts: the network's channels by name, in order
     spacing: tuple[float, float, float] | None = None
     orientation: str | None = None
     device: str = "auto"
@@ -75,8 +76,13 @@ class TrainingConfig:
         )
 
     @property
+    def channels(self) -> int:
+        return max(1, len(self.contrasts))
+
+    @property
     def unet_config(self) -> dict[str, Any]:
-        return {**get_preset(self.preset).unet, **self.unet_overrides}
+        channels = {"in_channels": self.channels, "out_channels": self.channels} if self.contrasts else {}
+        return {**get_preset(self.preset).unet, **channels, **self.unet_overrides}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +91,7 @@ class TrainingConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainingConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
-        for key in ("adam_betas", "spacing"):
+        for key in ("adam_betas", "spacing", "contrasts"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)

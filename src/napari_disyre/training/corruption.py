@@ -10,6 +10,12 @@ corruption level ``max(a_texture, a_bias)`` becomes the training timestep throug
 Everything works on float32 slices in [0, 1] whose background is exactly 0; no anomaly is ever put in
 the background, because inference masks scores where the input is 0. Every random draw comes from the
 ``np.random.Generator`` passed in, so a seed reproduces a corruption exactly.
+
+Several contrasts, a slice (C, H, W): ONE anomaly per sample, as a real lesion is one place in every
+contrast. The shape, its place and the levels ``a`` (texture) and ``a_b`` (bias) are drawn once; each
+channel then gets its own texture (the same channel of the foreign slice, cropped at the same place)
+and its own bias (its own tissue bins and sign, since a lesion is bright in one contrast and dark in
+another); the level is the largest of any channel. A (H, W) slice draws exactly what it drew before.
 """
 
 from __future__ import annotations
@@ -198,17 +204,20 @@ def foreign_patch(rng: np.random.Generator, foreign: np.ndarray, patch: Patch = 
     a slice smaller than the patch is zero-padded at its end first.
     """
     foreign = np.asarray(foreign, dtype=np.float32)
-    foreign = np.pad(foreign, [(0, max(0, p - n)) for p, n in zip(patch, foreign.shape, strict=True)])
-    points = np.argwhere(foreign > 0)
+    size = foreign.shape[-2:]
+    pads = [(0, max(0, p - n)) for p, n in zip(patch, size, strict=True)]
+    foreign = np.pad(foreign, [(0, 0)] * (foreign.ndim - 2) + pads)
+    size = foreign.shape[-2:]
+    points = np.argwhere((foreign > 0).reshape(-1, *size).any(axis=0))  # any channel's foreground
     if len(points):
         low, high = points.min(0), points.max(0) + 1
     else:
-        low, high = np.zeros(2, dtype=int), np.array(foreign.shape)
+        low, high = np.zeros(2, dtype=int), np.array(size)
     start = [
         min(int(rng.integers(lo, max(lo, hi - p) + 1)), n - p)
-        for lo, hi, p, n in zip(low, high, patch, foreign.shape, strict=True)
+        for lo, hi, p, n in zip(low, high, patch, size, strict=True)
     ]
-    return foreign[start[0] : start[0] + patch[0], start[1] : start[1] + patch[1]].copy()
+    return foreign[..., start[0] : start[0] + patch[0], start[1] : start[1] + patch[1]].copy()
 
 
 def normalise_foreign(fp_big: np.ndarray, image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -291,16 +300,31 @@ def dag_corrupt(
     ``Schedule.level_to_timestep``.
     """
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise ValueError(f"Expected a 2D slice, got an array of shape {image.shape}.")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"Expected a 2D slice (H, W) or (C, H, W), got an array of shape {image.shape}.")
+    if np.ndim(foreign) != image.ndim or np.shape(foreign)[:-2] != image.shape[:-2]:
+        raise ValueError(
+            f"The foreign slice must be a 2D slice with the image's channels ({image.shape[:-2] or 'none'}), "
+            f"got shape {np.shape(foreign)} for an image of shape {image.shape}."
+        )
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+    channels = image.reshape(-1, *image.shape[-2:])
     shape = random_shape(rng, patch)
-    centre = random_location(rng, image, patch)
-    mask = place_shape(shape, centre, image.shape) * (image > 0)
-    fp_big = place_shape(foreign_patch(rng, foreign, patch), centre, image.shape)
+    centre = random_location(rng, channels.max(axis=0), patch)  # in any contrast's foreground
+    placed = place_shape(shape, centre, channels.shape[1:])
+    masks = [placed * (c > 0) for c in channels]
+    patches = foreign_patch(rng, foreign, patch).reshape(len(channels), *patch)
     a = rng.uniform() if alpha is None else alpha
-    textured, a_texture = foreign_patch_interpolation(image, fp_big, mask, a)
+    textured = [
+        foreign_patch_interpolation(c, place_shape(p, centre, c.shape), m, a)
+        for c, p, m in zip(channels, patches, masks, strict=True)
+    ]
     a_b = rng.uniform() if alpha is None else alpha
-    out, a_bias = bias_corrupt(rng, textured, mask, a_b)
-    return Corruption(image=out, mask=mask, level=max(a_texture, a_bias))
+    biased = [bias_corrupt(rng, t, m, a_b) for (t, _), m in zip(textured, masks, strict=True)]
+    level = max(max(a_texture, a_bias) for (_, a_texture), (_, a_bias) in zip(textured, biased, strict=True))
+    return Corruption(
+        image=np.stack([b for b, _ in biased]).reshape(image.shape),
+        mask=np.stack(masks).reshape(image.shape),
+        level=level,
+    )

@@ -6,6 +6,10 @@ along the checkpoint's slicing axis are kept (as officially); with an exclusion 
 mask), every slice touching a labelled voxel is dropped, which is how tumour-free slices of patients
 are used for training.
 
+Several contrasts: a training scan is one patient's co-registered contrasts (``TrainingScan.contrasts``),
+scaled each on its own as at detection time, and a slice is (C, H, W); see ``augment`` and
+``corruption`` for how one example treats its channels.
+
 Each batch has its own seeded generator (see :class:`CorruptedSlices`), so batches can be made in
 worker processes and a resumed run draws exactly the batches an uninterrupted one would have.
 """
@@ -20,23 +24,37 @@ import numpy as np
 
 from ..disyre.schedule import Schedule
 from ..errors import InputError
-from ..scans.nifti import load_matching, load_scan
-from ..scans.preprocessing import Preprocessing, prepare_scan
+from ..scans.contrasts import MultiContrastScan, load_contrasts
+from ..scans.nifti import Volume, load_matching, load_scan
+from ..scans.preprocessing import Preprocessing, prepare_contrasts, prepare_scan
 from .augment import DEFAULT_PROBABILITIES, AugmentationProbabilities, augment_slice
 from .corruption import dag_corrupt
 
 
 @dataclass(frozen=True)
 class TrainingScan:
-    """A healthy scan for training, with an optional brain mask and an optional exclusion label."""
+    """A healthy scan for training, with an optional brain mask and an optional exclusion label.
+
+    Several contrasts: ``contrasts`` holds ``(name, path)`` per channel and ``path`` is the first."""
 
     path: Path
     brain_mask: Path | None = None
     exclude_label: Path | None = None
+    contrasts: tuple[tuple[str, Path], ...] = ()
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The file's name; for several contrasts, the patient folder's."""
+        return self.path.parent.name if self.contrasts else self.path.name
+
+    def load(self) -> Volume | MultiContrastScan:
+        """The scan (one Volume), or its contrasts (grids checked)."""
+        return load_contrasts(dict(self.contrasts)) if self.contrasts else load_scan(self.path)
+
+    def reference(self) -> tuple[Volume | MultiContrastScan, Volume]:
+        """The loaded input and the Volume whose grid masks and labels must lie on."""
+        loaded = self.load()
+        return loaded, loaded.reference if isinstance(loaded, MultiContrastScan) else loaded
 
 
 @dataclass
@@ -86,14 +104,19 @@ COARSE_TRAINING = (
 
 
 def scan_slices(scan: TrainingScan, spec: Preprocessing) -> list[np.ndarray]:
-    """The non-empty slices of one scan along ``spec.slice_axis``, minus those touching its label."""
+    """The non-empty slices of one scan along ``spec.slice_axis`` ((H, W) each, or (C, H, W) for
+    several contrasts), minus those touching its label."""
     from ..detection.pipeline import warn_if_coarse
 
-    volume = load_scan(scan.path)
+    loaded, volume = scan.reference()
     warn_if_coarse(volume, spec.spacing, COARSE_TRAINING)
     mask = load_matching(scan.brain_mask, volume, what="brain mask") if scan.brain_mask else None
-    prepared = prepare_scan(volume.data, volume.affine, spec, mask)
-    image = np.moveaxis(prepared.image, spec.slice_axis, 0)
+    if isinstance(loaded, MultiContrastScan):
+        prepared = prepare_contrasts(loaded.channels, volume.affine, spec, mask)
+        image = np.moveaxis(prepared.image, spec.slice_axis + 1, 0)
+    else:
+        prepared = prepare_scan(volume.data, volume.affine, spec, mask)
+        image = np.moveaxis(prepared.image, spec.slice_axis, 0)
     keep = image.reshape(len(image), -1).any(axis=1)
     if scan.exclude_label is not None:
         label = load_matching(scan.exclude_label, volume, what="exclusion label") > 0
@@ -129,11 +152,11 @@ class CorruptedSlices:
         self.probabilities = probabilities
 
     def batch(self, index: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Batch ``index`` of ``size`` examples: corrupted (B, 1, h, w), clean (B, 1, h, w), timesteps (B,)."""
+        """Batch ``index`` of ``size`` examples: corrupted (B, C, h, w), clean (B, C, h, w), timesteps (B,)."""
         rng = np.random.default_rng([*self.seed, index])
         examples = [self._example(rng) for _ in range(size)]
-        corrupted = np.stack([e[0] for e in examples])[:, None]
-        clean = np.stack([e[1] for e in examples])[:, None]
+        corrupted = _channels_first(np.stack([e[0] for e in examples]))
+        clean = _channels_first(np.stack([e[1] for e in examples]))
         timesteps = self.schedule.level_to_timestep(np.array([e[2] for e in examples], dtype=np.float32))
         return corrupted, clean, timesteps.astype(np.int64)
 
@@ -150,6 +173,34 @@ class CorruptedSlices:
         if len(others) == 0:
             return int(rng.integers(len(self.bank)))
         return int(others[rng.integers(len(others))])
+
+
+def _channels_first(batch: np.ndarray) -> np.ndarray:
+    """(B, h, w) slices of one contrast as (B, 1, h, w); (B, C, h, w) as they are."""
+    return batch[:, None] if batch.ndim == 3 else batch
+
+
+def check_training_inputs(
+    scans: Sequence[TrainingScan], validation: Sequence[TrainingScan], *, allow_mixed_contrasts: bool = False
+) -> None:
+    """Refuse unusable training data before any work: no scans, unreadable or empty files, 4D
+    files, masks on other grids, contrasts of one patient on different grids, scans of different
+    contrasts (for several contrasts: within each channel)."""
+    from .contrasts import check_same_contrast
+
+    if not scans:
+        raise InputError(
+            "no training scans were given (the folder is empty, or nothing matched the pattern)."
+        )
+    for scan in [*scans, *validation]:
+        _, volume = scan.reference()
+        for extra, what in ((scan.brain_mask, "brain mask"), (scan.exclude_label, "exclusion label")):
+            if extra is not None:
+                load_matching(extra, volume, what=what)
+    if not allow_mixed_contrasts:
+        everything = [*scans, *validation]
+        for channel in range(max(1, len(everything[0].contrasts))):
+            check_same_contrast([s.contrasts[channel][1] if s.contrasts else s.path for s in everything])
 
 
 class BatchRange:

@@ -20,7 +20,7 @@ from ..detection.pipeline import detect
 from ..disyre.checkpoint import Checkpoint, CheckpointInfo, write_checkpoint_files
 from ..disyre.schedule import Schedule
 from ..runtime.devices import resolve_device
-from ..scans.nifti import load_matching, load_scan
+from ..scans.nifti import load_matching
 from ..scans.preprocessing import Preprocessing
 from .config import TrainingConfig
 from .dataset import SliceBank, TrainingScan
@@ -52,6 +52,7 @@ def export_checkpoint(
         ema.copy_to(exported.parameters())
     info = CheckpointInfo(
         contrast=config.contrast,
+        contrasts=tuple(config.contrasts),
         preprocessing=spec,
         training={**training_record(config, bank, validation, wall), "resumes": list(resumes)},
         description=config.description,
@@ -71,9 +72,9 @@ def healthy_score_quantiles(checkpoint: Checkpoint, scans: Sequence[TrainingScan
     """Quantiles of the anomaly scores of healthy brain voxels (default settings of the checkpoint)."""
     scores = []
     for scan in scans:
-        volume = load_scan(scan.path)
+        loaded, volume = scan.reference()
         mask = load_matching(scan.brain_mask, volume, what="brain mask") if scan.brain_mask else None
-        result = detect(volume, checkpoint, brain_mask=mask, device="cpu", keep_restorations=False)
+        result = detect(loaded, checkpoint, brain_mask=mask, device="cpu", keep_restorations=False)
         region = result.foreground
         if scan.exclude_label is not None:
             region = region & ~(load_matching(scan.exclude_label, volume, what="exclusion label") > 0)

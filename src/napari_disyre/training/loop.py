@@ -28,14 +28,12 @@ import numpy as np
 
 from ..disyre.checkpoint import load_disyre_checkpoint
 from ..disyre.schedule import Schedule
-from ..disyre.unet import build_unet
-from ..errors import DisyreError, InputError
+from ..disyre.unet import build_unet, with_channels
+from ..errors import DisyreError
 from ..runtime.devices import training_autocast_dtype
-from ..scans.nifti import load_matching, load_scan
 from ..scans.preprocessing import Preprocessing
 from .config import TrainingConfig
-from .contrasts import check_same_contrast
-from .dataset import CorruptedSlices, SliceBank, TrainingScan, training_batches
+from .dataset import CorruptedSlices, SliceBank, TrainingScan, check_training_inputs, training_batches
 from .distributed import Distributed, auto_workers
 from .export import export_checkpoint
 from .resume import check_resume, run_record, save_record
@@ -174,7 +172,9 @@ class _Run:
         )
         torch.manual_seed(config.seed)  # reproducible initial weights
         unet = (
-            start.unet if start is not None else build_unet(config.unet_config, f"preset {config.preset!r}")
+            with_channels(start.unet, config.channels, str(config.init))
+            if start is not None
+            else build_unet(config.unet_config, f"preset {config.preset!r}")
         )
         unet = unet.to(dist.device).train()
         optimizer = torch.optim.AdamW(
@@ -274,27 +274,6 @@ def _optimise(
         bar.close()
         log.close()
     return step, losses, val_loss
-
-
-# -- input checks ---------------------------------------------------------------------------------
-
-
-def check_training_inputs(
-    scans: Sequence[TrainingScan], validation: Sequence[TrainingScan], *, allow_mixed_contrasts: bool = False
-) -> None:
-    """Refuse unusable training data before any work: no scans, unreadable or empty files, 4D
-    files, masks on other grids, or scans of different contrasts."""
-    if not scans:
-        raise InputError(
-            "no training scans were given (the folder is empty, or nothing matched the pattern)."
-        )
-    for scan in [*scans, *validation]:
-        volume = load_scan(scan.path)
-        for extra, what in ((scan.brain_mask, "brain mask"), (scan.exclude_label, "exclusion label")):
-            if extra is not None:
-                load_matching(extra, volume, what=what)
-    if not allow_mixed_contrasts:
-        check_same_contrast([s.path for s in [*scans, *validation]])
 
 
 # -- one optimisation step ------------------------------------------------------------------------
