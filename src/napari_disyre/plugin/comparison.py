@@ -34,6 +34,7 @@ class LabelComparison:
         self.reference.changed.connect(self._show)
         self._mask: np.ndarray | None = None
         self._scan: Image | None = None
+        self._show()
 
     def _choices(self, _widget: Any = None) -> list[tuple[str, Labels]]:
         """The viewer's labels layers, except the masks this plugin made."""
