@@ -292,3 +292,30 @@ def test_napari_save_writes_the_4d_layers_as_nifti_with_no_plugin_named(qtbot, w
             assert image.shape == (40, 44, 12, 2)
             np.testing.assert_allclose(image.affine, source.affine, atol=1e-6)
             np.testing.assert_allclose(np.asarray(image.dataobj), np.moveaxis(layer.data, 0, -1), atol=1e-6)
+
+
+def test_file_menu_saves_the_selected_layer_as_nifti(qtbot, widget, scan_path, tmp_path, monkeypatch, errors):
+    """File > IO Utilities > Save layer as NIfTI: the dialog offers NIfTI alone, beside the scan."""
+    from npe2 import PluginManager
+
+    from napari_disyre.plugin.export import save_layer_as_nifti
+
+    menus = PluginManager.instance().get_manifest("napari-disyre").contributions.menus
+    assert [item.command for item in menus["napari/file/io_utilities"]] == ["napari-disyre.save_layer_as_nifti"]
+    viewer = widget.viewer
+    viewer.layers.selection.clear()
+    assert save_layer_as_nifti(viewer) == [] and errors[-1].splitlines()[0] == "No layer selected"
+    _detect(qtbot, widget)
+    out = tmp_path / "chosen.nii.gz"
+    asked = []
+    monkeypatch.setattr(
+        "napari_disyre.plugin.export.QFileDialog.getSaveFileName",
+        lambda parent, title, start, filters: (asked.append((start, filters)), (str(out), filters))[1],
+    )
+    restorations = viewer.layers["scan restorations"]
+    viewer.layers.selection.active = restorations
+    assert save_layer_as_nifti(viewer) == [str(out)]
+    assert asked == [(str(scan_path.parent / "scan_restorations.nii.gz"), "NIfTI (*.nii.gz *.nii)")]
+    image = nib.load(out)
+    np.testing.assert_allclose(image.affine, nib.load(scan_path).affine, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(image.dataobj), np.moveaxis(restorations.data, 0, -1), atol=1e-6)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import napari
 import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import QFileDialog, QWidget
@@ -21,11 +22,12 @@ from ..errors import DisyreError
 from ..scans.nifti import save_volume
 from .layers import PATH_KEY, grid_of, layer_affine
 from .notices import show_problem
-from .results import find_result
+from .results import OUTPUT_KEY, find_result
 
 if TYPE_CHECKING:
-    import napari
     from napari.layers import Image
+
+NIFTI_FILTER = "NIfTI (*.nii.gz *.nii)"
 
 
 def export_layer(
@@ -47,7 +49,7 @@ def export_layer(
         scan_path = source.metadata.get(PATH_KEY) or source.source.path  # our reader's, or napari's
         suggestion = export_suggestion(scan_path, source.name, f"anomaly_{what}")
         path, _ = QFileDialog.getSaveFileName(
-            parent, f"Export {what}", str(suggestion), "NIfTI (*.nii.gz *.nii)"
+            parent, f"Export {what}", str(suggestion), NIFTI_FILTER
         )
         if not path:
             return None
@@ -60,4 +62,29 @@ def export_layer(
         show_problem(exc)
         return None
     show_info(f"{what} written to {written}")
+    return written
+
+
+def save_layer_as_nifti(viewer: napari.Viewer, path: str | None = None) -> list[str]:
+    """File > IO Utilities > "Save layer as NIfTI...": the selected layer (a 3D image or mask, or a
+    4D step layer) through this plugin's writer, on its scan's grid. napari's own File > Save lists
+    napari's writers first, and napari 0.9 has no writer preference, so a .nii.gz name under its
+    default file type saves nothing; this dialog offers NIfTI alone. Returns the paths written."""
+    layer = viewer.layers.selection.active
+    if layer is None:
+        show_problem("No layer selected: select one in the layer list, then save it.")
+        return []
+    if path is None:
+        role = str(layer.metadata.get(OUTPUT_KEY, "copy")).replace(" ", "_")
+        scan_path = layer.metadata.get(PATH_KEY) or layer.source.path
+        suggestion = export_suggestion(scan_path, layer.name, role)
+        path, _ = QFileDialog.getSaveFileName(None, "Save layer as NIfTI", str(suggestion), NIFTI_FILTER)
+        if not path:
+            return []
+    try:
+        written = napari.save_layers(path, [layer], plugin="napari-disyre")
+    except DisyreError as exc:
+        show_problem(exc)
+        return []
+    show_info(f"{layer.name} written to {written[0]}")
     return written
