@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from napari.utils.notifications import show_info
+
 from .results import GROUP_KEY, OUTPUT_KEY, name_the_step_slider
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ def follow_viewer(widget: DetectionWidget) -> None:
     viewer = widget.viewer
     viewer.layers.events.removed.connect(lambda event: _removed(widget, event.value))
     viewer.dims.events.current_step.connect(lambda *_: name_the_step_slider(viewer))
-    prefer_this_reader()
+    if prefer_this_reader():
+        show_info("NIfTI files now open with napari-disyre (Preferences > Plugins changes that)")
 
 
 def clear_lesions(widget: DetectionWidget, reason: str) -> None:
