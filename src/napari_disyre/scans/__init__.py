@@ -1,6 +1,7 @@
 """The scans wing: NIfTI volumes in and out, and the model grid they are resampled to.
 
 ``nifti`` reads and writes volumes (checked headers, atomic writes, the scan's affine kept);
+``labels`` tells label volumes (segmentations, gold standards) from images;
 ``grid`` computes the model grid a checkpoint asks for; ``preprocessing`` scales intensities and
 resamples a scan onto that grid and back. Neither method is known here.
 """
@@ -14,6 +15,7 @@ _EXPORTS = {
     "load_scan": "nifti",
     "load_volume": "nifti",
     "save_volume": "nifti",
+    "as_labels": "labels",
     "Preprocessing": "preprocessing",
     "prepare_scan": "preprocessing",
     "model_grid": "grid",
