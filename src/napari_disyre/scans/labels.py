@@ -25,6 +25,7 @@ LABEL_NAME = re.compile(
 #: Integer volumes with at most this many distinct values are labels whatever their name: a lesion
 #: mask has 2, BraTS 4, FreeSurfer's aseg about 45; an integer-valued MRI scan has hundreds or more.
 MAX_LABEL_VALUES = 64
+SAMPLE_VOXELS = 100_000
 
 
 def is_label_name(path: str | Path) -> bool:
@@ -36,13 +37,21 @@ def as_labels(volume: Volume) -> np.ndarray | None:
     """``volume``'s voxels as integer labels (the smallest unsigned type that holds them) when it is a
     label volume, else None (an image: intensities, or a map with fractions or negative values)."""
     data = np.asarray(volume.data)
-    if data.size == 0 or data.min() < 0 or not np.array_equal(data, np.round(data)):
+    named = volume.path is not None and is_label_name(volume.path)
+    # a strided sample first: most scans are told from it, without a pass over every voxel
+    sample = data.ravel()[:: max(1, data.size // SAMPLE_VOXELS)]
+    if not _whole_and_not_negative(sample) or (not named and len(np.unique(sample)) > MAX_LABEL_VALUES):
+        return None
+    if not _whole_and_not_negative(data):
         return None
     highest = int(data.max())
-    named = volume.path is not None and is_label_name(volume.path)
     if not named and _distinct_values(data, highest) > MAX_LABEL_VALUES:
         return None
     return data.astype(np.min_scalar_type(highest))
+
+
+def _whole_and_not_negative(values: np.ndarray) -> bool:
+    return values.size > 0 and values.min() >= 0 and np.array_equal(values, np.round(values))
 
 
 def _distinct_values(data: np.ndarray, highest: int) -> int:
