@@ -101,7 +101,7 @@ def step_frames(viewer, group: str) -> list[np.ndarray]:
     for layer in final:
         layer.visible = False
     restorations.visible = step_maps.visible = True
-    step_axis = viewer.dims.axis_labels.index("step")
+    step_axis = next(i for i, label in enumerate(viewer.dims.axis_labels) if label.startswith("step"))
     frames = []
     for step in range(restorations.data.shape[0]):
         viewer.dims.set_point(step_axis, step)

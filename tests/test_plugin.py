@@ -42,9 +42,18 @@ def checkpoint_dir(tmp_path, tiny_checkpoint):
 def errors(monkeypatch):
     """Messages the widget shows as napari error notifications."""
     shown: list[str] = []
-    for module in ("widget", "export"):
-        monkeypatch.setattr(f"napari_disyre.plugin.{module}.show_error", shown.append)
+    monkeypatch.setattr("napari_disyre.plugin.notices.show_error", shown.append)
     return shown
+
+
+@pytest.fixture(autouse=True)
+def napari_settings(monkeypatch):
+    """napari's settings in memory: the widget sets napari's NIfTI reader, never in the user's file."""
+    from napari import settings
+
+    fresh = settings.NapariSettings(config_path=None)
+    monkeypatch.setattr(settings, "_SETTINGS", fresh)
+    return fresh
 
 
 @pytest.fixture
@@ -286,7 +295,10 @@ def test_layers_after_detection_read_well_and_every_one_saves(qtbot, widget, sca
     # the map after each step: S of them, the last is the final map
     assert steps.data.shape == restorations.data.shape == (2, 40, 44, 12)
     np.testing.assert_array_equal(steps.data[-1], anomaly_map.data)
-    assert viewer.dims.axis_labels[0] == "step"
+    viewer.dims.set_current_step(0, 0)  # the slider's first position: step 1 of S, not 0
+    assert viewer.dims.axis_labels[0] == "step 1 of 2"
+    viewer.dims.set_current_step(0, 1)
+    assert viewer.dims.axis_labels[0] == "step 2 of 2" and restorations.axis_labels[0] == "step 2 of 2"
     assert restorations.affine.affine_matrix.shape == (5, 5)
     source = nib.load(scan_path)
     for layer in (restorations, steps, anomaly_map, mask):
@@ -322,14 +334,16 @@ def test_a_long_error_shows_its_reason_first_and_the_caption_says_so(qtbot, widg
     deep = tmp_path.joinpath(*["a_rather_long_folder_name"] * 6)
     deep.mkdir(parents=True)
     widget.checkpoint.value = deep
-    first_line = widget.checkpoint_info.value.splitlines()[0]
-    assert first_line.startswith("Not usable: No unet/ folder") and str(deep) in widget.checkpoint_info.value
+    caption = widget.checkpoint_info.value.splitlines()
+    reason = "No unet/ folder and no berdiff.json: not a checkpoint of either method."
+    assert caption[:2] == ["Not a checkpoint", reason]
+    assert caption[-1] == f"File: {deep}"
     _detect(qtbot, widget)
     lines = errors[-1].splitlines()
-    assert lines[0].startswith("No unet/ folder") and len(lines[0]) <= 70
+    assert lines[0] == "Not a checkpoint" and lines[1].startswith("No unet/ folder")
     assert lines[-1] == f"File: {deep}"
     widget.checkpoint.value = tmp_path / "missing"
-    assert "not found" in widget.checkpoint_info.value.splitlines()[0]
+    assert widget.checkpoint_info.value.splitlines()[0] == "Checkpoint not found"
 
 
 def test_export_follows_the_layers_and_the_dialog_starts_beside_the_scan(

@@ -51,7 +51,8 @@ def checkpoint_path(path: str | Path) -> Path:
     if not path.exists():
         raise CheckpointError(
             f"{path}: checkpoint not found (give a checkpoint folder or .safetensors file, or demo or "
-            "demo-berdiff for a bundled model)."
+            "demo-berdiff for a bundled model).",
+            title="Checkpoint not found",
         )
     if path.is_file() and path.suffix != ".safetensors":
         # the official Bernoulli diffusion code saves bare state dicts (.pt, .th) without their
@@ -65,7 +66,8 @@ def checkpoint_path(path: str | Path) -> Path:
         raise CheckpointError(
             f"{path}: not a checkpoint. Give a checkpoint folder (with model_index.json, unet/ and "
             "scheduler/), a Bernoulli diffusion folder (with berdiff.json) or a single .safetensors "
-            f"file written by napari-disyre.{raw}"
+            f"file written by napari-disyre.{raw}",
+            title="Not a checkpoint",
         )
     return path
 

@@ -25,6 +25,11 @@ def bundled_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def is_bundled(path: str | Path) -> bool:
+    """Whether ``path`` lies inside the package's own data (the demo): no place for a user's results."""
+    return Path(path).resolve().is_relative_to(DATA_DIR.resolve())
+
+
 def demo_scan_path() -> Path:
     """The MNI152 2009 T1 template with two synthetic lesions (see scripts/make_demo_data.py)."""
     return DATA_DIR / "demo_t1_scan.nii.gz"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..sample_data import is_bundled
 from ..scans.nifti import strip_nifti_extension
 
 #: The map's colour ramp starts at the brain's median score (healthy tissue stays transparent) and the
@@ -91,3 +92,12 @@ def output_name(scan_path: str | Path, what: str) -> Path:
     it, as ``<scan>_<what>.nii.gz``."""
     scan_path = Path(scan_path)
     return scan_path.with_name(f"{strip_nifti_extension(scan_path.name)}_{what}.nii.gz")
+
+
+def export_suggestion(scan_path: str | Path | None, scan_name: str, what: str) -> Path:
+    """The file the export dialog proposes for ``what`` of a scan: beside the scan's file, or in the
+    user's home folder when the scan has no file or is the bundled demo (inside the installed
+    package, which may be read-only and is replaced on upgrade)."""
+    if scan_path is None or is_bundled(scan_path):
+        return output_name(Path.home() / (Path(scan_path).name if scan_path else f"{scan_name}.nii.gz"), what)
+    return output_name(scan_path, what)

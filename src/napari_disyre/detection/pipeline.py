@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
 from ..restoration import Progress, run_to_end
 from ..runtime.devices import autocast_dtype, resolve_device
-from ..errors import InputError
 from ..scans.contrasts import MultiContrastScan, as_channels
 from ..scans.nifti import Volume
 from ..scans.preprocessing import ModelInput, Preprocessing, foreground_bbox, prepare_contrasts, prepare_scan

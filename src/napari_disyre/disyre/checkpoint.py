@@ -187,7 +187,8 @@ def _unet_dir(folder: Path) -> Path:
         if (folder / STATE_DIR / STATE_FILE).exists():
             raise CheckpointError(
                 f"{folder}: an interrupted training run that has not exported a model yet: continue it "
-                f"with napari-disyre train ... --out {folder} --resume."
+                f"with napari-disyre train ... --out {folder} --resume.",
+                title="Training not finished yet",
             )
         hint = (
             " This looks like the unet/ subfolder itself: give its parent folder."
@@ -196,7 +197,8 @@ def _unet_dir(folder: Path) -> Path:
             "berdiff.json (Bernoulli diffusion)."
         )
         raise CheckpointError(
-            f"{folder}: no unet/ folder and no berdiff.json: not a checkpoint of either method.{hint}"
+            f"{folder}: no unet/ folder and no berdiff.json: not a checkpoint of either method.{hint}",
+            title="Not a checkpoint",
         )
     return unet_dir
 

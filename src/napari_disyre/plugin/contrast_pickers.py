@@ -21,7 +21,6 @@ from ..scans.contrasts import MultiContrastScan
 from .layers import derived_kwargs, volume_from_layer
 
 if TYPE_CHECKING:
-    import napari
     from napari.layers import Image
 
     from ..detection.pipeline import Detection

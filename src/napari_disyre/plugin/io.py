@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..sample_data import demo_lesion_path, demo_scan_path
+from ..scans.labels import as_labels
 from ..scans.nifti import is_nifti_path, load_matching, load_volume, save_stack, save_volume
 from .layers import grid_of, layer_kwargs
 from .viewer import show_axial_once_added
@@ -22,12 +23,17 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerD
 
 
 def read_nifti(path: str | list[str]) -> list[LayerData]:
-    """One image layer per file, placed in world space by the NIfTI affine, header in metadata."""
+    """One layer per file, placed in world space by the NIfTI affine, header in metadata: a labels
+    layer for a label volume (:func:`~napari_disyre.scans.labels.as_labels`), else an image layer."""
     paths = [path] if isinstance(path, str) else path
     layers = []
     for p in paths:
         volume = load_volume(p)
-        layers.append((volume.data, layer_kwargs(volume), "image"))
+        labels = as_labels(volume)
+        if labels is None:
+            layers.append((volume.data, layer_kwargs(volume), "image"))
+        else:
+            layers.append((labels, layer_kwargs(volume), "labels"))
     if layers:
         show_axial_once_added(layers[0][1]["name"])
     return layers

@@ -64,16 +64,20 @@ def volume_from_layer(layer: Any) -> Volume:
 
     if not isinstance(layer, Image):
         raise InputError(
-            f"'{layer.name}' is a {type(layer).__name__.lower()} layer; choose an image layer (the scan)."
+            f"'{layer.name}' is a {type(layer).__name__.lower()} layer; choose an image layer (the scan).",
+            title="Choose an image layer",
         )
     if layer.rgb or layer.ndim != 3:
         raise InputError(
             f"'{layer.name}' has {layer.ndim} dimensions{' (RGB)' if layer.rgb else ''}; DISYRE needs a 3D scan "
-            "(open a 3D NIfTI volume)."
+            "(open a 3D NIfTI volume).",
+            title="Scan must be 3D",
         )
     data = np.asarray(layer.data, dtype=np.float32)
     if not np.isfinite(data).all():
-        raise InputError(f"'{layer.name}' contains NaN or infinite voxels; fix the scan first.")
+        raise InputError(
+            f"'{layer.name}' contains NaN or infinite voxels; fix the scan first.", title="Scan has NaN voxels"
+        )
     path = layer.metadata.get(PATH_KEY)
     return Volume(
         data=data,

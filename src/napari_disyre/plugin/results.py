@@ -134,6 +134,20 @@ def show_detection(viewer: napari.Viewer, source: Image, detection: Detection, t
     if mask is not None and mask.metadata.get(LIMITS_KEY) is None:
         mask.contour = 1
         mask.metadata[LIMITS_KEY] = "outlined"
+    name_the_step_slider(viewer)
+
+
+def name_the_step_slider(viewer: napari.Viewer, *_: Any) -> None:
+    """Call the step slider "step k of S" after the step it shows. napari 0.9 numbers a slider's
+    positions from 0 whatever the layers' translate (which moves world coordinates only), so its
+    name is where the method's own count, 1 to S, can be read."""
+    stacks = [layer for layer in viewer.layers if layer.ndim == 4 and layer.metadata.get(OUTPUT_KEY) in ROLES]
+    if not stacks or viewer.dims.ndim != 4:
+        return
+    name = f"step {viewer.dims.current_step[0] + 1} of {viewer.dims.nsteps[0]}"
+    for layer in stacks:
+        if layer.axis_labels[0] != name:
+            layer.axis_labels = (name, *layer.axis_labels[1:])
 
 
 def _show_channels(

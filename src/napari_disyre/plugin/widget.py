@@ -34,7 +34,6 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image
-from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..detection.checkpoint_cache import CheckpointCache
@@ -42,14 +41,17 @@ from ..detection.detectors import checkpoint_kind, read_contrasts
 from ..detection.postprocess import lesion_table, threshold_mask
 from ..disyre.checkpoint import read_checkpoint_info
 from ..disyre.methods import METHODS
-from ..errors import CheckpointError, DisyreError, InputError, reason_first
+from ..errors import CheckpointError, DisyreError, InputError
 from ..runtime.devices import DEVICE_CHOICES
 from ..sample_data import demo_checkpoint_path
 from .berdiff_controls import BerDiffControls
+from .comparison import LabelComparison
 from .contrast_pickers import ContrastPickers
 from .export import export_layer
+from .following import clear_lesions, follow_viewer, run_stopped
 from .layers import volume_from_layer
 from .lesion_table import LesionTable
+from .notices import describe, show_problem, wrap_within_dock
 from .postprocess_controls import PostprocessControls
 from .results import find_result, is_output, keep_result, show_detection, toggle_comparison, viewer_grid
 from .worker import detection_worker
@@ -80,6 +82,7 @@ class DetectionWidget(QWidget):
         # the widget asks for the same events itself
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.connect(self.reset_choices)
+        follow_viewer(self)  # the table cleared when its layers go; the step slider named 1 to S
         demo = demo_checkpoint_path()
         if demo.exists():
             self.checkpoint.value = demo
@@ -94,7 +97,7 @@ class DetectionWidget(QWidget):
         )
         self.checkpoint = FileEdit(label="checkpoint", mode="d", nullable=True)
         self.checkpoint_info = Label(label="", value="no checkpoint")
-        self.checkpoint_info.native.setWordWrap(True)
+        wrap_within_dock(self.checkpoint_info)
         self.steps = SpinBox(label="steps", min=1, max=100, value=4)
         self.method = ComboBox(label="method", choices=METHODS)
         self.fast = CheckBox(text="fast mode (windows step by half a window)", value=False)
@@ -109,6 +112,7 @@ class DetectionWidget(QWidget):
         self.threshold_box = FloatSpinBox(label="threshold", min=-1e9, max=1e9, step=0.0001)  # 4 decimals
         self.min_size = SpinBox(label="min. lesion size (voxels)", min=0, max=10**7, value=10)
         self.postprocess = PostprocessControls()  # erosion, median: on the stored map
+        self.comparison = LabelComparison(self.viewer)  # Dice against a labels layer
         export_mask, export_map = PushButton(text="Export mask..."), PushButton(text="Export map...")
         keep, compare = PushButton(text="Keep this result"), PushButton(text="Compare side by side")
         self.checkpoint_kind.changed.connect(self._kind_changed)
@@ -145,6 +149,7 @@ class DetectionWidget(QWidget):
                 self.threshold_box,
                 self.min_size,
                 *self.postprocess.widgets,
+                *self.comparison.widgets,
             ]
         )
         self.table = LesionTable()
@@ -191,7 +196,7 @@ class DetectionWidget(QWidget):
             info = read_checkpoint_info(path)
             self.postprocess.take_defaults(info.postprocessing)
         except DisyreError as exc:
-            self.checkpoint_info.value = f"Not usable: {reason_first(str(exc))}"
+            self.checkpoint_info.value = describe(exc)
             return
         self._show_controls("disyre")
         self.steps.value = info.steps
@@ -231,9 +236,9 @@ class DetectionWidget(QWidget):
                 volume = volume_from_layer(layer)
             checkpoint_path = self.checkpoint.value
             if checkpoint_path is None or not str(checkpoint_path).strip():
-                raise InputError("choose a checkpoint (folder or .safetensors file) first.")
+                raise InputError("no checkpoint chosen: choose a folder or a .safetensors file first.")
         except DisyreError as exc:
-            show_error(reason_first(str(exc)))
+            show_problem(exc)
             return
         self.worker = detection_worker(
             volume,
@@ -245,7 +250,7 @@ class DetectionWidget(QWidget):
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda detection: self._on_done(layer, detection))
         self.worker.errored.connect(self._on_error)
-        self.worker.aborted.connect(lambda: setattr(self.status, "value", "cancelled"))
+        self.worker.aborted.connect(lambda: run_stopped(self, "cancelled"))
         self.worker.finished.connect(self._on_finished)
         self.detect_button.enabled, self.cancel_button.enabled = False, True
         self.progress.value = 0
@@ -275,9 +280,12 @@ class DetectionWidget(QWidget):
 
     def _on_error(self, exc: Exception) -> None:
         if isinstance(exc, CheckpointError):  # the caption must not claim a model is loaded
-            self.checkpoint_info.value = f"Not usable: {reason_first(str(exc))}"
-        show_error(reason_first(str(exc)) if isinstance(exc, DisyreError) else f"Detection failed: {exc!r}")
-        self.status.value = "failed"
+            self.checkpoint_info.value = describe(exc)
+        if isinstance(exc, DisyreError):
+            show_problem(exc)
+        else:  # a bug in this package: its traceback is in napari's log
+            show_problem(repr(exc), title="Detection failed")
+        run_stopped(self, "failed")
 
     def _on_finished(self) -> None:
         self.worker = None
@@ -307,7 +315,7 @@ class DetectionWidget(QWidget):
         try:
             processed = self.postprocess.value().apply(self.raw_map, self.detection.foreground)
         except DisyreError as exc:
-            return show_error(reason_first(str(exc)))
+            return show_problem(exc)
         self.detection.anomaly_map = processed
         layer = find_result(self.viewer, self.source.name).anomaly_map
         if layer is not None:
@@ -340,18 +348,21 @@ class DetectionWidget(QWidget):
         if self.detection is None or self.source is None:
             return
         self._sync_slider()
-        mask = self.current_mask()
         layer = find_result(self.viewer, self.source.name).mask
-        if layer is not None:
-            layer.data = mask.astype(np.uint8)
+        if layer is None:  # removed by the user: the table stays cleared (plugin.following)
+            return
+        mask = self.current_mask()
+        layer.data = mask.astype(np.uint8)
         self.lesions = lesion_table(mask, self.detection.anomaly_map, self.detection.scan.affine)
         self.table.show_lesions(self.lesions)
+        self.comparison.update(mask, self.source)
 
     def jump_to_lesion(self, row: int, column: int = 0) -> None:
-        """Move the viewer's slices to the centroid of the lesion in ``row``."""
-        if self.source is None or not 0 <= row < len(getattr(self, "lesions", [])):
+        """Move the viewer's slices to the centroid of the lesion shown in ``row`` (any sort order)."""
+        lesion = self.table.lesion_at(row)
+        if self.source is None or lesion is None:
             return
-        world = self.source.data_to_world(np.asarray(self.lesions[row].centroid_voxel))
+        world = self.source.data_to_world(np.asarray(lesion.centroid_voxel))
         ndim = self.viewer.dims.ndim  # spatial axes come last (the restorations add a step axis first)
         self.viewer.dims.set_point(range(ndim - len(world), ndim), tuple(float(v) for v in world))
 
@@ -361,7 +372,7 @@ class DetectionWidget(QWidget):
         """Write the mask or map layer as NIfTI on the scan's grid (:func:`export_layer`): what the
         layers hold now. Without ``path`` a save dialog opens beside the scan."""
         if self.detection is None or self.source is None:
-            show_error("Nothing to export yet: run Detect anomalies first.")
+            show_problem("Nothing to export yet: run Detect anomalies first.")
             return None
         return export_layer(self.viewer, self.source, what, path, parent=self)
 
@@ -371,14 +382,14 @@ class DetectionWidget(QWidget):
         """Keep the current result's layers under a name that says how they were made (steps,
         method, checkpoint, threshold); the next run makes new layers beside them."""
         if self.detection is None or self.source is None:
-            show_error("Nothing to keep yet: run Detect anomalies first.")
+            show_problem("Nothing to keep yet: run Detect anomalies first.")
             return None
         settings = self.detection.settings
         checkpoint = Path(str(self.checkpoint.value)).name
         label = f"S={settings.steps} {settings.method}, {checkpoint}, t={self.threshold_box.value:.4f}"
         kept = keep_result(self.viewer, self.source.name, label)
         self.detection = None  # the threshold controls no longer drive the kept mask
-        self.table.setRowCount(0)
+        clear_lesions(self, "Result kept: detect again for a new table")
         return kept
 
     def compare(self) -> None:
@@ -386,11 +397,11 @@ class DetectionWidget(QWidget):
         try:
             scan = self._chosen_layer()
         except DisyreError as exc:
-            show_error(reason_first(str(exc)))
+            show_problem(exc)
             return
         undo = viewer_grid(self.viewer).enabled
         if toggle_comparison(self.viewer, scan) < 2 and not undo:
-            show_error(
+            show_problem(
                 "Only one result to compare: click Keep this result, change the steps or the checkpoint, "
                 "and detect again."
             )

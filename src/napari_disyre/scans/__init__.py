@@ -2,6 +2,7 @@
 
 ``nifti`` reads and writes volumes (checked headers, atomic writes, the scan's affine kept);
 ``contrasts`` holds several co-registered contrasts of one patient as one input (grids checked);
+``labels`` tells label volumes (segmentations, gold standards) from images;
 ``grid`` computes the model grid a checkpoint asks for; ``preprocessing`` scales intensities and
 resamples a scan onto that grid and back. Neither method is known here.
 """
@@ -17,6 +18,7 @@ _EXPORTS = {
     "save_volume": "nifti",
     "MultiContrastScan": "contrasts",
     "load_contrasts": "contrasts",
+    "as_labels": "labels",
     "Preprocessing": "preprocessing",
     "prepare_scan": "preprocessing",
     "model_grid": "grid",

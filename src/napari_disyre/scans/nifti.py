@@ -103,7 +103,8 @@ def check_scan(volume: Volume) -> Volume:
     if not np.any(data != data.flat[0]):
         raise InputError(
             f"{where}: every voxel of this scan has the value {data.flat[0]:g}, so there is no "
-            "brain to analyse. Check that this is the right file (not an empty mask or a blank export)."
+            "brain to analyse. Check that this is the right file (not an empty mask or a blank export).",
+            title="Scan is blank",
         )
     return volume
 
@@ -139,7 +140,9 @@ def save_volume(
     """
     path = Path(path)
     if not is_nifti_path(path):
-        raise InputError(f"{path}: output names must end in .nii or .nii.gz.")
+        raise InputError(
+            f"{path}: output names must end in .nii or .nii.gz.", title="Output must be .nii or .nii.gz"
+        )
     if tuple(data.shape) != like.shape:
         raise ValueError(f"data of shape {data.shape} does not match the scan's grid {like.shape}")
     dtype = _OUTPUT_DTYPES[kind]
@@ -155,7 +158,9 @@ def save_stack(path: str | Path, stack: np.ndarray, like: Volume, *, overwrite: 
     ``overwrite``."""
     path = Path(path)
     if not is_nifti_path(path):
-        raise InputError(f"{path}: output names must end in .nii or .nii.gz.")
+        raise InputError(
+            f"{path}: output names must end in .nii or .nii.gz.", title="Output must be .nii or .nii.gz"
+        )
     stack = np.asarray(stack)
     if stack.ndim != 4 or tuple(stack.shape[1:]) != like.shape:
         raise ValueError(f"a stack of shape {stack.shape} does not match the scan's grid {like.shape}")
