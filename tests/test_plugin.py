@@ -444,7 +444,7 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     assert np.array_equal(nib.load(written).get_fdata() > 0, widget.current_mask())
     # back to a DISYRE checkpoint: steps and method again, and no stale flip mask after its run
     widget.checkpoint.value = checkpoint_dir
-    assert widget.kind == "disyre" and not widget.steps.native.isHidden()
+    assert widget.controls.kind == "disyre" and not widget.steps.native.isHidden()
     widget.steps.value = 1
     _detect(qtbot, widget)
     assert "scan flip mask" not in {layer.name for layer in widget.viewer.layers}

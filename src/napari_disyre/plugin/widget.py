@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import (
-    CheckBox,
     ComboBox,
     Container,
     FileEdit,
@@ -40,17 +39,16 @@ from ..detection.checkpoint_cache import CheckpointCache
 from ..detection.detectors import checkpoint_kind, read_contrasts
 from ..detection.postprocess import lesion_table, threshold_mask
 from ..disyre.checkpoint import read_checkpoint_info
-from ..disyre.methods import METHODS
 from ..errors import CheckpointError, DisyreError, InputError
 from ..runtime.devices import DEVICE_CHOICES
 from ..sample_data import demo_checkpoint_path
-from .berdiff_controls import BerDiffControls
 from .comparison import LabelComparison
 from .contrast_pickers import ContrastPickers
 from .export import export_layer
 from .following import clear_lesions, follow_viewer, run_stopped
 from .layers import volume_from_layer
 from .lesion_table import LesionTable
+from .method_controls import MethodControls
 from .notices import describe, show_problem, wrap_within_dock
 from .postprocess_controls import PostprocessControls
 from .results import find_result, is_output, keep_result, show_detection, toggle_comparison, viewer_grid
@@ -75,7 +73,6 @@ class DetectionWidget(QWidget):
         self.detection: Detection | None = None
         self.source: Image | None = None  # the scan layer the current outputs belong to
         self.worker = None
-        self.kind = "disyre"  # the chosen checkpoint's method: which controls show
         self.checkpoints = CheckpointCache()  # the last model, reloaded when its files change
         self._build()
         # napari calls reset_choices on docked widgets when layers change; undocked (tests, scripts)
@@ -98,11 +95,9 @@ class DetectionWidget(QWidget):
         self.checkpoint = FileEdit(label="checkpoint", mode="d", nullable=True)
         self.checkpoint_info = Label(label="", value="no checkpoint")
         wrap_within_dock(self.checkpoint_info)
-        self.steps = SpinBox(label="steps", min=1, max=100, value=4)
-        self.method = ComboBox(label="method", choices=METHODS)
-        self.fast = CheckBox(text="fast mode (windows step by half a window)", value=False)
-        self.fast.changed.connect(self._fast_toggled)
-        self.berdiff = BerDiffControls()  # L and P, instead of steps and method for berdiff
+        self.controls = MethodControls()  # steps, method, fast (DISYRE) or L and P (berdiff)
+        self.steps, self.method, self.fast = self.controls.steps, self.controls.method, self.controls.fast
+        self.berdiff = self.controls.berdiff
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
         self.detect_button = PushButton(text="Detect anomalies")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -135,10 +130,7 @@ class DetectionWidget(QWidget):
                 self.checkpoint_kind,
                 self.checkpoint,
                 self.checkpoint_info,
-                self.steps,
-                self.method,
-                self.fast,
-                *self.berdiff.widgets,
+                *self.controls.widgets,
                 self.device,
                 Container(
                     widgets=[self.detect_button, self.cancel_button], layout="horizontal", labels=False
@@ -192,35 +184,16 @@ class DetectionWidget(QWidget):
             if checkpoint_kind(path) == "berdiff":
                 self.checkpoint_info.value = self.berdiff.take_defaults(path)
                 self.postprocess.take_defaults(None)
-                return self._show_controls("berdiff")
+                return self.controls.show("berdiff")
             info = read_checkpoint_info(path)
             self.postprocess.take_defaults(info.postprocessing)
         except DisyreError as exc:
             self.checkpoint_info.value = describe(exc)
             return
-        self._show_controls("disyre")
-        self.steps.value = info.steps
-        self.method.value = info.method
+        self.controls.take_disyre_defaults(info.steps, info.method)
         described = "bundled demo T1 model" if Path(path) == demo_checkpoint_path() else info.description
         contrast = f"{' + '.join(info.contrasts) or info.contrast or ''} model".lstrip()
         self.checkpoint_info.value = f"{described or contrast}; defaults S = {info.steps}, {info.method}"
-
-    def _show_controls(self, kind: str) -> None:
-        """DISYRE: steps and method; masked Bernoulli diffusion: L and P."""
-        self.kind = kind
-        for control in (self.steps, self.method, self.fast, *self.berdiff.widgets):
-            control.visible = (control in self.berdiff.widgets) == (kind == "berdiff")
-
-    def _fast_toggled(self, on: bool) -> None:
-        """Fast mode runs one step, as ``--fast`` does; the spin box still lets the user ask for more."""
-        if on:
-            self.steps.value = 1
-
-    def settings_overrides(self) -> dict[str, Any]:
-        """What the visible controls ask of the run (the worker applies them to the checkpoint's)."""
-        if self.kind == "berdiff":
-            return self.berdiff.overrides()
-        return {"steps": self.steps.value, "method": self.method.value, "fast": self.fast.value or None}
 
     # -- detection --------------------------------------------------------------------------------
 
@@ -244,7 +217,7 @@ class DetectionWidget(QWidget):
             volume,
             str(checkpoint_path),
             self.checkpoints,
-            self.settings_overrides(),
+            self.controls.overrides(),
             self.device.value,
         )
         self.worker.yielded.connect(self._on_progress)
