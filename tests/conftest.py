@@ -38,6 +38,20 @@ def make_unet(seed: int = 0, **overrides):
     return UNet2DModel(**{**TINY_UNET, **overrides}).eval()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _cache_folder(tmp_path_factory):
+    """Exported ONNX networks (and anything else cached) go to one folder per test session, never the
+    user's cache; tests that count exports set their own."""
+    folder = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("NAPARI_DISYRE_CACHE")
+    os.environ["NAPARI_DISYRE_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("NAPARI_DISYRE_CACHE", None)
+    else:
+        os.environ["NAPARI_DISYRE_CACHE"] = previous
+
+
 @pytest.fixture
 def tiny_unet():
     return make_unet()

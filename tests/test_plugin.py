@@ -493,3 +493,28 @@ def test_map_post_processing_in_the_widget_is_the_core_one(
     widget.checkpoint.value = tmp_path  # another path, then back: the caption and defaults are re-read
     widget.checkpoint.value = checkpoint_dir
     assert (widget.postprocess.erosion.value, widget.postprocess.median.value) == (4, 5)
+
+
+def test_the_runtime_choice_runs_onnxruntime_and_shows_the_export_as_progress(qtbot, widget):
+    """auto by default; onnxruntime gives the torch map to 1e-5, its export shown as a progress stage."""
+    pytest.importorskip("onnxruntime")
+    from napari_disyre.runtime.sessions import LOADING_STAGE, RUNTIME_CHOICES
+
+    assert tuple(widget.runtime.choices) == RUNTIME_CHOICES and widget.runtime.value == "auto"
+    widget.runtime.value = "torch"
+    _detect(qtbot, widget)
+    expected = widget.detection
+    statuses: list[str] = []
+    show = widget._on_progress
+
+    def recording(update):
+        show(update)
+        statuses.append(widget.status.value)
+
+    widget._on_progress = recording  # connected when the run starts
+    widget.runtime.value = "onnxruntime"
+    _detect(qtbot, widget)
+    assert (expected.runtime, widget.detection.runtime) == ("torch", "onnxruntime")
+    assert LOADING_STAGE in statuses
+    difference = np.abs(widget.detection.anomaly_map - expected.anomaly_map).max()
+    assert difference < 1e-5 * expected.anomaly_map.max()

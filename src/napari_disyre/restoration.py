@@ -29,6 +29,7 @@ class Progress:
     restoration: np.ndarray | None = None  # (N, H, W) or (N, C, H, W) blended x0 of the step, in [0, 1]
     evaluations_done: int = 0  # network evaluations so far, all steps (0 with the total: unknown)
     evaluations_total: int = 0
+    stage: str = ""  # set while no window runs, e.g. the network is exported for ONNX Runtime
 
     @property
     def fraction(self) -> float:
@@ -38,6 +39,8 @@ class Progress:
         return ((self.step - 1) * self.windows_total + self.windows_done) / total
 
     def describe(self) -> str:
+        if self.stage:
+            return self.stage
         return f"step {self.step}/{self.n_steps}, windows {self.windows_done}/{self.windows_total}"
 
 
@@ -59,6 +62,7 @@ class Restoration:
     flip_mask: np.ndarray | None = None  # Bernoulli diffusion only: masked fraction of latent bits
     #: several contrasts: one map per channel (N, C, H, W), of which ``anomaly_map`` is the combination
     channel_maps: np.ndarray | None = None
+    runtime: str = "torch"  # what evaluated the networks: torch or onnxruntime
 
 
 def run_to_end(

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..restoration import Progress, Restoration
+from ..runtime.sessions import LOADING_STAGE, choose_runtime
 from .checkpoint import BerDiffModel
 from .inference import InferenceSettings, restore_slices
 
@@ -54,11 +55,16 @@ def restore_for_detection(
     autocast: torch.dtype | None,
     batch_size: int | None,
     keep_restorations: bool,
+    runtime: str = "torch",
 ) -> Generator[Progress, None, Restoration]:
-    """Masked restoration of model-grid slices, every ``RESTORATION_EVERY``-th reverse step kept."""
+    """Masked restoration of model-grid slices, every ``RESTORATION_EVERY``-th reverse step kept;
+    exporting the networks for ONNX Runtime (``runtime``) is shown as a progress stage."""
     size = padded_size(*slices.shape[1:], model.autoencoder.config.image_size, size_multiple(model))
     padded, box = pad_slices(np.asarray(slices, np.float32), size)
     batch = batch_size or DEFAULT_BATCH
+    runtime = choose_runtime(runtime, device, autocast)
+    if runtime == "onnxruntime":
+        yield Progress(1, settings.noise_level, 0, len(slices), batch, stage=LOADING_STAGE)
     engine = restore_slices(
         padded,
         model.autoencoder,
@@ -69,6 +75,7 @@ def restore_for_detection(
         autocast=autocast,
         batch_size=batch,
         restoration_every=RESTORATION_EVERY if keep_restorations else 0,
+        runtime=runtime,
     )
 
     def crop(stack: np.ndarray) -> np.ndarray:
@@ -92,4 +99,5 @@ def restore_for_detection(
         batch_size=batch,
         seconds=result.seconds,
         flip_mask=crop(result.flip_mask),
+        runtime=result.runtime,
     )

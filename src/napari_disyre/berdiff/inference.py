@@ -33,6 +33,7 @@ import torch
 
 from ..errors import DisyreError, InputError
 from ..runtime.devices import inference_context
+from ..runtime.sessions import choose_runtime, tensor_call
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import (
     BernoulliSchedule,
@@ -160,6 +161,7 @@ class BerDiffResult:
     timesteps: list[int] = field(default_factory=list)
     steps_run: int = 0  # reverse steps (network calls per slice)
     seconds: float = 0.0
+    runtime: str = "torch"  # torch or onnxruntime (a network whose export failed warned and ran torch)
 
 
 def as_stack(slices: np.ndarray, ae: BinaryAutoencoder) -> np.ndarray:
@@ -191,12 +193,14 @@ def restore_slices(
     autocast: torch.dtype | None = None,
     batch_size: int = 8,
     restoration_every: int = 10,
+    runtime: str = "torch",
 ) -> Generator[BerDiffProgress, None, BerDiffResult]:
     """Masked restoration of a slice stack in [0, 1]; a generator of progress returning the result.
 
     All slices advance one reverse step at a time (in batches of ``batch_size``), so every
     ``restoration_every``-th step (counted from the first call; 0: none) and the last one can be
-    decoded for the whole stack and shown. Stop iterating to cancel.
+    decoded for the whole stack and shown. Stop iterating to cancel. ``runtime`` (torch, onnxruntime
+    or auto) evaluates the three networks (``runtime.sessions``).
     """
     started = time.perf_counter()
     settings.check(schedule)
@@ -210,9 +214,10 @@ def restore_slices(
     batches = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     plane = np.zeros((n, *stack.shape[2:]), np.float32)
     result = BerDiffResult(anomaly_map=plane, restoration=stack, flip_mask=plane.copy())
-    flip_model = _unet_flip(unet)
+    result.runtime = choose_runtime(runtime, device, autocast)
+    encode, flip_model, decode = _network_calls(ae, unet, result.runtime, stack)
     with inference_context(device, autocast):
-        states = [_encode(ae, schedule, stack[a:b], settings, noise, a, device) for a, b in batches]
+        states = [_encode(encode, schedule, stack[a:b], settings, noise, a, device) for a, b in batches]
         for step, t in enumerate(range(n_steps - 1, -1, -1), start=1):
             estimates = []
             for (a, b), state in zip(batches, states, strict=True):
@@ -220,7 +225,7 @@ def restore_slices(
                 yield BerDiffProgress(step, n_steps, t, b, n)
             result.steps_run += 1
             if t == 0 or (restoration_every and step % restoration_every == 0):
-                decoded = np.concatenate([_decode(ae, x0) for x0 in estimates])
+                decoded = np.concatenate([_decode(decode, x0) for x0 in estimates])
                 result.restorations.append(decoded)
                 result.timesteps.append(t)
                 yield BerDiffProgress(step, n_steps, t, n, n, restoration=decoded)
@@ -236,8 +241,23 @@ def _unet_flip(unet: UNet2DModel) -> FlipModel:
     return lambda x, t: flip_probability(unet, x, t)
 
 
+def _network_calls(
+    ae: BinaryAutoencoder, unet: UNet2DModel, runtime: str, stack: np.ndarray
+) -> tuple[Callable, FlipModel, Callable]:
+    """The autoencoder's encoding and decoding and the latent UNet's flip probability: on torch, or
+    (``runtime`` onnxruntime) each exported once and run by ONNX Runtime, timesteps as (B,) int64."""
+    if runtime != "onnxruntime":
+        return ae.bit_probabilities, _unet_flip(unet), ae.decode
+    cfg = ae.config
+    code = np.zeros((1, cfg.codebook_bits, *(s // cfg.downsampling for s in stack.shape[2:])), np.float32)
+    encode = tensor_call(ae, ae.bit_probabilities, "berdiff-encoder", [stack[:1]], ["x"])
+    decode = tensor_call(ae, ae.decode, "berdiff-decoder", [code], ["code"])
+    flip = tensor_call(unet, _unet_flip(unet), "berdiff-latent-unet", [code, np.zeros(1, np.int64)], ["x", "t"])
+    return encode, lambda x, t: flip(x, torch.full((x.shape[0],), t)), decode
+
+
 def _encode(
-    ae: BinaryAutoencoder,
+    encode: Callable[[torch.Tensor], torch.Tensor],
     schedule: BernoulliSchedule,
     images: np.ndarray,
     settings: InferenceSettings,
@@ -245,13 +265,13 @@ def _encode(
     start: int,
     device: torch.device,
 ) -> LatentState:
-    p = ae.bit_probabilities(torch.from_numpy(images).to(device)).float()
+    p = encode(torch.from_numpy(images).to(device)).float()
     code = noise.bernoulli(p, start) if settings.sample_code else (p > 0.5).float()
     return start_state(schedule, code, settings.noise_level, noise, start)
 
 
-def _decode(ae: BinaryAutoencoder, code: torch.Tensor) -> np.ndarray:
-    return ae.decode(code).float().clamp(0, 1).cpu().numpy()
+def _decode(decode: Callable[[torch.Tensor], torch.Tensor], code: torch.Tensor) -> np.ndarray:
+    return decode(code).float().clamp(0, 1).cpu().numpy()
 
 
 def _mask_in_image_space(mask: torch.Tensor, factor: int) -> np.ndarray:

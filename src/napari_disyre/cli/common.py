@@ -23,6 +23,7 @@ def add_checkpoint_option(parser: argparse.ArgumentParser, several: bool = False
 def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     from ..disyre.methods import METHODS
     from ..runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
+    from ..runtime.sessions import INSTALL_COMMAND, RUNTIME_CHOICES
 
     group = parser.add_argument_group("restoration (DISYRE checkpoints)")
     group.add_argument(
@@ -44,6 +45,13 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     group.add_argument(
         "--precision", choices=PRECISION_CHOICES, default="auto", help="auto: bf16/fp16 on CUDA, else float32"
+    )
+    group.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        default="auto",
+        help="what evaluates the networks (both methods): auto = ONNX Runtime for float32 on the CPU "
+        f"when installed ({INSTALL_COMMAND}), else torch; the network is exported once per checkpoint",
     )
     group.add_argument(
         "--batch-size", type=int, default=None, help="windows per batch (default: from free memory)"

@@ -343,6 +343,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
         keep_restorations=job.out_restorations is not None,
         crop=not args.no_crop,
         compile=args.compile,
+        runtime=args.runtime,
     )
     result = run_to_end(generator, advance)
     bar.close()
@@ -361,7 +362,7 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
     if not args.quiet:
         lesions = lesion_table(mask, anomaly, scan.affine)
         print(
-            f"{scan.name}: {result.seconds:.1f} s on {result.device} (batch {result.batch_size}), "
+            f"{scan.name}: {result.seconds:.1f} s on {result.device} ({result.runtime}, batch {result.batch_size}), "
             f"{describe_settings(settings)}, threshold {threshold:.4f}: {len(lesions)} component(s), "
             f"{sum(les.volume_ml for les in lesions):.2f} mL",
             file=sys.stderr,

@@ -269,6 +269,7 @@ def _model_runs(args: argparse.Namespace) -> list[ModelRun]:
         "batch_size": args.batch_size,
         "crop": not args.no_crop,
         "compile": args.compile,
+        "runtime": args.runtime,
     }
     several = len(checkpoints) > 1
     runs = []

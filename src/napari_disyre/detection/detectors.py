@@ -204,13 +204,15 @@ def restore_stack(
     keep_restorations: bool,
     keep_step_maps: bool = False,
     compile: bool = False,
+    runtime: str = "torch",
 ) -> Generator[Progress, None, Restoration]:
     """Restore model-grid slices with either method; progress as the engine's.
 
     ``slices`` is (N, H, W) for a one-channel detector, (N, C, H, W) for C channels (module docstring).
 
     ``keep_step_maps`` and ``compile`` are DISYRE engine options: Bernoulli diffusion keeps no map per
-    reverse step (its map is made once, from the final code) and runs eagerly.
+    reverse step (its map is made once, from the final code) and runs eagerly. ``runtime`` (torch,
+    onnxruntime, auto: ``runtime.sessions``) evaluates the networks of either method.
     """
     if detector.kind == "berdiff":
         from ..berdiff.detector import restore_for_detection
@@ -240,6 +242,7 @@ def restore_stack(
             autocast=autocast,
             batch_size=batch_size,
             keep_restorations=keep_restorations,
+            runtime=runtime,
         )
     )
 

@@ -60,6 +60,7 @@ class Detection:
     #: each restoration then holds the contrasts first, (C, X, Y, Z)
     channel_maps: dict[str, np.ndarray] = field(default_factory=dict)
     contrasts: tuple[str, ...] = ()  # the input channels by name, in order (one name for one contrast)
+    runtime: str = "torch"  # what evaluated the networks: torch or onnxruntime
 
 
 def iter_detect(
@@ -75,11 +76,14 @@ def iter_detect(
     keep_step_maps: bool = False,
     crop: bool = True,
     compile: bool = False,
+    runtime: str = "auto",
 ) -> Generator[Progress, None, Detection]:
     """Detect anomalies in ``scan``, yielding :class:`~napari_disyre.restoration.Progress` as it goes.
 
     ``scan`` is one Volume for a one-channel checkpoint, or a MultiContrastScan holding the
     checkpoint's contrasts (by name, in any order; on one grid).
+    ``runtime`` evaluates the networks: ``auto`` (ONNX Runtime for float32 on the CPU when installed,
+    else torch), ``torch`` or ``onnxruntime`` (see ``runtime.sessions``).
 
     Per-step restorations in the progress events and the result are on the scan's grid, as are the
     maps after each step when ``keep_step_maps``. Stop iterating to cancel.
@@ -102,6 +106,7 @@ def iter_detect(
         keep_restorations=keep_restorations,
         keep_step_maps=keep_step_maps,
         compile=compile,
+        runtime=runtime,
     )
     to_scan = _ScanMapper(prepared, box, spec.slice_axis)
     while True:
@@ -136,6 +141,7 @@ def iter_detect(
             if result.channel_maps is not None
             else {}
         ),
+        runtime=result.runtime,
     )
 
 

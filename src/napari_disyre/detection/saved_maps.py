@@ -24,7 +24,7 @@ def map_record(
     """Everything that determines a DISYRE map: the content of the scan (of every contrast) and brain
     mask, and (with a checkpoint) the model's fingerprint, the restoration settings and the options
     that change numbers (precision as resolved on this device, cropping, any post-processing); not the
-    batch size."""
+    batch size nor the runtime (torch or ONNX Runtime), which change a map only by float rounding."""
     record = {
         "scan": (
             _digest(*scan.channels, scan.reference.affine)
@@ -36,7 +36,7 @@ def map_record(
     if checkpoint is not None:
         from ..runtime.devices import autocast_dtype, resolve_device
 
-        kept = {k: v for k, v in options.items() if k not in ("batch_size", "device")}
+        kept = {k: v for k, v in options.items() if k not in ("batch_size", "device", "runtime")}
         precision = autocast_dtype(resolve_device(options.get("device", "auto")), options.get("precision"))
         kept["precision"] = str(precision or "float32")
         record |= {

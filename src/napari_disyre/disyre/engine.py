@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import DisyreError
 from ..restoration import Progress, Restoration
 from ..runtime.devices import auto_batch_size
+from ..runtime.sessions import LOADING_STAGE, choose_runtime
 from .acceleration import BatchRunner, Network, bytes_per_window
 from .methods import METHODS, Method
 from .restoration_maps import RestorationMaps
@@ -99,6 +100,7 @@ def restore(
     keep_restorations: bool = True,
     keep_step_maps: bool = False,
     compile: bool = False,
+    runtime: str = "torch",
 ) -> Generator[Progress, None, Restoration]:
     """Restore a stack of slices (N, H, W), or (N, C, H, W) for a network of C channels, float32 in
     [0, 1] with a zero background.
@@ -114,7 +116,8 @@ def restore(
     multi-step-restoration, by :data:`WINDOWS_PER_CHUNK` windows of state, whatever the volume size.
     ``keep_step_maps`` also keeps the map after each step, so a viewer can show the score accumulate:
     the step scores so far divided by S, weighted and blended as the final map, which is the last of
-    them (S more padded maps in memory).
+    them (S more padded maps in memory). ``runtime`` (torch, onnxruntime or auto) evaluates the
+    network (``runtime.sessions``); exporting it for ONNX Runtime is shown as a progress stage.
     """
     import torch
 
@@ -135,7 +138,10 @@ def restore(
     else:
         skipped = 0
 
-    network = Network(unet, device, autocast, compile=compile)
+    runtime = choose_runtime(runtime, device, autocast, compile)
+    if runtime == "onnxruntime":
+        yield Progress(1, len(plan), 0, len(jobs), 0, stage=LOADING_STAGE)
+    network = Network(unet, device, autocast, compile=compile, runtime=runtime)
     try:
         per_pass = len(jobs) * (len(plan) if single else 1)
         batch = batch_size or auto_batch_size(device, bytes_per_window(network, window), per_pass)
@@ -165,6 +171,7 @@ def restore(
         batch_size=runner.batch_size,
         seconds=time.perf_counter() - started,
         channel_maps=channel_maps if given.ndim == 4 else None,
+        runtime=network.runtime,
     )
 
 

@@ -41,6 +41,7 @@ from ..detection.postprocess import lesion_table, threshold_mask
 from ..disyre.checkpoint import read_checkpoint_info
 from ..errors import CheckpointError, DisyreError, InputError
 from ..runtime.devices import DEVICE_CHOICES
+from ..runtime.sessions import RUNTIME_CHOICES
 from ..sample_data import demo_checkpoint_path
 from .comparison import LabelComparison
 from .contrast_pickers import ContrastPickers
@@ -99,6 +100,7 @@ class DetectionWidget(QWidget):
         self.steps, self.method, self.fast = self.controls.steps, self.controls.method, self.controls.fast
         self.berdiff = self.controls.berdiff
         self.device = ComboBox(label="device", choices=DEVICE_CHOICES)
+        self.runtime = ComboBox(label="runtime", choices=RUNTIME_CHOICES)  # auto: ONNX Runtime on a CPU
         self.detect_button = PushButton(text="Detect anomalies")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress = ProgressBar(label="", max=SLIDER_TICKS, value=0)
@@ -132,6 +134,7 @@ class DetectionWidget(QWidget):
                 self.checkpoint_info,
                 *self.controls.widgets,
                 self.device,
+                self.runtime,
                 Container(
                     widgets=[self.detect_button, self.cancel_button], layout="horizontal", labels=False
                 ),
@@ -219,6 +222,7 @@ class DetectionWidget(QWidget):
             self.checkpoints,
             self.controls.overrides(),
             self.device.value,
+            self.runtime.value,
         )
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda detection: self._on_done(layer, detection))

@@ -24,18 +24,26 @@ if TYPE_CHECKING:
 # ignore_errors: the widget connects ``errored`` and shows the message; progress: napari's activity dock
 @thread_worker(ignore_errors=True, progress={"desc": "DISYRE detection"})
 def detection_worker(
-    volume: Volume | MultiContrastScan, checkpoint_path: str, cache: CheckpointCache, overrides: dict[str, Any], device: str
+    volume: Volume | MultiContrastScan,
+    checkpoint_path: str,
+    cache: CheckpointCache,
+    overrides: dict[str, Any],
+    device: str,
+    runtime: str = "auto",
 ) -> Generator[str | Progress, None, Detection]:
     """Yield a one-line description of the loaded model, then :class:`~napari_disyre.restoration.Progress`
     events; return the :class:`~napari_disyre.detection.pipeline.Detection`. ``overrides`` are the settings the
-    widget's controls show (steps and method, or L and P), applied to the checkpoint's own."""
+    widget's controls show (steps and method, or L and P), applied to the checkpoint's own; ``runtime``
+    evaluates the networks (exporting them for ONNX Runtime shows as a stage of the progress)."""
     from ..detection.detectors import default_settings
     from ..detection.pipeline import iter_detect
 
     checkpoint = cache.get(checkpoint_path)
-    yield f"{checkpoint.summary()}; device {device}"
+    yield f"{checkpoint.summary()}; device {device}, runtime {runtime}"
     settings = default_settings(checkpoint, **overrides)
     keep_step_maps = checkpoint.kind == "disyre"  # the map after each DISYRE step, for the step slider
     return (
-        yield from iter_detect(volume, checkpoint, settings, device=device, keep_step_maps=keep_step_maps)
+        yield from iter_detect(
+            volume, checkpoint, settings, device=device, keep_step_maps=keep_step_maps, runtime=runtime
+        )
     )
