@@ -8,7 +8,15 @@ chunks of 320 windows, float32, the whole S-step chain per chunk, Gaussian blend
 - ``exact, float32`` (CUDA only): the same without autocast;
 - ``exact, compiled`` (``--compile``): torch.compile with a static batch shape (compile time reported
   separately, not in the speed);
-- ``fast``: ``RestorationSettings(fast=True)``, window step half the window, S = 1 (fast mode's default).
+- ``fast``: ``RestorationSettings(fast=True)``, window step half the window, S = 1 (fast mode's default);
+- ``exact, onnxruntime`` and ``fast, onnxruntime`` (CPU): the same two on ONNX Runtime
+  (``runtime="onnxruntime"``); the one-time export to ONNX is done untimed before (its seconds are
+  reported below the table), the session's start (weights hashed, file loaded) is timed. The torch
+  rows run ``runtime="torch"``.
+
+``--repeats N`` runs the rows N times, alternated (row 1, row 2, ..., row 1, row 2, ...), and reports
+each row's fastest run with the speed-ups from those: on a CPU shared with other jobs, alternation
+spreads the load over all rows.
 
 Network: the official DISYRE UNet (26.3 M parameters, 128 x 128 windows; ``--network tiny`` for a dry
 run) with seeded random weights: speed does not depend on what the weights learned. Input: a
@@ -18,7 +26,7 @@ slices are sized; 25 windows per slice at the official step). Each row runs in i
 untimed network call. Speed-ups are against the official-style row of the same run. Prints a
 Markdown table:
 
-    python benchmarks/bench_engine.py --slices 2 --steps 4            # CPU (2 slices: 50 windows)
+    python benchmarks/bench_engine.py --slices 2 --steps 4 --repeats 2  # CPU (2 slices: 50 windows)
     python benchmarks/bench_engine.py --device cuda --slices 155 --compile
 """
 
@@ -46,7 +54,15 @@ TINY_NETWORK = {
     "up_block_types": ("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
     "norm_num_groups": 8,
 }
-ROWS = ("official-style", "exact", "exact, float32", "exact, compiled", "fast")
+ROWS = (
+    "official-style",
+    "exact",
+    "exact, onnxruntime",
+    "exact, float32",
+    "exact, compiled",
+    "fast",
+    "fast, onnxruntime",
+)
 
 
 def synthetic_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -83,9 +99,17 @@ def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int,
     precision = "float32" if row in ("official-style", "exact, float32") else "auto"
     dtype = autocast_dtype(device, precision)
     settings = (
-        RestorationSettings(steps=FAST_STEPS, fast=True) if row == "fast" else RestorationSettings(steps)
+        RestorationSettings(steps=FAST_STEPS, fast=True) if row.startswith("fast") else RestorationSettings(steps)
     )
-    compile_seconds = 0.0
+    runtime = "onnxruntime" if row.endswith("onnxruntime") else "torch"
+    compile_seconds = export_seconds = 0.0
+    if runtime == "onnxruntime":  # the one-time export (cached per weights: 0 once done), untimed
+        from napari_disyre.runtime.onnx_export import export_onnx
+
+        started = time.perf_counter()
+        example = [np.zeros((1, 1, 128, 128), np.float32), np.zeros(1, np.int64)]
+        _, exported = export_onnx(unet, lambda x, t: unet(x, t).sample, "disyre-unet", example, ["x", "t"])
+        export_seconds = (time.perf_counter() - started) if exported else 0.0
     if row == "exact, compiled":  # compile (and warm up) on the same shapes, untimed
         started = time.perf_counter()
         run_to_end(restore(volume, unet, Schedule(), settings, device=device, autocast=dtype, compile=True))
@@ -100,7 +124,7 @@ def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int,
         result = run_to_end(
             restore(
                 volume, unet, Schedule(), settings, device=device, autocast=dtype,
-                keep_restorations=False, compile=row == "exact, compiled",
+                keep_restorations=False, compile=row == "exact, compiled", runtime=runtime,
             )
         )  # fmt: skip
         evaluations, batch = result.windows_run, result.batch_size
@@ -119,7 +143,9 @@ def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int,
         "peak_mib": peak_mib,
         "precision": str(dtype).replace("torch.", "") if dtype else "float32",
         "threads": torch.get_num_threads(),
+        "runtime": result.runtime if row != "official-style" else "torch",
         "compile_seconds": compile_seconds,
+        "export_seconds": export_seconds,
         "device": torch.cuda.get_device_name()
         if device.type == "cuda"
         else f"CPU, {torch.get_num_threads()} threads",
@@ -154,22 +180,29 @@ def run_isolated(row: str, args: argparse.Namespace) -> dict:
 def table(results: list[dict], args: argparse.Namespace) -> str:
     base = next((r for r in results if r["row"] == "official-style" and "error" not in r), None)
     lines = [
-        "| device | input | row | S | batch | precision | seconds | speed-up vs official-style | peak memory (MiB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| device | input | row | runtime | S | batch | precision | seconds | speed-up vs official-style "
+        "| peak memory (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     size = f"{args.size} x {args.size} x {args.slices}"
     for r in results:
         if "error" in r:
-            lines.append(f"| {args.device} | {size} | {r['row']} | failed: {r['error'][:80]} ||||||")
+            lines.append(f"| {args.device} | {size} | {r['row']} | failed: {r['error'][:80]} |||||||")
             continue
         ratio = f"{base['seconds'] / r['seconds']:.2f}x" if base else "n/a"
         lines.append(
-            f"| {r['device']} | {size} | {r['row']} | {r['steps']} | {r['batch_size']} | {r['precision']} "
+            f"| {r['device']} | {size} | {r['row']} | {r['runtime']} | {r['steps']} | {r['batch_size']} | {r['precision']} "
             f"| {r['seconds']:.2f} | {ratio} | {r['peak_mib']:.0f} |"
         )
     compiled = [r for r in results if r.get("compile_seconds")]
     notes = [f"\ncompile + warm-up of the compiled row: {r['compile_seconds']:.1f} s" for r in compiled]
+    notes += [f"\nONNX export ({r['row']}): {r['export_seconds']:.1f} s" for r in results if r.get("export_seconds")]
     return "\n".join(lines) + "".join(notes)
+
+
+def _fastest(runs: list[dict]) -> dict:
+    done = [r for r in runs if "error" not in r]
+    return min(done, key=lambda r: r["seconds"]) if done else runs[0]
 
 
 def main() -> int:
@@ -183,6 +216,7 @@ def main() -> int:
     parser.add_argument("--network", choices=("official", "tiny"), default="official")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile row")
     parser.add_argument("--rows", default=None, help="comma-separated subset of the rows")
+    parser.add_argument("--repeats", type=int, default=1, help="alternated runs of every row (best kept)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = (args.slices, args.size, args.size)
@@ -192,15 +226,20 @@ def main() -> int:
     rows = [
         r
         for r in ROWS
-        if (args.compile or r != "exact, compiled") and (args.device != "cpu" or r != "exact, float32")
+        if (args.compile or r != "exact, compiled")
+        and (args.device == "cpu" or "onnxruntime" not in r)
+        and (args.device != "cpu" or r != "exact, float32")
     ]
     if args.rows:
         rows = [r.strip() for r in args.rows.split(",")]
-    results = [run_isolated(row, args) for row in rows]
+    runs = [run_isolated(row, args) for _ in range(args.repeats) for row in rows]
+    results = [_fastest([r for r in runs if r["row"] == row]) for row in rows]
     print(table(results, args))
+    times = {row: ", ".join(f"{r['seconds']:.1f}" for r in runs if r["row"] == row and "error" not in r) for row in rows}
     print(
         f"\n{args.network} UNet, random weights, 128 x 128 windows; S = {args.steps} "
-        "mean-single-step except fast (its own S); one run, each row in its own process."
+        "mean-single-step except fast (its own S); each row in its own process, "
+        f"{args.repeats} alternated run(s), the fastest shown (all: {'; '.join(f'{k}: {v}' for k, v in times.items())})."
     )
     return 1 if any("error" in r for r in results) else 0
 

@@ -1,11 +1,12 @@
-"""What one window evaluation of the official-size DISYRE UNet costs, by batch size, memory layout,
-compilation and thread count: the numbers behind the engine's CPU batch and layout choices.
+"""What one window evaluation of the official-size DISYRE UNet costs, by runtime (torch or ONNX
+Runtime), batch size, memory layout, compilation and thread count: the numbers behind the engine's
+CPU batch, layout and runtime choices.
 
 Each configuration runs in one process, alternated ``--repeats`` times, after one untimed call;
 times are milliseconds per 128 x 128 window (random weights and inputs: speed does not depend on
 them). Prints a Markdown table:
 
-    python benchmarks/bench_network.py                          # CPU: batches, layouts, threads
+    python benchmarks/bench_network.py                          # CPU: batches, layouts, threads, runtimes
     python benchmarks/bench_network.py --compile                # adds torch.compile (slow to build)
     python benchmarks/bench_network.py --device cuda --batches 64,128,320
 """
@@ -19,7 +20,9 @@ import sys
 import time
 
 
-def per_window_ms(batch: int, layout: str, compiled: bool, device: str, calls: int) -> float:
+def per_window_ms(
+    batch: int, layout: str, compiled: bool, device: str, calls: int, runtime: str = "torch"
+) -> float:
     """Milliseconds per window of ``calls`` timed network calls on a batch of ``batch`` windows."""
     import torch
     from diffusers import UNet2DModel
@@ -31,6 +34,8 @@ def per_window_ms(batch: int, layout: str, compiled: bool, device: str, calls: i
     unet = UNet2DModel(**OFFICIAL_UNET).eval().to(device).to(memory_format=fmt)
     x = torch.rand(batch, 1, 128, 128, device=device).contiguous(memory_format=fmt)
     t = torch.full((batch,), 99, device=device)
+    if runtime == "onnxruntime":
+        return _onnxruntime_ms(unet, x.numpy(), t.numpy(), calls)
     forward = torch.compile(unet, dynamic=False) if compiled else unet
     with torch.inference_mode():
         forward(x, t)  # untimed: kernel selection, compilation
@@ -42,6 +47,20 @@ def per_window_ms(batch: int, layout: str, compiled: bool, device: str, calls: i
         if device == "cuda":
             torch.cuda.synchronize()
     return (time.perf_counter() - started) / (calls * batch) * 1000
+
+
+def _onnxruntime_ms(unet, x, t, calls: int) -> float:
+    """The same network exported (cached) and run by ONNX Runtime with torch's thread count."""
+    from napari_disyre.runtime.onnx_export import export_onnx
+    from napari_disyre.runtime.sessions import OnnxNetwork, intra_op_threads
+
+    path, _ = export_onnx(unet, lambda a, b: unet(a, b).sample, "disyre-unet", [x[:1], t[:1]], ["x", "t"])
+    session = OnnxNetwork(path, intra_op_threads())
+    session(x, t)  # untimed: first-run allocations
+    started = time.perf_counter()
+    for _ in range(calls):
+        session(x, t)
+    return (time.perf_counter() - started) / (calls * len(x)) * 1000
 
 
 def run_child(config: dict, threads: int) -> float:
@@ -85,19 +104,24 @@ def main() -> int:
     )
     if args.device == "cpu":
         rows.append((f"batch {b}, 1 thread", {"batch": b, "layout": "default", "compiled": False}, 1))
+        for threads in (args.threads, 1):
+            config = {"batch": b, "layout": "default", "compiled": False, "runtime": "onnxruntime"}
+            rows.append((f"batch {b}{', 1 thread' if threads == 1 else ''}", config, threads))
     if args.compile:
         rows.append(
             (f"batch {b}, compiled", {"batch": b, "layout": "default", "compiled": True}, args.threads)
         )
-    times: dict[str, list[float]] = {name: [] for name, _, _ in rows}
+    times: dict[tuple[str, str], list[float]] = {(n, c.get("runtime", "torch")): [] for n, c, _ in rows}
     for _ in range(args.repeats):
         for name, config, threads in rows:
             calls = max(1, args.windows // config["batch"])
-            times[name].append(run_child({**config, "device": args.device, "calls": calls}, threads))
-    print(f"| {args.device} | ms per window (each run) | best |")
-    print("|---|---|---|")
-    for name, values in times.items():
-        print(f"| {name} | {', '.join(f'{v:.1f}' for v in values)} | {min(values):.1f} |")
+            times[name, config.get("runtime", "torch")].append(
+                run_child({**config, "device": args.device, "calls": calls}, threads)
+            )
+    print(f"| {args.device} | runtime | ms per window (each run) | best |")
+    print("|---|---|---|---|")
+    for (name, runtime), values in times.items():
+        print(f"| {name} | {runtime} | {', '.join(f'{v:.1f}' for v in values)} | {min(values):.1f} |")
     print(
         f"\nofficial-size DISYRE UNet (26.3 M parameters), 128 x 128 windows, {args.threads} threads unless stated"
     )
