@@ -37,6 +37,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,8 +78,11 @@ def synthetic_volume(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
     return np.where(inside[None], 0.3 + texture, 0).astype(np.float32)
 
 
-def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int, network: str) -> dict:
-    """Restore the slab once as ``row`` does; report time, network evaluations and peak memory."""
+def measure(
+    row: str, device_name: str, shape: tuple[int, int, int], steps: int, network: str, map_out: str | None = None
+) -> dict:
+    """Restore the slab once as ``row`` does; report time, network evaluations and peak memory (and
+    save the anomaly map to ``map_out``, .npy, for the comparison of the rows' maps)."""
     import torch
     from diffusers import UNet2DModel
     from official_style import official_style_restore
@@ -117,7 +121,7 @@ def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int,
     _synchronize(device)
     started = time.perf_counter()
     if row == "official-style":
-        official_style_restore(volume, unet, Schedule(), steps)
+        anomaly_map, _ = official_style_restore(volume, unet, Schedule(), steps)
         per_slice = len(window_layout(shape[1:], (128, 128)).origins)
         evaluations, batch = per_slice * shape[0] * steps, 320
     else:
@@ -127,9 +131,11 @@ def measure(row: str, device_name: str, shape: tuple[int, int, int], steps: int,
                 keep_restorations=False, compile=row == "exact, compiled", runtime=runtime,
             )
         )  # fmt: skip
-        evaluations, batch = result.windows_run, result.batch_size
+        evaluations, batch, anomaly_map = result.windows_run, result.batch_size, result.anomaly_map
     _synchronize(device)
     seconds = time.perf_counter() - started
+    if map_out:
+        np.save(map_out, np.asarray(anomaly_map, np.float32))
     if device.type == "cuda":
         peak_mib = torch.cuda.max_memory_allocated() / 2**20
     else:
@@ -171,6 +177,7 @@ def run_isolated(row: str, args: argparse.Namespace) -> dict:
         str(args.slices),
     ]
     command += ["--size", str(args.size), "--steps", str(args.steps), "--network", args.network]
+    command += ["--map-out", str(Path(args.maps) / f"{row}.npy")]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:  # one failing row (e.g. compile) must not lose the others
         return {"row": row, "error": (done.stderr.strip().splitlines() or ["?"])[-1]}
@@ -200,6 +207,30 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     return "\n".join(lines) + "".join(notes)
 
 
+def _row_names(text: str) -> list[str]:
+    """``--rows`` split at commas, the names that hold a comma ("exact, onnxruntime") kept whole."""
+    rows: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if rows and f"{rows[-1]}, {piece}" in ROWS:
+            rows[-1] = f"{rows[-1]}, {piece}"
+        else:
+            rows.append(piece)
+    return rows
+
+
+def _map_differences(rows: list[str], folder: str) -> str:
+    """Each row's map against the torch row of its mode (official-style: against exact), as the
+    largest difference over the largest value of the torch map."""
+    lines = []
+    for row in rows:
+        reference = "exact" if row == "official-style" else row.replace(", onnxruntime", "")
+        ours, theirs = Path(folder) / f"{row}.npy", Path(folder) / f"{reference}.npy"
+        if row != reference and ours.exists() and theirs.exists():
+            a, b = np.load(ours), np.load(theirs)
+            lines.append(f"map of {row} vs {reference}: {np.abs(a - b).max() / np.abs(b).max():.1e} of its maximum")
+    return "\n" + "\n".join(lines)
+
+
 def _fastest(runs: list[dict]) -> dict:
     done = [r for r in runs if "error" not in r]
     return min(done, key=lambda r: r["seconds"]) if done else runs[0]
@@ -218,11 +249,13 @@ def main() -> int:
     parser.add_argument("--rows", default=None, help="comma-separated subset of the rows")
     parser.add_argument("--repeats", type=int, default=1, help="alternated runs of every row (best kept)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--map-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = (args.slices, args.size, args.size)
     if args.child:
-        print(json.dumps(measure(args.child, args.device, shape, args.steps, args.network)))
+        print(json.dumps(measure(args.child, args.device, shape, args.steps, args.network, args.map_out)))
         return 0
+    args.maps = tempfile.mkdtemp(prefix="bench-engine-maps-")
     rows = [
         r
         for r in ROWS
@@ -231,10 +264,11 @@ def main() -> int:
         and (args.device != "cpu" or r != "exact, float32")
     ]
     if args.rows:
-        rows = [r.strip() for r in args.rows.split(",")]
+        rows = _row_names(args.rows)
     runs = [run_isolated(row, args) for _ in range(args.repeats) for row in rows]
     results = [_fastest([r for r in runs if r["row"] == row]) for row in rows]
     print(table(results, args))
+    print(_map_differences(rows, args.maps))
     times = {row: ", ".join(f"{r['seconds']:.1f}" for r in runs if r["row"] == row and "error" not in r) for row in rows}
     print(
         f"\n{args.network} UNet, random weights, 128 x 128 windows; S = {args.steps} "
