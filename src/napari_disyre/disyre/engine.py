@@ -132,12 +132,7 @@ def restore(
     jobs = _window_jobs(padded, layout)
     partial = int((jobs.nonzero & ~jobs.full).sum())
     single = settings.method == "mean-single-step"
-    if single or settings.weight_foreground:
-        skipped = int((~jobs.nonzero).sum())
-        jobs = jobs.select(jobs.nonzero)
-    else:
-        skipped = 0
-
+    jobs, skipped = _runnable(jobs, single or settings.weight_foreground)
     runtime = choose_runtime(runtime, device, autocast, compile)
     if runtime == "onnxruntime":
         yield Progress(1, len(plan), 0, len(jobs), 0, stage=LOADING_STAGE)
@@ -173,6 +168,14 @@ def restore(
         channel_maps=channel_maps if given.ndim == 4 else None,
         runtime=network.runtime,
     )
+
+
+def _runnable(jobs: _Jobs, skippable: bool) -> tuple[_Jobs, int]:
+    """The jobs to run and how many all-zero windows were skipped: they are skipped only where that
+    provably leaves the map unchanged (``skippable``: their score is multiplied by zero)."""
+    if not skippable:
+        return jobs, 0
+    return jobs.select(jobs.nonzero), int((~jobs.nonzero).sum())
 
 
 def combine_channels(maps: np.ndarray) -> np.ndarray:
