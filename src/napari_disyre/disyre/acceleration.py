@@ -19,7 +19,7 @@ which returns ``unet(x, t)`` as float32 numpy. What it does to be fast, and why:
 
 - **ONNX Runtime** (``runtime="onnxruntime"``, float32 on the CPU): the UNet is exported to ONNX once
   per set of weights and run by ONNX Runtime, about twice as fast as torch with outputs equal to
-  about 1e-6 relative (``runtime.sessions``; docs/onnx-runtime.md). A failed export warns and runs
+  a few 1e-6 relative (``runtime.sessions``; docs/onnx-runtime.md). A failed export warns and runs
   torch.
 
 Everything device-specific is guarded by the device type, so the CPU runs the same code paths

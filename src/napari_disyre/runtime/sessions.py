@@ -3,7 +3,7 @@ the place of a torch network's call.
 
 On a CPU, ONNX Runtime evaluates the same float32 networks about twice as fast as torch, and degrades
 far less on a shared machine (torch's OpenMP threads spin-wait for busy cores); its outputs equal
-torch's to about 1e-6 relative (docs/onnx-runtime.md). torch stays the runtime on GPUs, under
+torch's to a few 1e-6 relative (docs/onnx-runtime.md). torch stays the runtime on GPUs, under
 reduced precision, with ``torch.compile`` and for training. ``auto`` picks ONNX Runtime wherever it
 can run (float32 on the CPU, the package installed) and torch elsewhere, saying why in the log;
 asking for ``onnxruntime`` where it cannot run is an error that says what to change.
