@@ -46,13 +46,14 @@ from ..sample_data import demo_checkpoint_path
 from .comparison import LabelComparison
 from .contrast_pickers import ContrastPickers
 from .export import export_layer
-from .following import clear_lesions, follow_viewer, run_stopped
+from .following import follow_viewer, run_stopped
+from .kept_results import compare_results, keep_current
 from .layers import volume_from_layer
 from .lesion_table import LesionTable
 from .method_controls import MethodControls
 from .notices import describe, show_problem, wrap_within_dock
 from .postprocess_controls import PostprocessControls
-from .results import find_result, is_output, keep_result, show_detection, toggle_comparison, viewer_grid
+from .results import find_result, is_output, show_detection
 from .worker import detection_worker
 
 if TYPE_CHECKING:
@@ -356,29 +357,10 @@ class DetectionWidget(QWidget):
     # -- comparing results ------------------------------------------------------------------------
 
     def keep_result(self) -> str | None:
-        """Keep the current result's layers under a name that says how they were made (steps,
-        method, checkpoint, threshold); the next run makes new layers beside them."""
-        if self.detection is None or self.source is None:
-            show_problem("Nothing to keep yet: run Detect anomalies first.")
-            return None
-        settings = self.detection.settings
-        checkpoint = Path(str(self.checkpoint.value)).name
-        label = f"S={settings.steps} {settings.method}, {checkpoint}, t={self.threshold_box.value:.4f}"
-        kept = keep_result(self.viewer, self.source.name, label)
-        self.detection = None  # the threshold controls no longer drive the kept mask
-        clear_lesions(self, "Result kept: detect again for a new table")
-        return kept
+        """Keep the current result's layers under a name that says how they were made; the next run
+        makes new layers beside them (:mod:`~napari_disyre.plugin.kept_results`)."""
+        return keep_current(self)
 
     def compare(self) -> None:
         """Show every result on the chosen scan side by side in napari's grid (click again to undo)."""
-        try:
-            scan = self._chosen_layer()
-        except DisyreError as exc:
-            show_problem(exc)
-            return
-        undo = viewer_grid(self.viewer).enabled
-        if toggle_comparison(self.viewer, scan) < 2 and not undo:
-            show_problem(
-                "Only one result to compare: click Keep this result, change the steps or the checkpoint, "
-                "and detect again."
-            )
+        compare_results(self)
