@@ -104,7 +104,7 @@ def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path
     [
         (["--init", "x"], "--init apply to --method disyre only"),
         (["--steps", "5"], "--steps apply to --method disyre only"),
-        (["--ae-steps", "0"], "--ae-steps must be at least 1"),
+        (["--ae-steps", "0"], "--ae-steps: value 0: input should be greater than or equal to 1"),
         (["--resume"], "nothing to resume"),
     ],
 )

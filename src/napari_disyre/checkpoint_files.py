@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DisyreError
 
 if TYPE_CHECKING:
     import torch
@@ -83,3 +83,53 @@ def content_fingerprint(parts: list[Any], networks: Mapping[str, torch.nn.Module
             digest.update(f"{prefix}{name}".encode())
             digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def check_finite_weights(state: Mapping[str, torch.Tensor], source: str, *, exporting: bool = False) -> None:
+    """Refuse weights holding NaN or infinity (a training that diverged): every map they make is NaN,
+    which thresholds to nothing and reads as "no anomaly". Both loaders and both exports call this."""
+    bad = next((k for k, t in state.items() if t.is_floating_point() and not t.isfinite().all()), None)
+    if bad is not None:
+        raise CheckpointError(
+            f"{source}: the weight {bad} holds NaN or infinite values: the training diverged, so the model "
+            + ("is not exported" if exporting else "cannot be used")
+            + ". Train again with a lower learning rate."
+        )
+
+
+#: Metadata files are a few kB; a larger one is not metadata (and json would read it whole).
+MAX_JSON_BYTES = 16 * 2**20
+#: Nesting a real metadata file has (a few levels); deeper is forged and would exhaust the stack.
+MAX_JSON_DEPTH = 32
+
+
+def read_json_object(path: Path, what: str, error: type[DisyreError] = CheckpointError) -> dict[str, Any]:
+    """``path`` parsed as one JSON object: bounded in size and nesting, so that a forged file is
+    refused with its reason rather than exhausting memory or the stack (RecursionError)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_JSON_BYTES:
+            raise error(f"{path}: {size / 2**20:.0f} MB is far more than any {what} holds; the file is not one.")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{path}: {what} missing; the folder is incomplete.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read the {what} ({exc}).") from None
+    return parse_json_object(text, f"{path}", what, error)
+
+
+def parse_json_object(text: str, source: str, what: str, error: type[DisyreError] = CheckpointError) -> dict[str, Any]:
+    """``text`` as one JSON object of bounded nesting (see :func:`read_json_object`)."""
+    depth = deepest = 0
+    for char in text:  # brackets inside strings over-count: a bound, not a parser
+        depth += (char in "[{") - (char in "]}")
+        deepest = max(deepest, depth)
+    if deepest > MAX_JSON_DEPTH:
+        raise error(f"{source}: nested {deepest} levels deep, more than any {what} ({MAX_JSON_DEPTH}); the file is corrupt.")
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise error(f"{source}: the {what} is not valid JSON ({exc}).") from None
+    if not isinstance(value, dict):
+        raise error(f"{source}: the {what} holds a JSON {type(value).__name__}, not an object.")
+    return value

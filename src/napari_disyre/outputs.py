@@ -65,19 +65,27 @@ def check_writable(path: Path) -> None:
 
 
 def refuse_clashes(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
-    """Refuse, before any work, an output that is also an input or a folder holding one (it would
-    replace the user's scan) or that two outputs share (one would replace the other). Paths are compared resolved, so links and
-    ``./`` spellings do not hide a clash."""
+    """Refuse, before any work, an output that is also an input, a folder holding one (it would
+    replace the user's scan) or a path inside an input folder (a replaced output would take the input
+    with it, and a later run would read the output as data), or that two outputs share (one would
+    replace the other). Paths are compared resolved, so links and ``./`` spellings do not hide a clash."""
     sources = {_identity(p): p for p in inputs}
     seen: dict[Path, Path] = {}
     for out in outputs:
         key = _identity(out)
-        inside = next((p for src, p in sources.items() if key in src.parents), None)
-        if key in sources or inside is not None:
+        holding = next((p for src, p in sources.items() if key in src.parents), None)
+        within = next((p for src, p in sources.items() if src in key.parents), None)
+        if key in sources or holding is not None or within is not None:
+            what = (
+                f"the input {sources[key]}"
+                if key in sources
+                else f"the input {holding} or a folder holding it"
+                if holding is not None
+                else f"inside the input folder {within}"
+            )
             raise OutputError(
-                f"{out}: this output is the input {sources.get(key, inside)}"
-                + (" or a folder holding it" if inside is not None else "")
-                + "; writing it would destroy the input. Give the output another name."
+                f"{out}: this output is {what}; writing it would destroy or mix with the input. Give the "
+                "output a folder of its own."
             )
         if key in seen:
             raise OutputError(
@@ -146,13 +154,40 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
             _remove(tmp)
 
 
+@contextlib.contextmanager
+def replacing_folder(path: str | os.PathLike, replace: bool) -> Iterator[Path]:
+    """The folder to build an output folder in. To ``replace`` an existing ``path``: a hidden sibling
+    that takes its place only when the block ends without error, so the old folder survives any
+    failure, Ctrl-C included (nothing is swapped if nothing was written: torchrun's other ranks).
+    Otherwise ``path`` itself (a new run, or one resumed in place). A file at ``path`` is refused.
+    Whether ``path`` may be replaced at all is the caller's check (:func:`refuse_existing`)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: this is a file, not a folder; give a folder name for the output.")
+    if not (replace and path.exists()):
+        yield path
+        return
+    staged = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+    try:
+        yield staged
+        if staged.exists():
+            _move_into_place(staged, path, overwrite=True)
+    finally:
+        with contextlib.suppress(OSError):
+            _remove(staged)
+
+
 def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     if tmp.is_dir():
         if path.exists():
             refuse_existing(path, overwrite)
             backup = path.with_name(f".{path.name}.replaced-{secrets.token_hex(4)}")
             path.rename(backup)
-            tmp.rename(path)
+            try:
+                tmp.rename(path)
+            except OSError:
+                backup.rename(path)  # the old folder back where it was
+                raise
             _remove(backup)
         else:
             tmp.rename(path)

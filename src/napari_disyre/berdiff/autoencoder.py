@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint_files import check_finite_weights
 from ..errors import CheckpointError
 from .presets import AutoencoderConfig
 
@@ -224,4 +225,5 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
             else []
         )
         raise CheckpointError(f"{source}: the weights do not fit the network: {'; '.join(parts)}.")
+    check_finite_weights(state, source)
     model.load_state_dict(state, strict=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -34,6 +34,7 @@ import torch
 from ..errors import DisyreError, InputError
 from ..runtime.devices import inference_context
 from ..runtime.sessions import choose_runtime, tensor_call
+from ..validation import InferenceOptions, check
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import (
     BernoulliSchedule,
@@ -58,6 +59,9 @@ class InferenceSettings:
     threshold: float = 0.6
     sample_code: bool = True  # the official code samples the AE code at test time too
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(InferenceOptions, asdict(self), "Bernoulli diffusion settings")
 
     def check(self, schedule: BernoulliSchedule) -> None:
         if not 1 <= self.noise_level < schedule.steps:

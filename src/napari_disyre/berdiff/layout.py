@@ -7,12 +7,12 @@ chosen, before torch is imported.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint_files import check_format
+from ..checkpoint_files import check_format, read_json_object
 from ..errors import CheckpointError
+from ..validation import BerDiffJson, check
 
 METHOD = "berdiff"
 FORMAT_NAME = "napari-disyre-berdiff"
@@ -27,17 +27,15 @@ def is_berdiff_folder(path: str | Path) -> bool:
 
 
 def read_berdiff_metadata(folder: str | Path) -> dict[str, Any]:
-    """``berdiff.json`` of ``folder``, checked to name this format and method (CheckpointError if not)."""
+    """``berdiff.json`` of ``folder``, checked to name this format and method and then against its
+    schema (:class:`~napari_disyre.validation.BerDiffJson`: every size, type and range) before any
+    network is built from it; CheckpointError naming the field if not."""
     path = Path(folder) / METADATA_FILE
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable or not valid JSON ({exc}).") from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: holds a JSON {type(meta).__name__}, not a metadata object.")
+    meta = read_json_object(path, "Bernoulli diffusion metadata")
     check_format(meta, FORMAT_NAME, FORMAT_VERSION, str(path), "Bernoulli diffusion metadata")
     if meta.get("method") != METHOD:
         raise CheckpointError(
             f"{path}: says it holds method {meta.get('method')!r}, not {METHOD!r}; the folder is mislabelled."
         )
+    check(BerDiffJson, meta, f"{path}: malformed Bernoulli diffusion metadata", error=CheckpointError)
     return meta

@@ -29,11 +29,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint_files import check_finite_weights
 from ..errors import DisyreError
-from ..outputs import write_json
+from ..outputs import replacing_folder, write_json
+from ..validation import BerDiffOptions, check
 from ..training.dataset import SliceBank, TrainingScan
 from ..training.distributed import Distributed
-from ..training.state import STATE_DIR, STATE_FILE, check_output, read_state, write_state
+from ..training.state import (
+    STATE_DIR,
+    STATE_FILE,
+    check_output,
+    read_state,
+    training_inputs,
+    write_state,
+)
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule
 from .checkpoint import BerDiffModel, write_berdiff_files
@@ -72,6 +81,11 @@ class BerDiffRunConfig:
     contrast: str | None = None
     description: str = ""
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Steps, batches, L and P checked before any scan is read (not after both stages trained)."""
+        names = set(BerDiffOptions.model_fields)
+        check(BerDiffOptions, {k: v for k, v in dataclasses.asdict(self).items() if k in names}, "berdiff training")
 
     def network_preset(self) -> BerDiffPreset:
         return get_berdiff_preset(self.preset)
@@ -131,7 +145,8 @@ def train_berdiff(
 ) -> BerDiffModel:
     """Train the autoencoder, then the latent diffusion model; save the checkpoint into ``output``."""
     output = Path(output)
-    check_output(output, resume, overwrite, steps_option="--diffusion-steps")
+    inputs = training_inputs([*scans, *validation])
+    check_output(output, resume, overwrite, steps_option="--diffusion-steps", inputs=inputs)
     preset = config.network_preset()
     state = _load_state(output) if resume else {}
     if resume:
@@ -140,20 +155,23 @@ def train_berdiff(
     bank = SliceBank.from_scans(scans, spec)
     images = square_slices(bank.slices, preset.autoencoder.image_size)
     dist = Distributed.from_environment(config.device)
-    if dist.is_main:
-        (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
-        write_json(output / STATE_DIR / CONFIG_FILE, dataclasses.asdict(config))
-    log = _Log(
-        output / STATE_DIR / LOG_FILE if dist.is_main else None,
-        append=resume,
-        started=time.perf_counter() - state.get("elapsed_s", 0.0),
-        enabled=config.progress and dist.is_main,
-    )
-    try:
-        return _train(output, config, preset, spec, bank, images, validation, dist, state, log)
-    finally:
-        log.close()
-        dist.close()
+    with replacing_folder(output, overwrite and not resume) as folder:  # the old model kept until the end
+        if dist.is_main:
+            (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
+            write_json(folder / STATE_DIR / CONFIG_FILE, dataclasses.asdict(config))
+        log = _Log(
+            folder / STATE_DIR / LOG_FILE if dist.is_main else None,
+            append=resume,
+            started=time.perf_counter() - state.get("elapsed_s", 0.0),
+            enabled=config.progress and dist.is_main,
+        )
+        try:
+            model = _train(folder, config, preset, spec, bank, images, validation, dist, state, log)
+        finally:
+            log.close()
+            dist.close()
+    model.source = output
+    return model
 
 
 def _train(output, config, preset, spec, bank, images, validation, dist, state, log) -> BerDiffModel:
@@ -181,6 +199,8 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
     )
     if not dist.is_main:
         return model
+    for name, network in (("autoencoder", model.autoencoder), ("latent UNet", model.unet)):
+        check_finite_weights(network.state_dict(), f"{output} ({name})", exporting=True)
     if validation:
         from ..training.export import healthy_score_quantiles
 

@@ -22,7 +22,10 @@ TERMINATE_CLEANLY = {"detect", "evaluate", "train"}
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse printed the reason (a bad option value: exit 2; --help: 0)
+        return int(exc.code or 0)
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USER_ERROR

@@ -6,13 +6,24 @@ import argparse
 import os
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from .common import named_values
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     from ..runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
     from ..training.presets import PRESETS
+    from ..validation import (
+        Count,
+        Crop,
+        GridMm,
+        LearningRate,
+        NoiseLevel,
+        Probability,
+        Seed,
+        Size,
+        cli_type,
+    )
 
     parser = commands.add_parser(
         "train",
@@ -38,7 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="small",
         help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
     )
-    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+    parser.add_argument("--steps", type=cli_type(Count), default=None, help="optimiser steps (default: the preset's)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     data = parser.add_argument_group("data")
@@ -65,7 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--val-dir", type=Path, default=None, help="held-out healthy scans for validation")
     data.add_argument(
         "--val-count",
-        type=int,
+        type=cli_type(Size),
         default=None,
         help="hold out the last N scans (sorted by path) for validation (default: 10%%, none below 5 scans)",
     )
@@ -83,25 +94,30 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="fine-tune this checkpoint (its network, weights and voxel grid) instead of starting from "
         "random weights of --preset",
     )
-    opt.add_argument("--batch-size", type=int, default=None)
-    opt.add_argument("--crop", type=int, default=None, help="training crop size in pixels")
-    opt.add_argument("--lr", type=float, default=None, help="learning rate (disyre; default 1e-4)")
+    opt.add_argument("--batch-size", type=cli_type(Count), default=None)
+    opt.add_argument(
+        "--crop", type=cli_type(Crop), default=None,
+        help="training crop size in pixels (16 to 1024, a multiple of 8)",
+    )
+    opt.add_argument(
+        "--lr", type=cli_type(LearningRate), default=None, help="learning rate, above 0 and at most 1 (disyre; default 1e-4)"
+    )
     opt.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     opt.add_argument(
         "--spacing",
-        type=float,
+        type=cli_type(GridMm),
         nargs=3,
         default=None,
         metavar=("X", "Y", "Z"),
         help="voxel spacing of the model grid in mm (default: the preset's)",
     )
-    opt.add_argument("--validate-every", type=int, default=500)
-    opt.add_argument("--save-every", type=int, default=1000)
-    opt.add_argument("--seed", type=int, default=0)
+    opt.add_argument("--validate-every", type=cli_type(Count), default=500)
+    opt.add_argument("--save-every", type=cli_type(Count), default=1000)
+    opt.add_argument("--seed", type=cli_type(Seed), default=0)
     opt.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     opt.add_argument(
         "--workers",
-        type=int,
+        type=cli_type(Size),
         default=None,
         help="processes that make training batches (default: 0 on the CPU; on a GPU, the free cores up to 8)",
     )
@@ -112,15 +128,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="autocast type on CUDA (auto: bfloat16); CPU training is always float32",
     )
     bd = parser.add_argument_group("berdiff (with --method berdiff)")
-    bd.add_argument("--ae-steps", type=int, default=None, help="autoencoder steps (default: the preset's)")
+    bd.add_argument("--ae-steps", type=cli_type(Count), default=None, help="autoencoder steps (default: the preset's)")
     bd.add_argument(
-        "--diffusion-steps", type=int, default=None, help="latent diffusion steps (default: the preset's)"
+        "--diffusion-steps", type=cli_type(Count), default=None, help="latent diffusion steps (default: the preset's)"
     )
     bd.add_argument(
-        "--noise-level", type=int, default=100, help="default L stored in the checkpoint (default: 100)"
+        "--noise-level", type=cli_type(NoiseLevel), default=100, help="default L stored in the checkpoint (default: 100)"
     )
     bd.add_argument(
-        "--flip-threshold", type=float, default=0.6, help="default P stored in the checkpoint (default: 0.6)"
+        "--flip-threshold", type=cli_type(Probability), default=0.6, help="default P stored in the checkpoint (default: 0.6)"
     )
     parser.set_defaults(run=run)
 
@@ -129,6 +145,11 @@ DISYRE_ONLY = {"steps": "--steps", "lr": "--lr", "init": "--init", "crop": "--cr
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..outputs import refuse_clashes
+
+    refuse_clashes([args.out], [p for p in (args.healthy_dir, args.val_dir, args.init) if p is not None])
+    if args.out.exists() and not args.out.is_dir():
+        raise OutputError(f"{args.out}: this is a file, not a folder; give a folder name for the model.")
     scans, validation = split_scans(args)
     contrast = args.contrast
     if args.scan_names and args.method == "berdiff":
@@ -176,9 +197,6 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         raise InputError(
             f"{', '.join(given)} apply to --method disyre only; for berdiff use --ae-steps/--diffusion-steps."
         )
-    for flag, value in (("--ae-steps", args.ae_steps), ("--diffusion-steps", args.diffusion_steps)):
-        if value is not None and value < 1:
-            raise InputError(f"{flag} must be at least 1, got {value}")
     config = BerDiffRunConfig(
         preset=args.preset,
         ae_steps=args.ae_steps,

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DisyreError, InputError
 from ..restoration import Progress, run_to_end
 from ..runtime.devices import autocast_dtype, resolve_device
 from ..scans.contrasts import MultiContrastScan, as_channels
 from ..scans.nifti import Volume
 from ..scans.preprocessing import ModelInput, Preprocessing, foreground_bbox, prepare_contrasts, prepare_scan
+from ..validation import DetectArguments, check
 from .detectors import (
     Detector,
     Settings,
@@ -89,6 +90,12 @@ def iter_detect(
     maps after each step when ``keep_step_maps``. Stop iterating to cancel.
     """
     started = time.perf_counter()
+    if not isinstance(scan, Volume | MultiContrastScan):
+        raise DisyreError(
+            f"scan must be a Volume (load_scan(path), or Volume(data, affine)) or a MultiContrastScan, not "
+            f"{type(scan).__name__}."
+        )
+    check(DetectArguments, {"checkpoint": checkpoint, "settings": settings}, "detect")
     channels = _channels_for(scan, contrasts_of(checkpoint))
     scan = channels.reference
     settings = settings or default_settings(checkpoint)

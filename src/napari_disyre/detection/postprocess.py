@@ -16,6 +16,7 @@ from scipy import ndimage
 from skimage import measure, morphology
 
 from ..errors import InputError
+from ..validation import MapOptions, check
 
 #: Healthy-voxel score quantile used as the default threshold when the checkpoint records one.
 DEFAULT_HEALTHY_QUANTILE = "0.999"
@@ -63,12 +64,7 @@ class MapPostprocessing:
     median: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("erosion", "median"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InputError(
-                    f"post-processing {name} takes a whole number of voxels >= 0, not {value!r}."
-                )
+        check(MapOptions, {"erosion": self.erosion, "median": self.median}, "map post-processing", error=InputError)
 
     @property
     def enabled(self) -> bool:
@@ -103,6 +99,25 @@ class MapPostprocessing:
             [f"{self.median}-voxel median filter"] if self.median > 1 else []
         )
         return ", ".join(parts) or "none"
+
+
+def bounded_by_volume(shape: tuple[int, ...], *, erosion: int = 0, median: int = 0, min_size: int = 0,
+                      sample_voxels: int | None = None) -> None:  # fmt: skip
+    """Refuse a size option the volume cannot hold: a median window or an erosion wider than the
+    volume, components or samples larger than its voxel count (they would blank every map or cost
+    memory for nothing)."""
+    voxels, smallest = int(np.prod(shape)), min(shape)
+    for name, value, limit in (
+        ("median", median, smallest),
+        ("erosion", erosion, smallest // 2),
+        ("min-size", min_size, voxels),
+        ("sample-voxels", sample_voxels or 0, voxels),
+    ):
+        if value > limit:
+            raise InputError(
+                f"--{name} {value} is larger than the volume allows ({limit} for a {'x'.join(map(str, shape))} "
+                f"volume); choose at most {limit}."
+            )
 
 
 def record_postprocessing(checkpoint_folder: Path, options: MapPostprocessing) -> None:

@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..checkpoint_files import check_format, checkpoint_path, content_fingerprint
+from ..checkpoint_files import check_format, checkpoint_path, content_fingerprint, parse_json_object, read_json_object
 from ..errors import CheckpointError
 from ..outputs import atomic_output, write_json
 from ..scans.preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
+from ..validation import DisyreJson, check
 from .checkpoint_checks import channel_names, check_info_bounds
 from .methods import DEFAULT_METHOD, METHODS, Method
 from .schedule import Schedule
@@ -75,27 +76,24 @@ class CheckpointInfo:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> CheckpointInfo:
+        """``disyre.json``'s content checked against its schema (:class:`DisyreJson`: types, ranges, no
+        unknown key) before anything is built from it."""
         check_format(d, FORMAT_NAME, FORMAT_VERSION, source, "DISYRE metadata")
-        try:
-            method = d.get("method", DEFAULT_METHOD)
-            if method not in METHODS:
-                raise ValueError(f"unknown method {method!r}")
-            return cls(
-                contrast=d.get("contrast"),
-                contrasts=tuple(str(c) for c in d.get("contrasts", ())),
-                preprocessing=Preprocessing.from_dict(d.get("preprocessing", {})),
-                steps=int(d.get("steps", 4)),
-                method=method,
-                weight_foreground=bool(d.get("weight_foreground", True)),
-                healthy_score_quantiles={
-                    str(k): float(v) for k, v in d.get("healthy_score_quantiles", {}).items()
-                },
-                training=dict(d.get("training", {})),
-                description=str(d.get("description", "")),
-                postprocessing={str(k): int(v) for k, v in d.get("postprocessing", {}).items()},
-            )
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise CheckpointError(f"{source}: malformed napari-disyre metadata ({exc}).") from exc
+        meta = check(DisyreJson, d, f"{source}: malformed napari-disyre metadata", error=CheckpointError)
+        if meta.method not in METHODS:
+            raise CheckpointError(f"{source}: unknown method {meta.method!r}; choose one of {', '.join(METHODS)}.")
+        return cls(
+            contrast=meta.contrast,
+            contrasts=tuple(meta.contrasts),
+            preprocessing=Preprocessing.from_dict(meta.preprocessing.model_dump(exclude_unset=True)),
+            steps=meta.steps,
+            method=meta.method,  # type: ignore[arg-type]
+            weight_foreground=meta.weight_foreground,
+            healthy_score_quantiles=dict(meta.healthy_score_quantiles),
+            training=dict(meta.training),
+            description=meta.description,
+            postprocessing=meta.postprocessing.model_dump(exclude_unset=True),
+        )
 
 
 @dataclass
@@ -250,7 +248,7 @@ def _info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
     if "napari_disyre.info" not in metadata:
         return CheckpointInfo()
     return check_info_bounds(
-        CheckpointInfo.from_dict(_parse_json(metadata["napari_disyre.info"], str(path)), str(path)),
+        CheckpointInfo.from_dict(parse_json_object(metadata["napari_disyre.info"], str(path), "napari-disyre metadata"), str(path)),
         str(path),
     )
 
@@ -260,9 +258,9 @@ def _load_single_file(path: Path) -> Checkpoint:
     from safetensors.torch import load_file
 
     metadata = _single_file_metadata(path)
-    config = _parse_json(metadata["napari_disyre.unet_config"], f"{path} (UNet config)")
+    config = parse_json_object(metadata["napari_disyre.unet_config"], str(path), "UNet config")
     schedule = Schedule.from_config(
-        _parse_json(metadata["napari_disyre.scheduler_config"], f"{path} (scheduler config)"),
+        parse_json_object(metadata["napari_disyre.scheduler_config"], str(path), "scheduler config"),
         source=str(path),
     )
     info = _info_from_metadata(metadata, path)
@@ -310,21 +308,7 @@ def _require(path: Path, what: str) -> Path:
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     _require(path, what)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read the {what} ({exc}).") from exc
-    return _parse_json(text, f"{path} ({what})")
-
-
-def _parse_json(text: str, source: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{source}: not valid JSON ({exc}).") from exc
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{source}: expected a JSON object.")
-    return value
+    return read_json_object(path, what)
 
 
 # -- saving --------------------------------------------------------------------------------------

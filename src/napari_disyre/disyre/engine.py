@@ -29,6 +29,7 @@ value is the :class:`Restoration`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from ..errors import DisyreError
 from ..restoration import Progress, Restoration
 from ..runtime.devices import auto_batch_size
 from ..runtime.sessions import LOADING_STAGE, choose_runtime
+from ..validation import RestoreArguments, RestorationOptions, check
 from .acceleration import BatchRunner, Network, bytes_per_window
 from .methods import METHODS, Method
 from .restoration_maps import RestorationMaps
@@ -75,12 +77,9 @@ class RestorationSettings:
     fast: bool = False
 
     def __post_init__(self) -> None:
+        check(RestorationOptions, dataclasses.asdict(self), "restoration settings")
         if self.method not in METHODS:
             raise DisyreError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.steps < 1:
-            raise DisyreError(f"the number of restoration steps must be at least 1, got {self.steps}")
-        if not 0 < self.overlap <= 1:
-            raise DisyreError(f"overlap must be in (0, 1], got {self.overlap}")
 
     @property
     def window_overlap(self) -> float:
@@ -123,6 +122,7 @@ def restore(
 
     started = time.perf_counter()
     device = device or torch.device("cpu")
+    check(RestoreArguments, {"slices": slices, "settings": settings}, "restore")
     given = np.asarray(slices, dtype=np.float32)
     slices = _with_channel_axis(given, unet.config.in_channels)
     window = _window_of(unet)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from ..checkpoint_files import check_finite_weights
 from ..errors import CheckpointError
 from .checkpoint_checks import check_config_bounds
 from .windows import sample_size_pair
@@ -111,6 +112,7 @@ def load_weights(unet: UNet2DModel, state: dict[str, torch.Tensor], source: str)
                 f"instead of {tuple(expected[k].shape)})"
             )
         raise CheckpointError(f"{source}: the weights do not fit the UNet config: {'; '.join(details)}.")
+    check_finite_weights(state, source)
     unet.load_state_dict(state, strict=True)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..outputs import atomic_output
+from ..validation import VolumeFields, check
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 OutputKind = Literal["map", "mask", "image"]
@@ -38,6 +39,10 @@ class Volume:
     affine: np.ndarray
     header: nib.Nifti1Header | nib.Nifti2Header | None = None
     path: Path | None = None
+
+    def __post_init__(self) -> None:
+        """A list for ``data``, ``affine=None``, complex or RGB voxels: refused here, with the reason."""
+        check(VolumeFields, {"data": self.data, "affine": self.affine}, str(self.path or "Volume"), error=InputError)
 
     @property
     def shape(self) -> tuple[int, int, int]:

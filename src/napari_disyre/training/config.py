@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..scans.preprocessing import Preprocessing
+from ..validation import TrainingOptions, check
 from .presets import get_preset
 
 
@@ -51,6 +52,12 @@ class TrainingConfig:
     init: str | None = None  # a checkpoint to start from (fine-tuning): its network, weights, grid
     description: str = ""
     unet_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Every number through the validation layer: a NaN or absurd learning rate, 0 or 2.5 steps,
+        a crop the network cannot halve are refused here, before any scan is read."""
+        names = set(TrainingOptions.model_fields)
+        check(TrainingOptions, {k: v for k, v in asdict(self).items() if k in names}, "TrainingConfig")
 
     def resolved(self) -> TrainingConfig:
         """A copy with every preset-dependent field filled in."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..checkpoint_files import check_finite_weights
 from ..detection.pipeline import detect
 from ..disyre.checkpoint import Checkpoint, CheckpointInfo, write_checkpoint_files
 from ..disyre.schedule import Schedule
@@ -50,6 +51,7 @@ def export_checkpoint(
     exported = copy.deepcopy(unet).cpu().float().eval()
     if ema is not None:
         ema.copy_to(exported.parameters())
+    check_finite_weights(exported.state_dict(), str(output), exporting=True)
     info = CheckpointInfo(
         contrast=config.contrast,
         contrasts=tuple(config.contrasts),

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ from .config import TrainingConfig
 from .dataset import CorruptedSlices, SliceBank, TrainingScan, check_training_inputs, training_batches
 from .distributed import Distributed, auto_workers
 from .export import export_checkpoint
+from .held_out import validation_loss, validation_set
 from .resume import check_resume, run_record, save_record
+from ..outputs import replacing_folder
 from .state import (
     CONFIG_FILE,
     LOG_FILE,
@@ -47,6 +50,7 @@ from .state import (
     load_state,
     read_state,
     save_state,
+    training_inputs,
 )
 
 
@@ -87,33 +91,32 @@ def train(
     started = time.perf_counter()
     output = Path(output)
     config = config.resolved()
-    check_output(output, resume, overwrite)
+    check_output(output, resume, overwrite, inputs=training_inputs([*scans, *validation], config.init))
     check_training_inputs(scans, validation, allow_mixed_contrasts=allow_mixed_contrasts)
     record = run_record(config, scans, validation)
     state = read_state(output / STATE_DIR / STATE_FILE) if resume else None  # the method's own run...
     if resume:  # ...with its settings and data, before any work
         config, record = check_resume(output / STATE_DIR / CONFIG_FILE, record, config)
-    if config.workers is not None and config.workers < 0:
-        raise DisyreError(f"workers must be 0 or more, not {config.workers}")
     dist = Distributed.from_environment(config.device)
     if config.workers is None:
         config = dataclasses.replace(config, workers=auto_workers(dist.device, dist.world))
-    run = _Run.start(scans, validation, output, config, dist, progress=progress, started=started)
-    run.resumes = record.get("resumes", [])
-    step = 0
-    if state is not None:
-        step, elapsed = load_state(
-            state, output / STATE_DIR / STATE_FILE, run.unet, run.optimizer, run.lr_schedule, run.ema
-        )
-        run.started -= elapsed  # wall times and the log count the earlier sessions too
-    if dist.is_main:
-        save_record(output, record)
-    step, losses, val_loss = _optimise(run, step, resume=resume, progress=progress, on_step=on_step)
-    quantiles: dict[str, float] = {}
-    if dist.is_main:
-        run.save(step)
-        quantiles = run.export(validation=validation, wall=time.perf_counter() - run.started)
-        save_record(output, {**record, "finished": True})  # a rerun then says so, not "interrupted"
+    with replacing_folder(output, overwrite and not resume) as folder:  # the old model kept until the end
+        run = _Run.start(scans, validation, folder, config, dist, progress=progress, started=started)
+        run.resumes, run.replacing = record.get("resumes", []), output if folder != output else None
+        step = 0
+        if state is not None:
+            step, elapsed = load_state(
+                state, output / STATE_DIR / STATE_FILE, run.unet, run.optimizer, run.lr_schedule, run.ema
+            )
+            run.started -= elapsed  # wall times and the log count the earlier sessions too
+        if dist.is_main:
+            save_record(folder, record)
+        step, losses, val_loss = _optimise(run, step, resume=resume, progress=progress, on_step=on_step)
+        quantiles: dict[str, float] = {}
+        if dist.is_main:
+            run.save(step)
+            quantiles = run.export(validation=validation, wall=time.perf_counter() - run.started)
+            save_record(folder, {**record, "finished": True})  # a rerun then says so, not "interrupted"
     dist.close()
     tenth = max(1, len(losses) // 10)
     return TrainingReport(
@@ -144,6 +147,7 @@ class _Run:
     val_bank: SliceBank | None
     started: float
     resumes: list[dict] = dataclasses.field(default_factory=list)  # settings changed by --resume
+    replacing: Path | None = None  # the folder this run replaces when it completes (--overwrite)
 
     @classmethod
     def start(
@@ -215,7 +219,7 @@ def _optimise(
     batches = training_batches(
         stream, step, config.steps, config.batch_size, config.workers, pin_memory=dist.device.type == "cuda"
     )
-    validation_set = _validation_set(run.val_bank, run.schedule, config) if run.val_bank is not None else None
+    held_out = validation_set(run.val_bank, run.schedule, config) if run.val_bank is not None else None
     log = TrainingLog(run.output / STATE_DIR / LOG_FILE, enabled=dist.is_main, resume=resume)
     autocast = training_autocast_dtype(dist.device, config.precision)
     bar = _progress_bar(config.steps, step, enabled=progress and dist.is_main)
@@ -239,6 +243,8 @@ def _optimise(
             )
             if run.ema is not None:
                 run.ema.step(run.unet.parameters())
+            if not math.isfinite(loss):
+                raise _diverged(run, step, loss)
             step += 1
             losses.append(loss)
             window_losses.append(loss)
@@ -246,11 +252,11 @@ def _optimise(
             bar.set_postfix(loss=f"{np.mean(window_losses):.4f}")
             if on_step is not None:
                 on_step(step, loss)
-            validate_now = validation_set is not None and (
+            validate_now = held_out is not None and (
                 step % config.validate_every == 0 or step == config.steps
             )
             if validate_now:
-                val_loss = _validation_loss(run.unet, run.ema, validation_set, dist.device, autocast)
+                val_loss = validation_loss(run.unet, run.ema, held_out, dist.device, autocast)
             if step % config.log_every == 0 or validate_now or step == config.steps:
                 elapsed = time.perf_counter() - tick
                 log.write(
@@ -266,7 +272,9 @@ def _optimise(
                 run.save(step)
                 run.export()
     except KeyboardInterrupt:
-        if dist.is_main:
+        if dist.is_main and run.replacing is not None:
+            print(f"\nInterrupted at step {step}; {run.replacing} was left as it was.", file=sys.stderr)
+        elif dist.is_main:
             run.save(step)
             print(f"\nInterrupted at step {step}; state saved. Continue with --resume.", file=sys.stderr)
         raise
@@ -274,6 +282,23 @@ def _optimise(
         bar.close()
         log.close()
     return step, losses, val_loss
+
+
+def _diverged(run: _Run, step: int, loss: float) -> DisyreError:
+    """The error for a non-finite loss: the step was not taken, so the weights are those of ``step``,
+    the last good state; it is saved (a replacing run keeps the old folder instead)."""
+    if run.replacing is not None:
+        kept = f"{run.replacing} was left as it was"
+    elif run.dist.is_main:
+        run.save(step)
+        kept = f"the last good state (step {step}) is saved in {run.output / STATE_DIR / STATE_FILE}"
+    else:
+        kept = "rank 0 saves the last good state"
+    return DisyreError(
+        f"{run.replacing or run.output}: the training loss became {loss} at step {step + 1} (learning rate "
+        f"{run.config.learning_rate:g} too high?); training stopped and no model was exported; {kept}. "
+        "Start again (--overwrite) with a lower --lr."
+    )
 
 
 # -- one optimisation step ------------------------------------------------------------------------
@@ -291,10 +316,14 @@ def _optimisation_step(
     with torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
         prediction = model(x_t, t).sample
     loss = F.mse_loss(prediction.float(), x_0)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    lr_schedule.step()
+    if torch.isfinite(loss):  # a non-finite loss or gradient is not stepped on: the weights stay good
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if not torch.isfinite(norm):
+            loss = norm
+        else:
+            optimizer.step()
+            lr_schedule.step()
     optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())
 
@@ -311,53 +340,6 @@ def _make_ema(unet, config: TrainingConfig):
         inv_gamma=config.ema_inv_gamma,
         power=config.ema_power,
     )
-
-
-# -- validation -----------------------------------------------------------------------------------
-
-
-def _validation_set(bank: SliceBank, schedule: Schedule, config: TrainingConfig):
-    """A fixed set of corrupted validation crops, the same at every validation (seeded)."""
-    stream = CorruptedSlices(bank, schedule, (config.seed, 10_000), crop=config.crop)
-    return stream.batch(0, config.validation_examples)
-
-
-def _validation_loss(unet, ema, validation_set, device, autocast) -> float:
-    import torch
-    import torch.nn.functional as F
-
-    corrupted, clean, timesteps = validation_set
-    with _ema_weights(unet, ema):
-        unet.eval()
-        total = 0.0
-        with torch.inference_mode():
-            for start in range(0, len(corrupted), 16):
-                x_t = torch.from_numpy(corrupted[start : start + 16]).to(device)
-                t = torch.from_numpy(timesteps[start : start + 16]).to(device)
-                with (
-                    torch.autocast(device.type, dtype=autocast)
-                    if autocast is not None
-                    else contextlib.nullcontext()
-                ):
-                    prediction = unet(x_t, t).sample
-                target = torch.from_numpy(clean[start : start + 16]).to(device)
-                total += float(F.mse_loss(prediction.float(), target, reduction="sum"))
-        unet.train()
-    return total / clean.size
-
-
-@contextlib.contextmanager
-def _ema_weights(unet, ema) -> Iterator[None]:
-    """Temporarily put the EMA weights into the network (no-op without EMA)."""
-    if ema is None:
-        yield
-        return
-    ema.store(unet.parameters())
-    ema.copy_to(unet.parameters())
-    try:
-        yield
-    finally:
-        ema.restore(unet.parameters())
 
 
 # -- logging --------------------------------------------------------------------------------------

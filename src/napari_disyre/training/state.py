@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import DisyreError, OutputExistsError
-from ..outputs import atomic_output, refuse_existing
+from ..errors import DisyreError, OutputError, OutputExistsError
+from ..outputs import atomic_output, refuse_clashes, refuse_existing
 
 STATE_DIR = "training"
 STATE_FILE = "state.pt"
@@ -22,10 +22,17 @@ CONFIG_FILE = "config.json"
 LOG_FIELDS = ("step", "loss", "lr", "val_loss", "elapsed_s", "examples_per_s")
 
 
-def check_output(output: Path, resume: bool, overwrite: bool, steps_option: str = "--steps") -> None:
+def check_output(
+    output: Path, resume: bool, overwrite: bool, steps_option: str = "--steps", inputs: Sequence[Path] = ()
+) -> None:
     """Refuse to resume without a state, and to train into an existing folder unless ``overwrite``;
     a folder an interrupted run left says how to continue it (a finished one: with more
-    ``steps_option``, the method's own flag)."""
+    ``steps_option``, the method's own flag). ``inputs`` (scans, their folders, a starting
+    checkpoint) may not be the output, inside it or hold it. Nothing is deleted here: a replaced
+    folder is swapped out only when its replacement is complete (:func:`replacing_folder`)."""
+    refuse_clashes([output], inputs)
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"{output}: this is a file, not a folder; give a folder name for the model.")
     if resume:
         if not (output / STATE_DIR / STATE_FILE).exists():
             raise DisyreError(
@@ -40,9 +47,14 @@ def check_output(output: Path, resume: bool, overwrite: bool, steps_option: str 
             else f"{output}: an interrupted training run: continue it with --resume (or start again with "
             "--overwrite)."
         )
-    if output.exists() and overwrite:
-        shutil.rmtree(output)
-    refuse_existing(output, overwrite=False)
+    refuse_existing(output, overwrite)
+
+
+def training_inputs(scans: Sequence, *folders: Path | str | None) -> list[Path]:
+    """What a run reads and its output may not touch: every scan, mask and label, their folders, and
+    ``folders`` (the training folder, a starting checkpoint)."""
+    files = [p for s in scans for p in (s.path, s.brain_mask, s.exclude_label) if p is not None]
+    return [*files, *{Path(p).parent for p in files}, *(Path(f) for f in folders if f)]
 
 
 def _finished(output: Path) -> bool:
