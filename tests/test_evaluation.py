@@ -213,7 +213,7 @@ def test_label_values_select_part_of_a_multi_class_label(tmp_path, tiny_checkpoi
     assert result["pooled"]["intensity"]["n_positive"] == 3
     assert result["settings"]["anomalous_labels"] == "label in {1, 3, 4}"
     assert main([*args, "--label-values", "1,x"]) == 2
-    assert "--label-values takes comma-separated integers" in capsys.readouterr().err
+    assert "--label-values: takes comma-separated integers" in capsys.readouterr().err
     assert main([*args, "--label-values", "0"]) == 2
     assert "0 is background" in capsys.readouterr().err
 

@@ -49,6 +49,13 @@ def _finite(value: Any) -> float:
     return float(value)
 
 
+MAX_TRAINING_STEPS = 10_000_000
+MAX_RESTORATION_STEPS = 1000
+MAX_BATCH = 65_536
+#: A 3D median of 15^3 voxels already blurs away any lesion a map could show; larger ones only cost
+#: memory and hours (the issue's --median 1000 reached 9.3 GB).
+MAX_MEDIAN = 15
+
 Whole = Annotated[int, BeforeValidator(_whole)]
 Count = Annotated[Whole, Field(ge=1)]  # steps, batch sizes: at least one
 Size = Annotated[Whole, Field(ge=0)]  # voxel counts and radii: 0 switches the option off
@@ -77,15 +84,10 @@ Text = Annotated[str, Field(strict=True, max_length=10_000)]
 Spacing = Annotated[tuple[Finite, Finite, Finite], AfterValidator(_grid)]
 #: Training crops: the network halves them up to 3 times, and windows are at least 16 px.
 Crop = Annotated[Count, Field(ge=16, le=1024, multiple_of=8)]
+RestorationSteps = Annotated[Count, Field(le=MAX_RESTORATION_STEPS)]
 #: Bernoulli diffusion's noise level L: reverse steps, fewer than the schedule's 1000.
 NoiseLevel = Annotated[Count, Field(le=999)]
-
-MAX_TRAINING_STEPS = 10_000_000
-MAX_RESTORATION_STEPS = 1000
-MAX_BATCH = 65_536
-#: A 3D median of 15^3 voxels already blurs away any lesion a map could show; larger ones only cost
-#: memory and hours (the issue's --median 1000 reached 9.3 GB).
-MAX_MEDIAN = 15
+Median = Annotated[Size, Field(le=MAX_MEDIAN)]
 
 
 class _Declared(BaseModel):
@@ -138,14 +140,18 @@ def cli_type(kind: Any, *, words: tuple[str, ...] = ()) -> Any:
     return parse
 
 
-def cli_list(kind: Any) -> Any:
-    """An argparse ``type=`` for a comma-separated list of ``kind`` (``1,2,4``), each checked."""
+def cli_list(kind: Any, meaning: str) -> Any:
+    """An argparse ``type=`` for a comma-separated list of ``kind`` (``1,2,4``), each checked, so that a
+    wrong list is refused before the first scan is computed; ``meaning`` says what the values are."""
     item = cli_type(kind)
 
     def parse(text: str) -> list[Any]:
-        values = [item(v.strip()) for v in text.split(",") if v.strip()]
+        try:
+            values = [item(v.strip()) for v in text.split(",") if v.strip()]
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"takes comma-separated {meaning}, got {text!r} ({exc})") from None
         if not values:
-            raise argparse.ArgumentTypeError(f"{text!r} lists no value")
+            raise argparse.ArgumentTypeError(f"takes comma-separated {meaning}, got {text!r}")
         return values
 
     return parse
@@ -196,7 +202,7 @@ class BerDiffOptions(_Declared):
 class RestorationOptions(_Declared):
     """DISYRE restoration settings (:class:`~napari_disyre.disyre.engine.RestorationSettings`)."""
 
-    steps: Annotated[Count, Field(le=MAX_RESTORATION_STEPS)] = 4
+    steps: RestorationSteps = 4
     method: str = "mean-single-step"
     spacing: Literal["official", "exact"] = "official"
     weight_foreground: Flag = True
@@ -219,7 +225,7 @@ class MapOptions(_Declared):
     (:func:`~napari_disyre.detection.postprocess.bounded_by_volume`)."""
 
     erosion: Size = 0
-    median: Annotated[Size, Field(le=MAX_MEDIAN)] = 0
+    median: Median = 0
 
 
 def _voxels(data: Any) -> Any:
@@ -252,6 +258,13 @@ def _loaded_checkpoint(checkpoint: Any) -> Any:
             "load_checkpoint(path) first (load_checkpoint('demo') for the bundled one)"
         )
     return checkpoint
+
+
+class SegmentationOptions(_Declared):
+    """A map's threshold and smallest kept component (``threshold_mask``, ``--threshold``, ``--min-size``)."""
+
+    threshold: Finite
+    min_size: Size = 0
 
 
 class VolumeFields(_Declared):
@@ -302,6 +315,22 @@ class RestoreArguments(_Declared):
     settings: Annotated[Any, AfterValidator(_restoration_settings)]
 
 
+def _case_id(text: str) -> str:
+    if text == "pooled":
+        raise ValueError("'pooled' names the report's row of all cases together; give this case another id")
+    if "/" in text or "\\" in text or ".." in text or text.strip() != text or not text.strip():
+        raise ValueError(
+            "must be a plain name (no '/', '\\', '..' or surrounding spaces): it names the case's saved maps"
+        )
+    return text
+
+
+class CaseFields(_Declared):
+    """An evaluation case's id: a report row and a file name under ``--maps``."""
+
+    id: Annotated[str, Field(strict=True, max_length=200), AfterValidator(_case_id)]
+
+
 # -- files: the JSON a checkpoint or a run folder claims ------------------------------------------
 
 
@@ -325,7 +354,7 @@ class DisyreJson(_Declared):
     contrast: Annotated[str, Field(strict=True, max_length=100)] | None = None
     contrasts: Annotated[list[Annotated[str, Field(strict=True, max_length=100)]], Field(max_length=64)] = []
     preprocessing: PreprocessingJson = PreprocessingJson()
-    steps: Annotated[Count, Field(le=MAX_RESTORATION_STEPS)] = 4
+    steps: RestorationSteps = 4
     method: Annotated[str, Field(strict=True, max_length=64)] = "mean-single-step"
     weight_foreground: Flag = True
     healthy_score_quantiles: Quantiles = {}

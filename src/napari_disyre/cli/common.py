@@ -24,10 +24,11 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     from ..disyre.methods import METHODS
     from ..runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
     from ..runtime.sessions import INSTALL_COMMAND, RUNTIME_CHOICES
+    from ..validation import Count, NoiseLevel, Probability, RestorationSteps, cli_type
 
     group = parser.add_argument_group("restoration (DISYRE checkpoints)")
     group.add_argument(
-        "--steps", "-s", type=int, default=None, help="restoration steps S (default: the checkpoint's, 4)"
+        "--steps", "-s", type=cli_type(RestorationSteps), default=None, help="restoration steps S (default: the checkpoint's, 4)"
     )
     group.add_argument(
         "--method", choices=METHODS, default=None, help="default: the checkpoint's (mean-single-step)"
@@ -54,7 +55,7 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
         f"when installed ({INSTALL_COMMAND}), else torch; the network is exported once per checkpoint",
     )
     group.add_argument(
-        "--batch-size", type=int, default=None, help="windows per batch (default: from free memory)"
+        "--batch-size", type=cli_type(Count), default=None, help="windows per batch (default: from free memory)"
     )
     group.add_argument(
         "--no-crop", action="store_true", help="do not crop to the non-zero box before sliding windows"
@@ -75,26 +76,31 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     bd.add_argument(
         "--noise-level",
         "-L",
-        type=int,
+        type=cli_type(NoiseLevel),
         default=None,
         help="noise level L, reverse steps (default: the checkpoint's)",
     )
     bd.add_argument(
         "--flip-threshold",
         "-P",
-        type=float,
+        type=cli_type(Probability),
         default=None,
         help="flip-probability threshold P of the growing mask (default: the checkpoint's)",
     )
 
 
 def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
+    from ..validation import MAX_MEDIAN, Median, Size, cli_type
+
     group = parser.add_argument_group("map post-processing (default: the checkpoint's, else none)")
     group.add_argument(
-        "--erode", type=int, metavar="N", help="zero the map within N voxels of the brain's edge"
+        "--erode", type=cli_type(Size), metavar="N", help="zero the map within N voxels of the brain's edge"
     )
     group.add_argument(
-        "--median", type=int, metavar="K", help="3D median filter of the map, K voxels per axis"
+        "--median",
+        type=cli_type(Median),
+        metavar="K",
+        help=f"3D median filter of the map, K voxels per axis (at most {MAX_MEDIAN})",
     )
 
 

@@ -24,6 +24,8 @@ from .common import (
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from ..validation import Finite, Size, cli_type
+
     parser = commands.add_parser(
         "detect",
         help="detect anomalies in scans",
@@ -86,11 +88,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     post = parser.add_argument_group("segmentation")
     post.add_argument(
         "--threshold",
+        type=cli_type(Finite, words=("auto",)),
         default="auto",
         help="score threshold, or 'auto': the checkpoint's healthy 99.9th percentile "
         "(else this scan's 99th brain percentile)",
     )
-    post.add_argument("--min-size", type=int, default=0, help="drop components smaller than this many voxels")
+    post.add_argument("--min-size", type=cli_type(Size), default=0, help="drop components smaller than this many voxels")
     add_postprocessing_options(parser)
     add_restoration_options(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar or lesion table")
@@ -318,13 +321,15 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
 
     from ..detection.detectors import describe_settings
     from ..detection.pipeline import iter_detect
-    from ..detection.postprocess import lesion_table, threshold_mask
+    from ..detection.postprocess import bounded_by_volume, lesion_table, threshold_mask
     from ..restoration import run_to_end
     from ..scans.nifti import load_matching, save_stack, save_volume
 
     inputs = scan if scan is not None else job.load()
     scan = inputs.reference if job.contrasts else inputs
     brain = load_matching(args.mask, scan, what="brain mask") if args.mask else None
+    post = postprocessing_options(args, checkpoint)
+    bounded_by_volume(scan.shape, erosion=post.erosion, median=post.median, min_size=args.min_size)
     bar = progress_bar(100, scan.name, args.quiet)
 
     def advance(progress) -> None:
@@ -347,8 +352,8 @@ def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=No
     )
     result = run_to_end(generator, advance)
     bar.close()
-    anomaly = postprocessing_options(args, checkpoint).apply(result.anomaly_map, result.foreground)
-    threshold = result.suggested_threshold if str(args.threshold) == "auto" else _threshold(args.threshold)
+    anomaly = post.apply(result.anomaly_map, result.foreground)
+    threshold = result.suggested_threshold if args.threshold == "auto" else args.threshold
     mask = threshold_mask(anomaly, threshold, min_size=args.min_size, region=result.foreground)
     if job.out_map is not None:
         save_volume(job.out_map, anomaly, scan, kind="map", overwrite=args.overwrite)
@@ -392,9 +397,3 @@ def _save_per_contrast(job: Job, result, postprocessing, overwrite: bool) -> Non
         steps = np.stack([r[index[contrast.lower()]] for r in result.restorations])
         save_stack(path, steps, result.scan, overwrite=overwrite)
 
-
-def _threshold(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise InputError(f"--threshold must be a number or 'auto', not {text!r}") from None

@@ -22,6 +22,8 @@ from .common import (
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from ..validation import Count, Finite, RestorationSteps, Seed, cli_list, cli_type
+
     parser = commands.add_parser(
         "evaluate",
         help="voxel AP, best Dice and AUROC against lesion labels",
@@ -46,12 +48,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--demo", action="store_true", help="the bundled demo scan and its ground-truth lesion")
     data.add_argument(
         "--label-values",
+        type=cli_list(Count, "integers (label values of 1 or more; 0 is background)"),
         help="comma-separated label values that count as anomalous, e.g. 1,3,4 for the BraTS tumour core "
         "(default: every value > 0)",
     )
     what = parser.add_argument_group("what to compare")
     what.add_argument(
-        "--sweep", help="DISYRE checkpoints: comma-separated step counts, e.g. 1,2,4,8 (default: --steps)"
+        "--sweep",
+        type=cli_list(RestorationSteps, "integers (restoration step counts of 1 or more)"),
+        help="DISYRE checkpoints: comma-separated step counts, e.g. 1,2,4,8 (default: --steps)"
     )
     what.add_argument(
         "--baselines",
@@ -65,11 +70,15 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="also score the rank mean of each model's map and the intensity",
     )
     what.add_argument("--maps", type=Path, help="reuse DISYRE maps saved here; save new ones here")
-    what.add_argument("--threshold", type=float, help="also report Dice, precision, recall at this threshold")
     what.add_argument(
-        "--sample-voxels", type=int, help="evaluate N random voxels per volume (official parity: 10000)"
+        "--threshold", type=cli_type(Finite), help="also report Dice, precision, recall at this threshold"
     )
-    what.add_argument("--seed", type=int, default=0, help="seed of --sample-voxels")
+    what.add_argument(
+        "--sample-voxels",
+        type=cli_type(Count),
+        help="evaluate N random voxels per volume (official parity: 10000)",
+    )
+    what.add_argument("--seed", type=cli_type(Seed), default=0, help="seed of --sample-voxels")
     add_postprocessing_options(parser)
     parser.add_argument("--out", type=Path, help="report folder (metrics.csv, metrics.json, PNG plots)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
@@ -96,17 +105,6 @@ def _cases(args: argparse.Namespace):
     raise InputError(
         "give the data: --scans DIR --labels DIR, or --scans DIR --scan-name F --label-name F, or --pairs CSV."
     )
-
-
-def _positive_ints(text: str, option: str, meaning: str) -> list[int]:
-    """Parse ``"1,2,4"``; ``meaning`` says in the error what the integers stand for."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"{option} takes comma-separated integers, got {text!r}.") from None
-    if not values or min(values) < 1:
-        raise InputError(f"{option} takes {meaning}, got {text!r}.")
-    return values
 
 
 def _describe(label_values: list[int] | None) -> str:
@@ -158,6 +156,7 @@ def _score_one(args: argparse.Namespace, item, runs: list[ModelRun], baselines: 
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..detection.postprocess import bounded_by_volume
     from ..evaluation.report import format_table, write_report
     from ..evaluation.scoring import load_case, require_lesion_voxels, summarise
     from ..outputs import refuse_clashes
@@ -168,15 +167,14 @@ def run(args: argparse.Namespace) -> int:
         [p for p in (args.out, args.maps) if p],
         [p for c in cases for p in c.inputs],
     )
-    label_values = (
-        _positive_ints(args.label_values, "--label-values", "label values of 1 or more (0 is background)")
-        if args.label_values is not None
-        else None
-    )
+    label_values = args.label_values
     baselines = _baselines(args.baselines)
     runs = _model_runs(args)
     scored = [load_case(case, label_values) for case in cases]  # every input checked before the model runs
     require_lesion_voxels(scored)
+    for item, run_ in ((item, run_) for item in scored for run_ in runs):
+        post = run_.postprocessing
+        bounded_by_volume(item.scan.shape, erosion=post.erosion, median=post.median, sample_voxels=args.sample_voxels)
     bar = progress_bar(len(cases) * len(runs), "evaluating", args.quiet)
     try:
         for item in scored:
@@ -292,9 +290,7 @@ def _model_runs(args: argparse.Namespace) -> list[ModelRun]:
                 )
             )
             continue
-        steps = (
-            _positive_ints(args.sweep, "--sweep", "positive step counts") if args.sweep else [settings.steps]
-        )
+        steps = args.sweep or [settings.steps]
         for s in steps:
             runs.append(
                 ModelRun(

@@ -126,6 +126,11 @@ def iter_detect(
             progress = dataclasses.replace(progress, restoration=to_scan(progress.restoration, masked=False))
         yield progress
     anomaly = to_scan(result.anomaly_map, masked=True)
+    if not np.isfinite(anomaly).all():  # never hand on (or write) a NaN map: it thresholds to "no anomaly"
+        raise DisyreError(
+            f"{checkpoint.name}: the model gave NaN or infinite scores for {scan.path or 'the scan'}; no map "
+            "is made. The checkpoint is damaged (or its precision overflowed: try --precision float32)."
+        )
     return Detection(
         scan=scan,
         anomaly_map=anomaly,

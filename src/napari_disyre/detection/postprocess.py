@@ -16,7 +16,7 @@ from scipy import ndimage
 from skimage import measure, morphology
 
 from ..errors import InputError
-from ..validation import MapOptions, check
+from ..validation import MapOptions, SegmentationOptions, check
 
 #: Healthy-voxel score quantile used as the default threshold when the checkpoint records one.
 DEFAULT_HEALTHY_QUANTILE = "0.999"
@@ -74,6 +74,7 @@ class MapPostprocessing:
         """The post-processed map (a new array when enabled; ``anomaly_map`` itself otherwise)."""
         if not self.enabled:
             return anomaly_map
+        bounded_by_volume(anomaly_map.shape, erosion=self.erosion, median=self.median)
         kept = ndimage.binary_erosion(brain, iterations=self.erosion) if self.erosion else brain.astype(bool)
         return np.where(kept, smooth_map(anomaly_map, self.median), 0).astype(anomaly_map.dtype)
 
@@ -144,7 +145,10 @@ def threshold_mask(
     min_size: int = 0,
     region: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Voxels scoring above ``threshold`` inside ``region``, without components smaller than ``min_size``."""
+    """Voxels scoring above ``threshold`` inside ``region``, without components smaller than ``min_size``.
+    A NaN threshold (which would select nothing, silently) or a negative size is refused."""
+    check(SegmentationOptions, {"threshold": threshold, "min_size": min_size}, "threshold_mask", error=InputError)
+    bounded_by_volume(anomaly_map.shape, min_size=min_size)
     mask = anomaly_map > threshold
     if region is not None:
         mask &= region.astype(bool)

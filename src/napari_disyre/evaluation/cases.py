@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..scans.nifti import is_nifti_path, strip_nifti_extension
+from ..validation import CaseFields, check
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,8 @@ class Case:
     """One labelled scan: ``label > 0`` marks the anomalous voxels; ``brain_mask`` is optional.
 
     Several contrasts: ``contrasts`` holds ``(name, path)`` per contrast, and ``scan`` is the first
-    one's path (the grid the label must lie on, and the scan of the intensity baselines)."""
+    one's path (the grid the label must lie on, and the scan of the intensity baselines). The id
+    names its row of the report and its saved maps, so it is a plain name (:data:`CaseId`)."""
 
     id: str
     scan: Path
@@ -31,6 +33,17 @@ class Case:
         """Every file the case reads."""
         scans = [path for _, path in self.contrasts] or [self.scan]
         return [*scans, self.label, *([self.brain_mask] if self.brain_mask else [])]
+
+    def __post_init__(self) -> None:
+        check(CaseFields, {"id": self.id}, f"{self.scan}: case id", error=InputError)
+
+
+#: What may follow a scan's stem in its label's (or brain mask's) name: ``case1`` pairs with
+#: ``case1.nii.gz`` or ``case1_seg.nii.gz``, never with ``case10``'s files.
+LABEL_SUFFIXES = ("", "_seg", "_label", "_labels", "_lesion", "_lesions", "_mask", "_gt", "_roi")
+BRAIN_MASK_SUFFIXES = ("", "_brainmask", "_brain_mask", "_brain", "_mask")
+#: The columns of a pairs CSV.
+PAIRS_COLUMNS = ("scan", "label", "brain_mask", "id")
 
 
 # -- pairing --------------------------------------------------------------------------------------
@@ -45,21 +58,29 @@ def _nifti_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
-def _match(stem: str, candidates: dict[str, Path]) -> Path | None:
-    """The candidate with the same stem, else the only one that extends it or that it extends
-    (``case1`` matches ``case1_seg``); None when there is none or the choice is ambiguous."""
-    if stem in candidates:
-        return candidates[stem]
-    near = [p for s, p in candidates.items() if s.startswith(stem) or stem.startswith(s)]
-    return near[0] if len(near) == 1 else None
+def _match(scan: Path, stem: str, candidates: dict[str, Path], suffixes: tuple[str, ...], what: str) -> Path | None:
+    """The one candidate named ``stem`` plus one of ``suffixes``; None when there is none; two (``case1``
+    and ``case1_seg``) are an error naming both, since either could be meant."""
+    found = [candidates[stem + s] for s in suffixes if stem + s in candidates]
+    if len(found) > 1:
+        raise InputError(
+            f"{scan}: two {what}s are named like this scan ({found[0]} and {found[1]}); keep one, or list "
+            "the pairs in a CSV (--pairs)."
+        )
+    return found[0] if found else None
+
+
+def _expected(stem: str, suffixes: tuple[str, ...]) -> str:
+    return " or ".join(f"{stem}{s}.nii[.gz]" for s in suffixes[:3]) + " ..."
 
 
 def cases_by_name(scans: Path, labels: Path, brain_masks: Path | None = None) -> list[Case]:
     """Pair each scan of the folder ``scans`` with the label (and brain mask) of the same name.
 
-    A label named like the scan, or like the scan with a suffix (``case1`` and ``case1_seg``),
-    matches. Every scan must find its label: unmatched scans are listed in the error, because a
-    silently skipped scan changes the pooled figures.
+    A label named exactly like the scan, or like the scan plus one of :data:`LABEL_SUFFIXES`
+    (``case1`` and ``case1_seg``), matches; nothing else does (``case1`` never takes ``case10``'s
+    label). Every scan must find its label: unmatched scans are listed in the error, because a
+    silently skipped scan changes the pooled figures; two candidates are an error naming both.
     """
     label_files = {strip_nifti_extension(p.name): p for p in _nifti_files(labels, "labels")}
     mask_files = (
@@ -70,19 +91,23 @@ def cases_by_name(scans: Path, labels: Path, brain_masks: Path | None = None) ->
     cases, missing = [], []
     for scan in _nifti_files(scans, "scans"):
         stem = strip_nifti_extension(scan.name)
-        label = _match(stem, label_files)
+        label = _match(scan, stem, label_files, LABEL_SUFFIXES, "label")
         if label is None:
             missing.append(scan.name)
             continue
-        mask = _match(stem, mask_files) if brain_masks else None
+        mask = _match(scan, stem, mask_files, BRAIN_MASK_SUFFIXES, "brain mask") if brain_masks else None
         if brain_masks and mask is None:
-            raise InputError(f"{scan}: no brain mask named like it in {brain_masks}.")
+            raise InputError(
+                f"{scan}: no brain mask named {_expected(stem, BRAIN_MASK_SUFFIXES)} in {brain_masks}."
+            )
         cases.append(Case(stem, scan, label, mask))
     if missing:
         raise InputError(
             f"{len(missing)} scan(s) in {scans} have no label of the same name in {labels}: "
             + ", ".join(missing)
-            + ". Name each label like its scan, or list the pairs in a CSV (--pairs)."
+            + f" (for {missing[0]}: {_expected(strip_nifti_extension(missing[0]), LABEL_SUFFIXES)}, the "
+            f"suffixes being {', '.join(s for s in LABEL_SUFFIXES if s)}). Name each label like its scan, "
+            "or list the pairs in a CSV (--pairs)."
         )
     return refuse_duplicates(cases, str(scans))  # case1.nii beside case1.nii.gz
 
@@ -126,12 +151,8 @@ def cases_from_csv(path: Path) -> list[Case]:
         raise InputError(f"{path}: not a readable CSV ({exc}).") from None
     numbered = [(n, row) for n, row in enumerate(table, start=1) if any(row)]
     header = numbered[0][1] if numbered else []
+    _check_header(path, header)
     contrasts = [] if "scan" in header else [c for c in header if c not in ("label", "brain_mask", "id")]
-    if "label" not in header or not ("scan" in header or contrasts):
-        raise InputError(
-            f"{path}: a pairs CSV needs a header with the columns scan,label[,brain_mask][,id], or one "
-            "column per contrast instead of scan (e.g. flair,t2,label)."
-        )
     scan_columns = contrasts or ["scan"]
     if len(numbered) == 1:
         raise InputError(
@@ -164,6 +185,32 @@ def cases_from_csv(path: Path) -> list[Case]:
         named = tuple((c, resolve(row[c])) for c in contrasts)
         cases.append(Case(case_id, scan, resolve(row["label"]), mask, named))
     return refuse_duplicates(cases, str(path))
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    """Refuse a header without label and scan (or contrast) columns, naming a column twice (the last
+    would win) or naming one this reader does not know (a misspelt ``brainmask`` would be ignored and
+    the metrics change). Without a scan column the other columns name contrasts; one that looks like a
+    misspelt known column is refused all the same."""
+    import difflib
+
+    contrasts = [] if "scan" in header else [c for c in header if c not in PAIRS_COLUMNS]
+    if "label" not in header or not ("scan" in header or contrasts):
+        raise InputError(
+            f"{path}: a pairs CSV needs a header with the columns scan,label[,brain_mask][,id], or one "
+            "column per contrast instead of scan (e.g. flair,t2,label)."
+        )
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise InputError(f"{path}: the header names the column {twice[0]!r} twice; keep one of them.")
+    for column in (c for c in header if c not in PAIRS_COLUMNS):
+        close = difflib.get_close_matches(column.lower(), PAIRS_COLUMNS, n=1, cutoff=0.75)
+        if "scan" in header or close:
+            raise InputError(
+                f"{path}: unknown column {column!r}"
+                + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; a pairs CSV has the columns {', '.join(PAIRS_COLUMNS)}. Rename or remove it."
+            )
 
 
 def refuse_duplicates(cases: Sequence[Case], source: str) -> list[Case]:

@@ -95,6 +95,8 @@ def load_case(case: Case, label_values: Sequence[int] | None = None) -> ScoredCa
     and 4, not the oedema, 2), and users want both figures. The label and mask must be on the scan's
     grid (same shape and affine); :func:`load_matching` names both files otherwise. Several contrasts
     must share that grid too; the region is then the union of their foregrounds, as in detection.
+    A label marking every counted voxel is refused, as an empty one is: any map would score AP and
+    Dice 1 on it (it is usually the brain mask given as the label).
     """
     inputs = load_contrasts(dict(case.contrasts)) if case.contrasts else None
     scan = inputs.reference if inputs is not None else load_scan(case.scan)
@@ -102,6 +104,11 @@ def load_case(case: Case, label_values: Sequence[int] | None = None) -> ScoredCa
     mask = load_matching(case.brain_mask, scan, what="brain mask") if case.brain_mask else None
     channels = inputs.channels if inputs is not None else [scan.data]
     region = np.logical_or.reduce([foreground_mask(data, mask) for data in channels])
+    if region.any() and label[region].all():
+        raise InputError(
+            f"{case.label}: this label marks every one of the {int(region.sum())} counted voxels as anomalous, "
+            "so every metric would be a perfect 1 whatever the map. Is it the brain mask? Give the lesion label."
+        )
     return ScoredCase(case, scan, label, region, inputs=inputs)
 
 
