@@ -90,7 +90,7 @@ NoiseLevel = Annotated[Count, Field(le=999)]
 Median = Annotated[Size, Field(le=MAX_MEDIAN)]
 
 
-class _Declared(BaseModel):
+class Declared(BaseModel):
     """A set of options: unknown names are refused (a misspelt option is not a default)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
@@ -160,7 +160,7 @@ def cli_list(kind: Any, meaning: str) -> Any:
 # -- options: what the CLI, the widget and the API accept -----------------------------------------
 
 
-class TrainingOptions(_Declared):
+class TrainingOptions(Declared):
     """The numbers of a DISYRE training run (:class:`~napari_disyre.training.config.TrainingConfig`)."""
 
     steps: Annotated[Count, Field(le=MAX_TRAINING_STEPS)] | None = None
@@ -185,7 +185,7 @@ class TrainingOptions(_Declared):
     workers: Annotated[Size, Field(le=256)] | None = None
 
 
-class BerDiffOptions(_Declared):
+class BerDiffOptions(Declared):
     """The numbers of a Bernoulli diffusion training run: steps, batches, and the L and P it stores."""
 
     ae_steps: Annotated[Count, Field(le=MAX_TRAINING_STEPS)] | None = None
@@ -199,7 +199,7 @@ class BerDiffOptions(_Declared):
     seed: Seed = 0
 
 
-class RestorationOptions(_Declared):
+class RestorationOptions(Declared):
     """DISYRE restoration settings (:class:`~napari_disyre.disyre.engine.RestorationSettings`)."""
 
     steps: RestorationSteps = 4
@@ -211,7 +211,7 @@ class RestorationOptions(_Declared):
     fast: Flag = False
 
 
-class InferenceOptions(_Declared):
+class InferenceOptions(Declared):
     """Bernoulli diffusion settings (:class:`~napari_disyre.berdiff.inference.InferenceSettings`)."""
 
     noise_level: NoiseLevel = 100
@@ -220,7 +220,7 @@ class InferenceOptions(_Declared):
     seed: Seed = 0
 
 
-class MapOptions(_Declared):
+class MapOptions(Declared):
     """Map post-processing (``disyre.json``'s default too); each is also bounded by the volume
     (:func:`~napari_disyre.detection.postprocess.bounded_by_volume`)."""
 
@@ -260,14 +260,14 @@ def _loaded_checkpoint(checkpoint: Any) -> Any:
     return checkpoint
 
 
-class SegmentationOptions(_Declared):
+class SegmentationOptions(Declared):
     """A map's threshold and smallest kept component (``threshold_mask``, ``--threshold``, ``--min-size``)."""
 
     threshold: Finite
     min_size: Size = 0
 
 
-class VolumeFields(_Declared):
+class VolumeFields(Declared):
     """What a :class:`~napari_disyre.scans.nifti.Volume` built in Python must hold (3D, finite and
     an invertible affine are then checked by ``check_scan``, as for a file)."""
 
@@ -279,7 +279,7 @@ class VolumeFields(_Declared):
 _SETTINGS = {"disyre": ("steps", "RestorationSettings"), "berdiff": ("noise_level", "InferenceSettings")}
 
 
-class DetectArguments(_Declared):
+class DetectArguments(Declared):
     """``detect``/``iter_detect``: a loaded checkpoint, and settings (if any) of its own method."""
 
     checkpoint: Annotated[Any, AfterValidator(_loaded_checkpoint)]
@@ -308,7 +308,7 @@ def _restoration_settings(settings: Any) -> Any:
     return settings
 
 
-class RestoreArguments(_Declared):
+class RestoreArguments(Declared):
     """``restore``: model-grid slices and DISYRE settings."""
 
     slices: Annotated[Any, AfterValidator(_slice_stack)]
@@ -325,7 +325,7 @@ def _case_id(text: str) -> str:
     return text
 
 
-class CaseFields(_Declared):
+class CaseFields(Declared):
     """An evaluation case's id: a report row and a file name under ``--maps``."""
 
     id: Annotated[str, Field(strict=True, max_length=200), AfterValidator(_case_id)]
@@ -338,7 +338,7 @@ Quantiles = Annotated[dict[Annotated[str, Field(max_length=16)], Finite], Field(
 Record = dict[str, Any]  # free provenance (training record): bounded by the reader's size and depth
 
 
-class PreprocessingJson(_Declared):
+class PreprocessingJson(Declared):
     percentiles: tuple[Annotated[Finite, Field(ge=0, le=100)], Annotated[Finite, Field(ge=0, le=100)]] = (0.0, 98.0)
     percentile_region: Literal["volume", "foreground"] = "volume"
     slice_axis: Literal[0, 1, 2] = 2
@@ -346,74 +346,21 @@ class PreprocessingJson(_Declared):
     orientation: Annotated[str, Field(strict=True, min_length=3, max_length=3)] | None = None
 
 
-class DisyreJson(_Declared):
-    """``disyre.json`` (:class:`~napari_disyre.disyre.checkpoint.CheckpointInfo`)."""
-
-    format: Literal["napari-disyre"]
-    format_version: Whole
-    contrast: Annotated[str, Field(strict=True, max_length=100)] | None = None
-    contrasts: Annotated[list[Annotated[str, Field(strict=True, max_length=100)]], Field(max_length=64)] = []
-    preprocessing: PreprocessingJson = PreprocessingJson()
-    steps: RestorationSteps = 4
-    method: Annotated[str, Field(strict=True, max_length=64)] = "mean-single-step"
-    weight_foreground: Flag = True
-    healthy_score_quantiles: Quantiles = {}
-    training: Record = {}
-    description: Text = ""
-    postprocessing: MapOptions = MapOptions()
-
-
-Channels = Annotated[Count, Field(le=2048)]
-Levels = Annotated[list[Channels], Field(min_length=1, max_length=8)]
-
-
-class AutoencoderJson(_Declared):
-    in_channels: Annotated[Count, Field(le=4)] = 1
-    image_size: Annotated[Count, Field(ge=8, le=1024)] = 128
-    nf: Channels = 64
-    ch_mult: Levels = [1, 2, 2, 4]
-    res_blocks: Annotated[Count, Field(le=8)] = 2
-    attn_resolutions: Annotated[list[Annotated[Count, Field(le=1024)]], Field(max_length=8)] = []
-    codebook_bits: Channels = 128
-    emb_dim: Channels = 256
-    norm_groups: Annotated[Count, Field(le=256)] = 32
-
-
-class LatentUNetJson(_Declared):
-    bits: Channels = 128
-    latent_size: Annotated[Count, Field(ge=2, le=256)] = 32
-    block_out_channels: Levels = [128, 256, 256, 256]
-    layers_per_block: Annotated[Count, Field(le=8)] = 2
-    attention_levels: Annotated[list[Annotated[Size, Field(le=7)]], Field(max_length=8)] = [1]
-    norm_groups: Annotated[Count, Field(le=256)] = 32
-
-
-class ScheduleJson(_Declared):
-    steps: Annotated[Count, Field(ge=2, le=100_000)] = 1000
-    beta_start: Annotated[Finite, Field(gt=0, lt=1)] = 1e-4
-    beta_end: Annotated[Finite, Field(gt=0, lt=1)] = 0.02
-    forward: Literal["code", "symmetric"] = "code"
-
-
-class BerDiffJson(_Declared):
-    """``berdiff.json`` (:func:`~napari_disyre.berdiff.checkpoint.load_berdiff`)."""
-
-    format: Literal["napari-disyre-berdiff"]
-    format_version: Whole
-    method: Literal["berdiff"]
-    autoencoder: AutoencoderJson
-    latent_unet: LatentUNetJson
-    schedule: ScheduleJson = ScheduleJson()
-    inference: InferenceOptions = InferenceOptions()
-    preprocessing: PreprocessingJson = PreprocessingJson()
-    healthy_score_quantiles: Quantiles = {}
-    training: Record = {}
-    description: Text = ""
-
-
-class TrainingStateFields(BaseModel):
+class _StateFields(BaseModel):
     """The plain values of a ``training/state.pt`` (its tensors are checked by ``load_state_dict``)."""
 
-    model_config = ConfigDict(extra="allow")
-    step: Size
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
     elapsed_s: Annotated[Finite, Field(ge=0)] = 0.0
+
+
+class DisyreStateFields(_StateFields):
+    step: Size
+    unet: dict[str, Any]
+    optimizer: dict[str, Any]
+    lr_schedule: dict[str, Any]
+    ema: dict[str, Any] | None = None
+
+
+class BerDiffStateFields(_StateFields):
+    stage_name: Literal["autoencoder", "diffusion"]
+    stage: dict[str, Any] | None = None

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ..checkpoint_files import checkpoint_path
 from ..errors import CheckpointError, DisyreError
+from ..validation import DetectArguments, check
 
 if TYPE_CHECKING:
     import numpy as np
@@ -164,6 +165,7 @@ def default_settings(detector: Detector, **overrides: Any) -> Settings:
     default step count ``FAST_STEPS``; an explicit ``steps`` wins); Bernoulli diffusion: L, P and the
     seed from ``berdiff.json``.
     """
+    check(DetectArguments, {"checkpoint": detector}, "default_settings")
     changes = {k: v for k, v in overrides.items() if v is not None}
     foreign = sorted(set(changes) - set(OPTIONS[detector.kind]))
     if foreign:

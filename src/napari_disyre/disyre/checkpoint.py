@@ -25,8 +25,8 @@ from ..checkpoint_files import check_format, checkpoint_path, content_fingerprin
 from ..errors import CheckpointError
 from ..outputs import atomic_output, write_json
 from ..scans.preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
-from ..validation import DisyreJson, check
-from .checkpoint_checks import channel_names, check_info_bounds
+from ..validation import check
+from .checkpoint_checks import DisyreJson, channel_names, check_info_bounds
 from .methods import DEFAULT_METHOD, METHODS, Method
 from .schedule import Schedule
 from .unet import build_unet, load_weights, unet_config_dict

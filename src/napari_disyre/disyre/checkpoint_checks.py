@@ -1,4 +1,4 @@
-"""What a DISYRE checkpoint may claim: sizes and spacing a real model has.
+"""What a DISYRE checkpoint may claim: sizes and spacing a real model has, and the schema of disyre.json.
 
 A DISYRE checkpoint's sizes and voxel spacing are read from files anyone can edit; a forged or corrupt one
 (a window of 0 or 100000 pixels, a million channels, a 0.001 mm grid) would otherwise allocate
@@ -8,9 +8,22 @@ before any memory is allocated for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field
 
 from ..errors import CheckpointError
+from ..validation import (
+    Declared,
+    Flag,
+    MapOptions,
+    PreprocessingJson,
+    Quantiles,
+    Record,
+    RestorationSteps,
+    Text,
+    Whole,
+)
 from .windows import sample_size_pair
 
 if TYPE_CHECKING:
@@ -88,3 +101,20 @@ def channel_names(info: CheckpointInfo, channels: int, source: str) -> tuple[str
             "input channel(s); it needs one distinct name per channel, in order. Use the checkpoint as it was saved."
         )
     return info.contrasts
+
+
+class DisyreJson(Declared):
+    """``disyre.json`` (:class:`~napari_disyre.disyre.checkpoint.CheckpointInfo`)."""
+
+    format: Literal["napari-disyre"]
+    format_version: Whole
+    contrast: Annotated[str, Field(strict=True, max_length=100)] | None = None
+    contrasts: Annotated[list[Annotated[str, Field(strict=True, max_length=100)]], Field(max_length=64)] = []
+    preprocessing: PreprocessingJson = PreprocessingJson()
+    steps: RestorationSteps = 4
+    method: Annotated[str, Field(strict=True, max_length=64)] = "mean-single-step"
+    weight_foreground: Flag = True
+    healthy_score_quantiles: Quantiles = {}
+    training: Record = {}
+    description: Text = ""
+    postprocessing: MapOptions = MapOptions()

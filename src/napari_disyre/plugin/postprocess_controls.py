@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from magicgui.widgets import SpinBox
 
 from ..detection.postprocess import MapPostprocessing
+from ..validation import MAX_MEDIAN
 
 
 class PostprocessControls:
@@ -20,7 +21,8 @@ class PostprocessControls:
 
     def __init__(self) -> None:
         self.erosion = SpinBox(label="erode brain edge (voxels)", min=0, max=30, value=0)
-        self.median = SpinBox(label="median filter (voxels)", min=0, max=15, value=0)
+        # the validation layer's bound, so the widget offers exactly what the CLI and the API accept
+        self.median = SpinBox(label="median filter (voxels)", min=0, max=MAX_MEDIAN, value=0)
         self.widgets = [self.erosion, self.median]
 
     def take_defaults(self, recorded: Mapping[str, int] | None) -> None:

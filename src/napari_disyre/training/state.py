@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import DisyreError, OutputError, OutputExistsError
 from ..outputs import atomic_output, refuse_clashes, refuse_existing
+from ..validation import BerDiffStateFields, DisyreStateFields, check
 
 STATE_DIR = "training"
 STATE_FILE = "state.pt"
@@ -81,9 +82,16 @@ def write_state(output: Path, state: dict) -> None:
     """``training/state.pt`` of the run in ``output``, replaced atomically (tensors and plain values only)."""
     import torch
 
-    (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    with atomic_output(output / STATE_DIR / STATE_FILE, overwrite=True) as tmp:
-        torch.save(state, tmp)
+    path = output / STATE_DIR / STATE_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path, overwrite=True) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a RuntimeError of its writer
+        raise OutputError(
+            f"{path}: the training state could not be saved ({exc}); the previous state, if any, is kept. "
+            "Free disk space, then continue with --resume."
+        ) from None
 
 
 def read_state(path: Path, method: str = "disyre") -> dict:
@@ -97,9 +105,15 @@ def read_state(path: Path, method: str = "disyre") -> dict:
         raise DisyreError(
             f"{path}: the training state cannot be read ({exc}); start a new run instead."
         ) from exc
+    if not isinstance(state, dict):
+        raise DisyreError(
+            f"{path}: not a training state (it holds a {type(state).__name__}); start a new run without --resume."
+        )
     found = "berdiff" if "stage_name" in state else "disyre"
     if found != method:
         raise DisyreError(f"{path}: the state of a --method {found} run; resume it with --method {found}.")
+    fields = DisyreStateFields if method == "disyre" else BerDiffStateFields
+    check(fields, state, f"{path}: not a training state of napari-disyre")
     return state
 
 
@@ -135,17 +149,13 @@ class TrainingLog:
     ) -> None:
         if self.handle is None:
             return
-        self.writer.writerow(
-            [
-                step,
-                f"{loss:.6f}",
-                f"{lr:.3e}",
-                "" if val_loss is None else f"{val_loss:.6f}",
-                f"{elapsed:.1f}",
-                f"{rate:.1f}",
-            ]
-        )
-        self.handle.flush()
+        row = [step, f"{loss:.6f}", f"{lr:.3e}", "" if val_loss is None else f"{val_loss:.6f}", f"{elapsed:.1f}",
+               f"{rate:.1f}"]  # fmt: skip
+        try:
+            self.writer.writerow(row)
+            self.handle.flush()
+        except OSError as exc:  # a full disk: say so, not a traceback
+            raise OutputError(f"{self.handle.name}: the training log could not be written ({exc.strerror}).") from None
 
     def close(self) -> None:
         if self.handle is not None:
