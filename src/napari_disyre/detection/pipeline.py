@@ -101,7 +101,10 @@ def iter_detect(
     settings = settings or default_settings(checkpoint)
     spec = preprocessing_of(checkpoint)
     warn_if_coarse(scan, spec.spacing)
-    prepared, box, slices = _model_slices(channels, spec, brain_mask, crop)
+    try:
+        prepared, box, slices = _model_slices(channels, spec, brain_mask, crop)
+    except InputError as exc:  # the grid's own messages do not know the file
+        raise InputError(f"{scan.path or 'the scan'}: {exc}") from None
     torch_device = resolve_device(device)
     engine = restore_stack(
         checkpoint,

@@ -17,6 +17,8 @@ import numpy as np
 from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 from nibabel.processing import resample_from_to
 
+from ..errors import InputError
+
 
 @dataclass(frozen=True)
 class ModelGrid:
@@ -53,6 +55,10 @@ class ModelGrid:
         return np.ascontiguousarray(apply_orientation(data, inverse))
 
 
+#: A model grid larger than this (a 512 mm cube at 1 mm) is no brain: a wrong voxel size would make it.
+MAX_MODEL_VOXELS = 512**3
+
+
 def model_grid(
     shape: tuple[int, int, int],
     affine: np.ndarray,
@@ -78,6 +84,14 @@ def model_grid(
         )
     ratio = np.asarray(spacing, dtype=np.float64) / current
     new_shape = tuple(int(np.ceil(n / r - 1e-6)) for n, r in zip(reoriented_shape, ratio, strict=True))
+    if float(np.prod(new_shape, dtype=np.float64)) > MAX_MODEL_VOXELS:
+        extent = np.asarray(reoriented_shape) * current
+        raise InputError(
+            f"the scan spans {'x'.join(f'{e:.0f}' for e in extent)} mm (voxels of "
+            f"{'x'.join(f'{c:.3g}' for c in current)} mm): on the model's {spacing} mm grid that is "
+            f"{'x'.join(map(str, new_shape))} voxels, far more than a brain needs (at most {MAX_MODEL_VOXELS:.0e}). "
+            "Check the voxel sizes in its header (pixdim or sform): they are probably wrong."
+        )
     # New voxel j sits at old voxel coordinate ratio * j + (ratio - 1) / 2: the fields of view share
     # their first edge, so the new grid covers the old one.
     scale = np.diag([*ratio, 1.0])

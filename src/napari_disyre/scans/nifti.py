@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InputError
 from ..outputs import atomic_output
 from ..validation import VolumeFields, check
+from .headers import check_header
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 OutputKind = Literal["map", "mask", "image"]
@@ -84,6 +85,8 @@ def load_volume(path: str | Path, *, what: str = "scan") -> Volume:
     """
     path = Path(path)
     image = _open_nifti(path, what)
+    _check_shape(image, path, what)
+    check_header(image, path, what)
     affine = _check_affine(_read_affine(image, path, what), path, what)
     data = _read_data(image, path, what)
     data = _as_3d(data, path, what)
@@ -190,11 +193,12 @@ def nifti_like(data: np.ndarray, like: Volume, kind: OutputKind) -> nib.Nifti1Im
     header["cal_min"] = float(finite.min()) if finite.size else 0.0
     header["cal_max"] = float(finite.max()) if finite.size else 0.0
     if like.header is not None:
-        # Keep the input's qform/sform codes (scanner vs aligned space) with the same affine.
-        _, qcode = like.header.get_qform(coded=True)
-        _, scode = like.header.get_sform(coded=True)
-        image.set_qform(like.affine, code=int(qcode) if qcode else 1)
-        image.set_sform(like.affine, code=int(scode) if scode else 1)
+        # Keep the input's qform and sform as they are, codes included (scanner vs aligned space): a
+        # viewer that prefers the other form than nibabel then still overlays the output on the scan.
+        qform, qcode = like.header.get_qform(coded=True)
+        sform, scode = like.header.get_sform(coded=True)
+        image.set_qform(qform if qcode else like.affine, code=int(qcode) if qcode else 1)
+        image.set_sform(sform if scode else like.affine, code=int(scode) if scode else 1)
     return image
 
 
@@ -255,13 +259,16 @@ def _check_affine(affine: np.ndarray, path: Path | str, what: str) -> np.ndarray
 MAX_VOXELS = 2**31
 
 
-def _read_data(image: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
+def _check_shape(image: nib.Nifti1Image, path: Path, what: str) -> None:
     shape = tuple(int(n) for n in image.shape)
     if min(shape, default=0) < 1 or float(np.prod(shape, dtype=np.float64)) > MAX_VOXELS:
         raise InputError(
             f"{path}: the header gives the {what} the shape {shape}, which no MRI volume has (at most "
             f"{MAX_VOXELS} voxels, none empty): the header is corrupt. Re-export or copy the file again."
         )
+
+
+def _read_data(image: nib.Nifti1Image, path: Path, what: str) -> np.ndarray:
     try:
         return np.asarray(image.dataobj, dtype=np.float32)
     except (
