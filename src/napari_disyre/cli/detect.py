@@ -5,6 +5,7 @@ contrasts takes one scan per contrast (``--scan flair=a.nii.gz --scan t2=b.nii.g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     refuse_clashes([p for job in everything for p in job.outputs], inputs)
     jobs = shard.take(everything)
     finished = [job for job in jobs if args.skip_existing and _finished(job)]
-    jobs = [job for job in jobs if job not in finished]
+    jobs = [_missing_only(job, args.quiet) if args.skip_existing else job for job in jobs if job not in finished]
     checked: set[Path] = set()
     for job in jobs:
         for path in job.outputs:
@@ -192,6 +193,17 @@ def run(args: argparse.Namespace) -> int:
 def _finished(job: Job) -> bool:
     """All of the job's outputs exist (written atomically, so an existing file is a complete one)."""
     return all(p.exists() for p in job.outputs)
+
+
+def _missing_only(job: Job, quiet: bool) -> Job:
+    """The job writing only its outputs that do not exist yet: an interruption between a scan's map
+    and its mask leaves the map, which --skip-existing keeps (it is complete) while the scan is run
+    again for the rest; nothing existing is replaced."""
+    names = ("out_map", "out_mask", "out_restorations", "out_flip_mask")
+    existing = {n: None for n in names if getattr(job, n) is not None and getattr(job, n).exists()}
+    if existing and not quiet:
+        print(f"{job.scan}: {', '.join(getattr(job, n).name for n in existing)} kept; writing the rest", file=sys.stderr)
+    return dataclasses.replace(job, **existing)
 
 
 def _loaded_ahead(jobs: list[Job]):
