@@ -10,7 +10,7 @@ import pytest
 from napari_disyre.cli import main
 from napari_disyre.errors import OutputError
 
-from .test_refusals import brain, save, snapshot
+from .test_refusals import brain, ckpt, save, snapshot  # noqa: F401 (ckpt: a tiny saved checkpoint, a fixture)
 
 
 @pytest.fixture
@@ -18,9 +18,6 @@ def cohort(tmp_path, ckpt):
     for name in ("a", "b"):
         save(tmp_path / "in" / f"{name}.nii.gz", brain(seed=ord(name)))
     return ["detect", str(tmp_path / "in"), "--out-dir", str(tmp_path / "o"), "-c", str(ckpt), "--device", "cpu", "-q"]
-
-
-from .test_refusals import ckpt  # noqa: E402,F401  (the tiny saved checkpoint fixture)
 
 
 def test_skip_existing_finishes_a_scan_that_has_its_map_but_not_its_mask(tmp_path, cohort, capsys):

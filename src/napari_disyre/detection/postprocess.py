@@ -7,7 +7,6 @@ them, so a lesion drawn diagonally across slices stays one lesion.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -124,6 +123,7 @@ def bounded_by_volume(shape: tuple[int, ...], *, erosion: int = 0, median: int =
 def record_postprocessing(checkpoint_folder: Path, options: MapPostprocessing) -> None:
     """Make ``options`` the default post-processing of a napari-disyre checkpoint folder: rewrites its
     ``disyre.json`` atomically (detect and evaluate then apply it unless told otherwise)."""
+    from ..checkpoint_files import read_json_object
     from ..disyre.checkpoint import METADATA_FILE, CheckpointInfo
     from ..outputs import write_json
 
@@ -132,7 +132,7 @@ def record_postprocessing(checkpoint_folder: Path, options: MapPostprocessing) -
         raise InputError(
             f"{checkpoint_folder}: no {METADATA_FILE}; only napari-disyre checkpoints record defaults."
         )
-    record = json.loads(path.read_text())
+    record = read_json_object(path, "napari-disyre metadata")
     CheckpointInfo.from_dict(record, str(path))  # a malformed file is reported, not rewritten
     record["postprocessing"] = options.to_dict()  # every other key is kept as it was
     write_json(path, record)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint_files import read_json_object
 from ..errors import InputError
 from ..scans.contrasts import MultiContrastScan
 from ..scans.nifti import Volume, strip_nifti_extension
@@ -52,17 +53,17 @@ def check_saved_map(saved: Path, expected: dict) -> None:
     without a checkpoint only the scan (and brain mask) are compared, with one everything is."""
     path = record_path(saved)
     fix = f"Use another --maps folder, or delete {saved.name} (and {path.name}) to recompute it."
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         if "checkpoint" not in expected:
             return  # maps given without a model: the user vouches for them
         raise InputError(
             f"{saved}: saved map without a record of the model, settings and scan that made it, so it "
             f"cannot be reused safely. {fix}"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{path}: unreadable record of a saved map ({exc}). {fix}") from None
+        )
+    try:
+        record = read_json_object(path, "record of a saved map", error=InputError)
+    except InputError as exc:
+        raise InputError(f"{exc} {fix}") from None
     differ = [k for k in expected if record.get(k) != expected[k]]
     if differ:
         raise InputError(
