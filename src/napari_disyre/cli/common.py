@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from ..errors import InputError
@@ -159,3 +161,34 @@ def named_values(items: list[str] | None, flag: str, what: str) -> dict[str, str
             raise InputError(f"{flag}: the contrast {name} is given twice; give each contrast once.")
         named[name] = value
     return named
+
+
+def distinct_names(scans: list[Path], quiet: bool) -> list[str]:
+    """Output stems, one per scan: the file name, prefixed by as many parent folders as it takes to
+    tell apart scans of the same name (``a/T1.nii.gz``, ``b/T1.nii.gz``: ``a_T1``, ``b_T1``), so that
+    no scan's outputs replace another's. A file given twice is refused."""
+    from collections import Counter
+
+    from ..scans.nifti import strip_nifti_extension
+
+    real = [Path(os.path.realpath(s)) for s in scans]
+    if len(set(real)) < len(real):
+        twice = [s for s, r in zip(scans, real, strict=True) if real.count(r) > 1]
+        raise InputError(f"{twice[0]}: this scan is given more than once ({', '.join(map(str, twice))}).")
+    stems = [strip_nifti_extension(s.name) for s in scans]
+    parents = [r.parent.parts[1:] for r in real]
+    names = list(stems)
+    for depth in range(1, max(len(p) for p in parents) + 1):
+        counts = Counter(names)
+        if max(counts.values()) == 1:
+            break
+        names = [
+            "_".join([*parents[i][-depth:], stems[i]]) if counts[name] > 1 else name
+            for i, name in enumerate(names)
+        ]
+    if max(Counter(names).values()) > 1:
+        raise InputError("several scans would get outputs of the same name; give them distinct file names.")
+    if names != stems and not quiet:
+        print("scans share file names: their outputs are named after their folders (" + ", ".join(
+            n for n, s in zip(names, stems, strict=True) if n != s) + ")", file=sys.stderr)  # fmt: skip
+    return names

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from ..errors import DisyreError, InputError, OutputExistsError
 from ..scans.nifti import strip_nifti_extension
 from .common import (
+    distinct_names,
     add_checkpoint_option,
     add_postprocessing_options,
     add_restoration_options,
@@ -253,7 +253,7 @@ def plan_jobs(args: argparse.Namespace, kind: str = "disyre") -> list[Job]:
     elif args.out_dir is None and args.out_map is None and args.out_mask is None:
         raise InputError("say where to write the results: --out-map and/or --out-mask, or --out-dir.")
     jobs = []
-    stems = [n for n, _ in named] if named and args.cohort else _distinct_names(scans, args.quiet)
+    stems = [n for n, _ in named] if named and args.cohort else distinct_names(scans, args.quiet)
     for i, (scan, stem) in enumerate(zip(scans, stems, strict=True)):
         contrasts = named[i][1] if named else ()
         if args.out_dir is not None:
@@ -294,37 +294,6 @@ def _contrast_inputs(args: argparse.Namespace) -> list[tuple[str, tuple[tuple[st
         cases = find_contrast_cases(args.cohort, patterns)
         return [(name, tuple(files.items())) for name, files in cases.items()]
     return [("", tuple((c, Path(p)) for c, p in given.items()))] if given else []
-
-
-def _distinct_names(scans: list[Path], quiet: bool) -> list[str]:
-    """Output stems, one per scan: the file name, prefixed by as many parent folders as it takes to
-    tell apart scans of the same name (``a/T1.nii.gz``, ``b/T1.nii.gz``: ``a_T1``, ``b_T1``), so that
-    no scan's outputs replace another's. A file given twice is refused."""
-    from collections import Counter
-
-    from ..scans.nifti import strip_nifti_extension
-
-    real = [Path(os.path.realpath(s)) for s in scans]
-    if len(set(real)) < len(real):
-        twice = [s for s, r in zip(scans, real, strict=True) if real.count(r) > 1]
-        raise InputError(f"{twice[0]}: this scan is given more than once ({', '.join(map(str, twice))}).")
-    stems = [strip_nifti_extension(s.name) for s in scans]
-    parents = [r.parent.parts[1:] for r in real]
-    names = list(stems)
-    for depth in range(1, max(len(p) for p in parents) + 1):
-        counts = Counter(names)
-        if max(counts.values()) == 1:
-            break
-        names = [
-            "_".join([*parents[i][-depth:], stems[i]]) if counts[name] > 1 else name
-            for i, name in enumerate(names)
-        ]
-    if max(Counter(names).values()) > 1:
-        raise InputError("several scans would get outputs of the same name; give them distinct file names.")
-    if names != stems and not quiet:
-        print("scans share file names: their outputs are named after their folders (" + ", ".join(
-            n for n, s in zip(names, stems, strict=True) if n != s) + ")", file=sys.stderr)  # fmt: skip
-    return names
 
 
 def detect_one(job: Job, checkpoint, settings, args: argparse.Namespace, scan=None) -> None:

@@ -90,21 +90,13 @@ def iter_detect(
     maps after each step when ``keep_step_maps``. Stop iterating to cancel.
     """
     started = time.perf_counter()
-    if not isinstance(scan, Volume | MultiContrastScan):
-        raise DisyreError(
-            f"scan must be a Volume (load_scan(path), or Volume(data, affine)) or a MultiContrastScan, not "
-            f"{type(scan).__name__}."
-        )
     check(DetectArguments, {"checkpoint": checkpoint, "settings": settings}, "detect")
     channels = _channels_for(scan, contrasts_of(checkpoint))
     scan = channels.reference
     settings = settings or default_settings(checkpoint)
     spec = preprocessing_of(checkpoint)
     warn_if_coarse(scan, spec.spacing)
-    try:
-        prepared, box, slices = _model_slices(channels, spec, brain_mask, crop)
-    except InputError as exc:  # the grid's own messages do not know the file
-        raise InputError(f"{scan.path or 'the scan'}: {exc}") from None
+    prepared, box, slices = _model_slices(channels, spec, brain_mask, crop)
     torch_device = resolve_device(device)
     engine = restore_stack(
         checkpoint,
@@ -128,12 +120,7 @@ def iter_detect(
         if progress.restoration is not None:
             progress = dataclasses.replace(progress, restoration=to_scan(progress.restoration, masked=False))
         yield progress
-    anomaly = to_scan(result.anomaly_map, masked=True)
-    if not np.isfinite(anomaly).all():  # never hand on (or write) a NaN map: it thresholds to "no anomaly"
-        raise DisyreError(
-            f"{checkpoint.name}: the model gave NaN or infinite scores for {scan.path or 'the scan'}; no map "
-            "is made. The checkpoint is damaged (or its precision overflowed: try --precision float32)."
-        )
+    anomaly = _finite(to_scan(result.anomaly_map, masked=True), checkpoint, scan)
     return Detection(
         scan=scan,
         anomaly_map=anomaly,
@@ -160,7 +147,26 @@ def iter_detect(
     )
 
 
+def _finite(anomaly: np.ndarray, checkpoint: Detector, scan: Volume) -> np.ndarray:
+    """Never hand on (or write) a map with NaN or infinite scores: it would threshold to "no anomaly"."""
+    if not np.isfinite(anomaly).all():
+        raise DisyreError(
+            f"{checkpoint.name}: the model gave NaN or infinite scores for {scan.path or 'the scan'}; no map "
+            "is made. The checkpoint is damaged (or its precision overflowed: try --precision float32)."
+        )
+    return anomaly
+
+
 def _model_slices(
+    channels: MultiContrastScan, spec: Preprocessing, brain_mask: np.ndarray | None, crop: bool
+) -> tuple[ModelInput, tuple[slice, ...], np.ndarray]:
+    try:
+        return _prepared_slices(channels, spec, brain_mask, crop)
+    except InputError as exc:  # the grid's own messages do not know the file
+        raise InputError(f"{channels.reference.path or 'the scan'}: {exc}") from None
+
+
+def _prepared_slices(
     channels: MultiContrastScan, spec: Preprocessing, brain_mask: np.ndarray | None, crop: bool
 ) -> tuple[ModelInput, tuple[slice, ...], np.ndarray]:
     """The input on the model grid, the crop box and the slices for the detector: (N, H, W) for one
@@ -178,6 +184,11 @@ def _model_slices(
 
 def _channels_for(scan: Volume | MultiContrastScan, contrasts: tuple[str, ...]) -> MultiContrastScan:
     """The input as the checkpoint's channels, in its order; one Volume only for a one-channel model."""
+    if not isinstance(scan, Volume | MultiContrastScan):
+        raise DisyreError(
+            f"scan must be a Volume (load_scan(path), or Volume(data, affine)) or a MultiContrastScan, not "
+            f"{type(scan).__name__}."
+        )
     if isinstance(scan, MultiContrastScan) and (len(contrasts) > 1 or len(scan.volumes) > 1):
         return as_channels(scan.in_order(contrasts))
     if isinstance(scan, MultiContrastScan):

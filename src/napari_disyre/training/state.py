@@ -54,7 +54,7 @@ def check_output(
 def training_inputs(scans: Sequence, *folders: Path | str | None) -> list[Path]:
     """What a run reads and its output may not touch: every scan, mask and label, their folders, and
     ``folders`` (the training folder, a starting checkpoint)."""
-    files = [p for s in scans for p in (s.path, s.brain_mask, s.exclude_label) if p is not None]
+    files = [p for s in scans for p in (s.path, s.brain_mask, s.exclude_label, *(c[1] for c in s.contrasts)) if p]
     return [*files, *{Path(p).parent for p in files}, *(Path(f) for f in folders if f)]
 
 
