@@ -32,7 +32,7 @@ def tiny_preset():
     [
         (["--lr", "1e6"], "--lr: value 1000000.0: input should be less than or equal to 1"),  # the issue's
         (["--lr", "nan"], "--lr: value nan: must be a finite number"),
-        (["--lr=-0.1"], "--lr: value -0.1: input should be greater than 0"),
+        (["--lr=-0.1"], "--lr: value -0.1: input should be greater than or equal to 0"),
         (["--steps=-5"], "--steps: value -5: input should be greater than or equal to 1"),
         (["--steps", "0"], "--steps: value 0: input should be greater than or equal to 1"),
         (["--steps", "2.5"], "--steps: value 2.5: must be a whole number"),

@@ -62,8 +62,9 @@ Size = Annotated[Whole, Field(ge=0)]  # voxel counts and radii: 0 switches the o
 Seed = Annotated[Whole, Field(ge=0, lt=2**32)]
 Finite = Annotated[float, BeforeValidator(_finite)]
 Probability = Annotated[Finite, Field(ge=0, le=1)]
-#: A learning rate above 1 makes AdamW diverge at once (the issue's 1e6 gave NaN weights).
-LearningRate = Annotated[Finite, Field(gt=0, le=1)]
+#: A learning rate above 1 makes AdamW diverge at once (the issue's 1e6 gave NaN weights); 0 trains
+#: nothing, which a test of a checkpoint's start (--init) may want.
+LearningRate = Annotated[Finite, Field(ge=0, le=1)]
 #: Voxel sizes a model grid may have, in mm: finer allocates huge grids, coarser has no brain left.
 GRID_MM = (0.1, 10.0)
 GridMm = Annotated[Finite, Field(ge=GRID_MM[0], le=GRID_MM[1])]

@@ -100,7 +100,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="training crop size in pixels (16 to 1024, a multiple of 8)",
     )
     opt.add_argument(
-        "--lr", type=cli_type(LearningRate), default=None, help="learning rate, above 0 and at most 1 (disyre; default 1e-4)"
+        "--lr", type=cli_type(LearningRate), default=None, help="learning rate, 0 to 1 (disyre; default 1e-4)"
     )
     opt.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights")
     opt.add_argument(
