@@ -210,7 +210,7 @@ def test_foreign_or_newer_metadata_is_refused(saved, changes, message):
 
 def test_metadata_that_is_not_an_object_is_refused(saved):
     (saved / METADATA_FILE).write_text("[1, 2]")
-    with pytest.raises(CheckpointError, match="holds a JSON list, not a metadata object"):
+    with pytest.raises(CheckpointError, match="metadata holds a JSON list, not an object"):
         load_berdiff(saved)
 
 
@@ -233,7 +233,7 @@ def test_malformed_metadata(saved):
     with pytest.raises(CheckpointError, match="not valid JSON"):
         load_berdiff(saved)
     (saved / METADATA_FILE).write_text(json.dumps({"format": "napari-disyre-berdiff", "method": "berdiff"}))
-    with pytest.raises(CheckpointError, match="malformed configuration"):
+    with pytest.raises(CheckpointError, match="malformed Bernoulli diffusion metadata: .*autoencoder: field required"):
         load_berdiff(saved)
 
 
