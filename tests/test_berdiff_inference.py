@@ -119,7 +119,7 @@ def test_the_symmetric_forward_process_noises_both_bit_values():
 def test_settings_are_checked_against_the_schedule():
     with pytest.raises(DisyreError, match="noise level"):
         InferenceSettings(noise_level=5).check(FIVE)
-    with pytest.raises(DisyreError, match="threshold P"):
+    with pytest.raises(DisyreError, match="Bernoulli diffusion settings: threshold 1.5: input should be less than or equal to 1"):
         InferenceSettings(noise_level=2, threshold=1.5).check(FIVE)
 
 
