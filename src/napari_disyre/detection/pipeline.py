@@ -99,17 +99,10 @@ def iter_detect(
     prepared, box, slices = _model_slices(channels, spec, brain_mask, crop)
     torch_device = resolve_device(device)
     engine = restore_stack(
-        checkpoint,
-        slices,
-        settings,
-        device=torch_device,
-        autocast=autocast_dtype(torch_device, precision),
-        batch_size=batch_size,
-        keep_restorations=keep_restorations,
-        keep_step_maps=keep_step_maps,
-        compile=compile,
-        runtime=runtime,
-    )
+        checkpoint, slices, settings, device=torch_device, autocast=autocast_dtype(torch_device, precision),
+        batch_size=batch_size, keep_restorations=keep_restorations, keep_step_maps=keep_step_maps,
+        compile=compile, runtime=runtime,
+    )  # fmt: skip
     to_scan = _ScanMapper(prepared, box, spec.slice_axis)
     while True:
         try:

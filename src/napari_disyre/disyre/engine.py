@@ -122,8 +122,7 @@ def restore(
 
     started = time.perf_counter()
     device = device or torch.device("cpu")
-    check(RestoreArguments, {"slices": slices, "settings": settings}, "restore")
-    given = np.asarray(slices, dtype=np.float32)
+    given = np.asarray(check(RestoreArguments, {"slices": slices, "settings": settings}, "restore").slices, np.float32)
     slices = _with_channel_axis(given, unet.config.in_channels)
     window = _window_of(unet)
     layout = window_layout(slices.shape[2:], window, settings.window_overlap, settings.sigma_scale)
