@@ -245,6 +245,17 @@ def test_bundled_berdiff_model_fits_the_budget_and_is_named_demo_berdiff(tmp_pat
     settings = default_settings(model)
     assert (settings.noise_level, settings.threshold) == (100, 0.6)
     assert model.healthy_score_quantiles["0.999"] == pytest.approx(0.1913, abs=1e-4)
+    assert model.description.startswith("a demonstration of the pipeline that does not detect lesions")
     (tmp_path / "demo-berdiff").mkdir()  # a real path wins over the bundled name
     with pytest.raises(CheckpointError):
         load_checkpoint("demo-berdiff")
+
+
+def test_info_calls_the_bundled_berdiff_model_a_demonstration_that_detects_no_lesions(capsys):
+    """Demo AP 0.007 (AUROC 0.357), below the inverted intensity: ``info`` must say so."""
+    from napari_disyre.cli import main
+
+    assert main(["info", "demo-berdiff"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("demo_t1_berdiff: masked Bernoulli diffusion")
+    assert printed[-1].startswith("a demonstration of the pipeline that does not detect lesions")

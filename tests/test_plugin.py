@@ -435,6 +435,7 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     flip = widget.viewer.layers["scan flip mask"]
     np.testing.assert_array_equal(flip.data, detection.flip_mask)
     assert flip.data.shape == detection.scan.shape and 0 < flip.data.max() <= 1
+    assert tuple(flip.contrast_limits) == pytest.approx((0.0, float(flip.data.max())))  # its own range
     # decoded restorations at the kept reverse steps (every 10th, and the last)
     assert detection.timesteps == [1, 0] and widget.viewer.layers["scan restorations"].data.shape[0] == 2
     # threshold, lesion table and export unchanged
@@ -449,6 +450,16 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     _detect(qtbot, widget)
     assert "scan flip mask" not in {layer.name for layer in widget.viewer.layers}
     assert widget.viewer.layers["scan accumulated map by step"].data.shape[0] == 1
+
+
+def test_the_bundled_berdiff_model_is_captioned_as_a_demonstration_that_detects_no_lesions(widget):
+    from napari_disyre.sample_data import demo_checkpoint_path
+
+    widget.checkpoint.value = demo_checkpoint_path("berdiff")
+    assert widget.checkpoint_info.value.startswith(
+        "a demonstration of the pipeline that does not detect lesions"
+    )
+    assert "defaults L = 100, P = 0.6" in widget.checkpoint_info.value
 
 
 def test_demo_refuses_steps_for_the_berdiff_model_before_opening_napari(capsys, monkeypatch):

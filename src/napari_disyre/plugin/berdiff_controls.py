@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from magicgui.widgets import FloatSpinBox, SpinBox
 
 from ..berdiff.layout import read_berdiff_metadata
@@ -39,6 +40,9 @@ class BerDiffControls:
         return {"noise_level": self.noise_level.value, "threshold": self.flip_threshold.value}
 
 
-def flip_mask_kwargs(derived: dict[str, Any]) -> dict[str, Any]:
-    """How the flip mask (fraction of latent bits flipped, 0 to 1) is drawn over the scan."""
-    return {**derived, "colormap": "cyan", "blending": "additive", "contrast_limits": (0.0, 1.0)}
+def flip_mask_kwargs(derived: dict[str, Any], flip_mask: np.ndarray) -> dict[str, Any]:
+    """How the flip mask (fraction of latent bits flipped, 0 to 1) is drawn over the scan: its colour
+    range ends at its own maximum, since a mask that peaks at 0.05 is invisible in a 0-1 range."""
+    peak = float(np.max(flip_mask, initial=0.0))
+    limits = (0.0, peak if peak > 0 else 1.0)
+    return {**derived, "colormap": "cyan", "blending": "additive", "contrast_limits": limits}

@@ -116,7 +116,7 @@ def show_detection(viewer: napari.Viewer, source: Image, detection: Detection, t
             "flip mask",
             Image,
             detection.flip_mask,
-            flip_mask_kwargs(derived_kwargs(source, "")),
+            flip_mask_kwargs(derived_kwargs(source, ""), detection.flip_mask),
         )
     elif flip_name in viewer.layers:  # a DISYRE run: a previous run's flip mask would mislead
         viewer.layers.remove(flip_name)
