@@ -44,6 +44,8 @@ TORCH_MODULES = {
         "checkpoint",
         "detector",
         "run",
+        "official",
+        "official_unet",
     )
 }
 

@@ -62,11 +62,13 @@ class AttnBlock(nn.Module):
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """In the official order of operations (product, then scale, then softmax), so that an
+        official autoencoder's codes and images come out bit for bit."""
         b, c, h, w = x.shape
         n = self.norm(x)
-        q, k, v = (f(n).reshape(b, c, h * w).transpose(1, 2) for f in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]
-        return x + self.proj_out(out.transpose(1, 2).reshape(b, c, h, w))
+        q, k, v = (f(n).reshape(b, c, h * w) for f in (self.q, self.k, self.v))
+        weight = torch.softmax(torch.bmm(q.transpose(1, 2), k) * int(c) ** -0.5, dim=2)
+        return x + self.proj_out(torch.bmm(v, weight.transpose(1, 2)).reshape(b, c, h, w))
 
 
 class Downsample(nn.Module):

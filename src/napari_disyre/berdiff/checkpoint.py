@@ -6,7 +6,9 @@ Layout::
                                  (with its forward process), the L/P defaults, preprocessing,
                                  training provenance, healthy-score quantiles
     autoencoder.safetensors      the (EMA) autoencoder, official parameter names without ``ae.``
-    latent_unet.safetensors      the (EMA) latent UNet, diffusers parameter names
+    latent_unet.safetensors      the (EMA) latent UNet, diffusers parameter names, or the official
+                                 guided-diffusion names for an imported authors' UNet
+                                 (``latent_unet.network`` in berdiff.json says which)
 
 :func:`is_berdiff_folder` lets the project's ``load_checkpoint`` tell this method from DISYRE's
 folders (``disyre.json`` / ``unet/``) without reading weights.
@@ -18,7 +20,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -41,22 +43,20 @@ from .layout import (
 )
 from .presets import AutoencoderConfig, LatentUNetConfig
 
-if TYPE_CHECKING:
-    from diffusers import UNet2DModel
-
 
 @dataclass
 class BerDiffModel:
     """A loaded detector: both networks (float32, CPU, eval) and what the folder says about them."""
 
     autoencoder: BinaryAutoencoder
-    unet: UNet2DModel
+    unet: torch.nn.Module  # a diffusers UNet2DModel, or the official network (unet_config.network)
     unet_config: LatentUNetConfig
     schedule: BernoulliSchedule = field(default_factory=BernoulliSchedule)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     preprocessing: dict[str, Any] = field(default_factory=dict)
     healthy_score_quantiles: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Any] = field(default_factory=dict)  # imported weights: whose, which files
     description: str = ""
     source: Path | None = None
     kind: ClassVar[str] = METHOD  # the detection seam's name for this method (napari_disyre.detection.detectors)
@@ -118,6 +118,7 @@ class BerDiffModel:
             "preprocessing": self.preprocessing,
             "healthy_score_quantiles": self.healthy_score_quantiles,
             "training": self.training,
+            "origin": self.origin,
             "description": self.description,
         }
 
@@ -183,6 +184,7 @@ def load_berdiff(path: str | Path) -> BerDiffModel:
             str(k): float(v) for k, v in meta.get("healthy_score_quantiles", {}).items()
         },
         training=dict(meta.get("training", {})),
+        origin=dict(meta.get("origin", {})),
         description=str(meta.get("description", "")),
         source=folder,
     )

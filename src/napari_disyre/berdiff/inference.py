@@ -26,7 +26,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,9 +42,6 @@ from .bernoulli import (
     x0_from_flip_probability,
 )
 from .latent_unet import flip_probability
-
-if TYPE_CHECKING:
-    from diffusers import UNet2DModel
 
 FlipModel = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -189,7 +185,7 @@ def as_stack(slices: np.ndarray, ae: BinaryAutoencoder) -> np.ndarray:
 def restore_slices(
     slices: np.ndarray,
     ae: BinaryAutoencoder,
-    unet: UNet2DModel,
+    unet: torch.nn.Module,
     schedule: BernoulliSchedule,
     settings: InferenceSettings = InferenceSettings(),
     *,
@@ -241,12 +237,12 @@ def restore_slices(
     return result
 
 
-def _unet_flip(unet: UNet2DModel) -> FlipModel:
+def _unet_flip(unet: torch.nn.Module) -> FlipModel:
     return lambda x, t: flip_probability(unet, x, t)
 
 
 def _network_calls(
-    ae: BinaryAutoencoder, unet: UNet2DModel, runtime: str, stack: np.ndarray
+    ae: BinaryAutoencoder, unet: torch.nn.Module, runtime: str, stack: np.ndarray
 ) -> tuple[Callable, FlipModel, Callable]:
     """The autoencoder's encoding and decoding and the latent UNet's flip probability: on torch, or
     (``runtime`` onnxruntime) each exported once and run by ONNX Runtime, timesteps as (B,) int64."""

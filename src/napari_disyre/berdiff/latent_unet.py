@@ -5,21 +5,18 @@ diffusers expresses the official guided-diffusion network block for block: the s
 an additive time embedding (sinusoidal 128, cos half first, then 512-wide MLP), single-head attention
 (``attention_head_dim`` = the block width), conv down/up-sampling, three ResBlocks per up level, the
 middle ResBlock-attention-ResBlock, and GN-SiLU-conv at the end; the official configuration has the
-same 36,034,432 parameters. Parameter names differ (diffusers naming), so official ``.pt`` files would
-need a key map, which is not provided. As in the official network the output convolution starts at
+same 36,034,432 parameters. The authors' files load into :mod:`.official_unet` instead, the same
+network under the official names and order of operations (``LatentUNetConfig.network``). As in the official network the output convolution starts at
 zero, so an untrained model predicts flip probability 0.5 everywhere (a loss of exactly 1 bit).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from .presets import LatentUNetConfig
-
-if TYPE_CHECKING:
-    from diffusers import UNet2DModel
 
 
 def unet_kwargs(cfg: LatentUNetConfig) -> dict[str, Any]:
@@ -43,18 +40,27 @@ def unet_kwargs(cfg: LatentUNetConfig) -> dict[str, Any]:
     }
 
 
-def build_latent_unet(cfg: LatentUNetConfig) -> UNet2DModel:
-    """A float32 latent UNet with random weights and a zero output convolution."""
-    from diffusers import UNet2DModel
+def build_latent_unet(cfg: LatentUNetConfig) -> torch.nn.Module:
+    """A float32 latent UNet of ``cfg.network`` with random weights and a zero output convolution."""
+    if cfg.network == "guided-diffusion":
+        from .official_unet import OfficialLatentUNet
 
-    unet = UNet2DModel(**unet_kwargs(cfg))
-    torch.nn.init.zeros_(unet.conv_out.weight)
-    torch.nn.init.zeros_(unet.conv_out.bias)
+        unet: torch.nn.Module = OfficialLatentUNet(cfg)
+        last = unet.out[2]
+    else:
+        from diffusers import UNet2DModel
+
+        unet = UNet2DModel(**unet_kwargs(cfg))
+        last = unet.conv_out
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
     return unet.float()
 
 
-def flip_probability(unet: UNet2DModel, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
-    """Per-bit flip probability ``sigmoid(unet(x_t, t))``, in float32 whatever the autocast."""
+def flip_probability(unet: torch.nn.Module, x_t: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+    """Per-bit flip probability ``sigmoid(unet(x_t, t))``, in float32 whatever the autocast; ``unet``
+    is either network kind (diffusers wraps its logits in ``.sample``)."""
     if not torch.is_tensor(t) or t.ndim == 0:
         t = torch.full((x_t.shape[0],), int(t), device=x_t.device)
-    return torch.sigmoid(unet(x_t, t).sample.float())
+    logits = unet(x_t, t)
+    return torch.sigmoid(getattr(logits, "sample", logits).float())

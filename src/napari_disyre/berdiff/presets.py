@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from ..errors import DisyreError
+
+LatentNetwork = Literal["diffusers", "guided-diffusion"]
+LATENT_NETWORKS: tuple[str, ...] = ("diffusers", "guided-diffusion")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,11 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class LatentUNetConfig:
-    """Shape of the latent denoiser, a diffusers ``UNet2DModel`` (method document §3.3).
+    """Shape of the latent denoiser (method document §3.3).
+
+    ``network`` says which implementation holds the weights: ``"diffusers"`` (a ``UNet2DModel``, the
+    project's own checkpoints) or ``"guided-diffusion"`` (the authors' module structure and names,
+    for their imported checkpoints); both compute the same function of the same shapes.
 
     ``attention_levels`` lists the resolution levels (0 = full latent size) whose blocks carry
     attention; the middle block always has one. One attention head, as the official network.
@@ -79,6 +86,13 @@ class LatentUNetConfig:
     layers_per_block: int = 2
     attention_levels: tuple[int, ...] = (1,)
     norm_groups: int = 32
+    network: LatentNetwork = "diffusers"
+
+    def __post_init__(self) -> None:
+        if self.network not in LATENT_NETWORKS:
+            raise DisyreError(
+                f"unknown latent network {self.network!r}; choose one of {', '.join(LATENT_NETWORKS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

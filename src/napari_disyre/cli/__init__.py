@@ -1,4 +1,4 @@
-"""The ``napari-disyre`` command line: detect, train, evaluate, info, view and demo.
+"""The ``napari-disyre`` command line: detect, train, evaluate, info, view, demo and import-berdiff.
 
 Each subcommand parses its options and calls the Qt-free library; a :class:`DisyreError` is printed
 as one clear message (exit status 2), anything else keeps its traceback because it is a bug.
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from . import detect, evaluate, info, train, view
+    from . import detect, evaluate, import_berdiff, info, train, view
 
-    for module in (detect, train, evaluate, info, view):
+    for module in (detect, train, evaluate, info, view, import_berdiff):
         module.register(commands)
     return parser

@@ -63,6 +63,8 @@ def describe(checkpoint) -> list[str]:
             + " ".join(f"--scan {c}=PATH" for c in contrasts)
             + ("; the map is the mean of the per-contrast maps" if checkpoint.kind == "disyre" else "")
         )
+    if checkpoint.kind == "berdiff" and checkpoint.origin:
+        lines.append(_origin_line(checkpoint.origin, checkpoint.unet_config.network))
     quantiles = healthy_quantiles_of(checkpoint)
     if quantiles:
         lines.append("healthy-score quantiles: " + ", ".join(f"{q}: {v:.4g}" for q, v in quantiles.items()))
@@ -83,3 +85,13 @@ def describe(checkpoint) -> list[str]:
     if info.description:
         lines.append(info.description)
     return lines
+
+
+def _origin_line(origin: dict, network: str) -> str:
+    """Whose weights an imported checkpoint holds, from which files (first 12 hex of their SHA-256)."""
+    files = ", ".join(
+        f"{origin[part]['file']} (sha256 {origin[part]['sha256'][:12]})"
+        for part in ("autoencoder", "unet")
+        if part in origin
+    )
+    return f"origin: {origin.get('source', 'imported weights')}; {files}; latent UNet: {network} network"
