@@ -259,3 +259,52 @@ def test_info_calls_the_bundled_berdiff_model_a_demonstration_that_detects_no_le
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("demo_t1_berdiff: masked Bernoulli diffusion")
     assert printed[-1].startswith("a demonstration of the pipeline that does not detect lesions")
+
+
+def test_a_multi_contrast_model_restores_n_c_h_w_stacks_and_sums_the_map_over_contrasts():
+    """The authors' models take four contrasts: (N, C, H, W) in, restorations (N, C, H, W) out, the
+    map (N, H, W) = sum over contrasts of the squared restoration error, on the slices' own size."""
+    from dataclasses import replace
+
+    from napari_disyre.berdiff.autoencoder import BinaryAutoencoder
+    from napari_disyre.berdiff.detector import restore_for_detection
+    from napari_disyre.errors import InputError
+
+    from .berdiff_tiny import TINY_AE
+
+    model = tiny_berdiff()
+    torch.manual_seed(3)
+    model.autoencoder = BinaryAutoencoder(replace(TINY_AE, in_channels=2)).eval()
+    slices = np.random.default_rng(0).uniform(0, 1, (3, 2, 13, 11)).astype(np.float32)
+    run = lambda s: run_to_end(  # noqa: E731
+        restore_for_detection(
+            model, s, model.inference, device=torch.device("cpu"), autocast=None, batch_size=2,
+            keep_restorations=True,
+        )  # fmt: skip
+    )
+    result = run(slices)
+    assert result.final.shape == (3, 2, 13, 11) and result.anomaly_map.shape == (3, 13, 11)
+    assert result.flip_mask.shape == (3, 13, 11) and result.restorations[-1].shape == (3, 2, 13, 11)
+    np.testing.assert_allclose(result.anomaly_map, ((result.final - slices) ** 2).sum(axis=1), atol=1e-6)
+    assert result.windows_run == 3 * model.inference.noise_level
+    with pytest.raises(InputError, match=r"takes 2 contrast\(s\) per slice: expected slices \(N, 2, H, W\)"):
+        run(slices[:, 0])
+
+
+def test_a_one_contrast_model_gives_the_same_result_for_n_h_w_and_n_1_h_w():
+    from napari_disyre.berdiff.detector import restore_for_detection
+
+    model = tiny_berdiff()
+    slices = np.random.default_rng(1).uniform(0, 1, (2, 13, 11)).astype(np.float32)
+    results = [
+        run_to_end(
+            restore_for_detection(
+                model, s, model.inference, device=torch.device("cpu"), autocast=None, batch_size=2,
+                keep_restorations=False,
+            )  # fmt: skip
+        )
+        for s in (slices, slices[:, None])
+    ]
+    assert results[0].final.shape == (2, 13, 11) and results[1].final.shape == (2, 1, 13, 11)
+    np.testing.assert_array_equal(results[0].anomaly_map, results[1].anomaly_map)
+    np.testing.assert_array_equal(results[0].final, results[1].final[:, 0])

@@ -1,9 +1,12 @@
 """Bernoulli diffusion behind the detection seam (:mod:`napari_disyre.detection.detectors`).
 
-The detection pipeline hands over the model-grid slices (N, H, W) it hands DISYRE's engine. The
-autoencoder and then the latent UNet halve each side, so the slices are zero-padded, centred, to at
-least the size the autoencoder was trained on (``image_size``) and to a multiple of both halvings; the
-results are cut back to the slices' own size. Progress is reported as the engine's
+The detection pipeline hands over the model-grid slices it hands DISYRE's engine: (N, H, W) for a
+one-contrast model, or (N, C, H, W) for a model of C contrasts (the authors' BraTS models take four:
+T1, T1ce, T2, FLAIR, in the order the model was trained on). The autoencoder and then the latent UNet
+halve each side, so the slices are zero-padded, centred, to at least the size the autoencoder was
+trained on (``image_size``) and to a multiple of both halvings; the results are cut back to the
+slices' own size. Restorations keep the input's layout: (N, H, W) in, (N, H, W) out; (N, C, H, W) in,
+(N, C, H, W) out; the anomaly map (summed over contrasts) and the flip mask are (N, H, W). Progress is reported as the engine's
 :class:`~napari_disyre.restoration.Progress` (a "window" is a slice here), the result as its
 :class:`~napari_disyre.restoration.Restoration` with the flip mask added.
 """
@@ -19,7 +22,7 @@ import torch
 from ..restoration import Progress, Restoration
 from ..runtime.sessions import LOADING_STAGE, choose_runtime
 from .checkpoint import BerDiffModel
-from .inference import InferenceSettings, restore_slices
+from .inference import InferenceSettings, restore_slices, with_channels
 
 #: Reverse steps between two kept (decoded) restorations; the last step is always kept.
 RESTORATION_EVERY = 10
@@ -37,12 +40,13 @@ def size_multiple(model: BerDiffModel) -> int:
 
 
 def pad_slices(slices: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, tuple[slice, slice]]:
-    """Centre (N, H, W) in zeros of (N, *size); returns the padded stack and where the slices sit."""
-    n, h, w = slices.shape
+    """Centre (N, [C,] H, W) in zeros of (N, [C,] *size); returns the padded stack and where the
+    slices sit in the last two axes."""
+    h, w = slices.shape[-2:]
     top, left = (size[0] - h) // 2, (size[1] - w) // 2
-    out = np.zeros((n, *size), np.float32)
+    out = np.zeros((*slices.shape[:-2], *size), np.float32)
     box = (slice(top, top + h), slice(left, left + w))
-    out[:, box[0], box[1]] = slices
+    out[..., box[0], box[1]] = slices
     return out, box
 
 
@@ -57,10 +61,13 @@ def restore_for_detection(
     keep_restorations: bool,
     runtime: str = "torch",
 ) -> Generator[Progress, None, Restoration]:
-    """Masked restoration of model-grid slices, every ``RESTORATION_EVERY``-th reverse step kept;
-    exporting the networks for ONNX Runtime (``runtime``) is shown as a progress stage."""
-    size = padded_size(*slices.shape[1:], model.autoencoder.config.image_size, size_multiple(model))
-    padded, box = pad_slices(np.asarray(slices, np.float32), size)
+    """Masked restoration of model-grid slices (N, H, W) or (N, C, H, W), every
+    ``RESTORATION_EVERY``-th reverse step kept; exporting the networks for ONNX Runtime
+    (``runtime``) is shown as a progress stage."""
+    stack = with_channels(slices, model.autoencoder.config.in_channels)
+    size = padded_size(*stack.shape[2:], model.autoencoder.config.image_size, size_multiple(model))
+    padded, box = pad_slices(stack, size)
+    layout = (lambda r: r[:, 0]) if np.ndim(slices) == 3 else (lambda r: r)
     batch = batch_size or DEFAULT_BATCH
     runtime = choose_runtime(runtime, device, autocast)
     if runtime == "onnxruntime":
@@ -87,15 +94,15 @@ def restore_for_detection(
         except StopIteration as stop:
             result = stop.value
             break
-        restoration = crop(step.restoration[:, 0]) if step.restoration is not None else None
+        restoration = crop(layout(step.restoration)) if step.restoration is not None else None
         yield Progress(step.step, step.n_steps, step.slices_done, step.slices_total, batch, restoration)
-    kept = [crop(r[:, 0]) for r in result.restorations] if keep_restorations else []
+    kept = [crop(layout(r)) for r in result.restorations] if keep_restorations else []
     return Restoration(
         anomaly_map=crop(result.anomaly_map),
-        final=crop(result.restoration[:, 0]),
+        final=crop(layout(result.restoration)),
         restorations=kept,
         timesteps=result.timesteps if keep_restorations else [],
-        windows_run=result.steps_run * len(slices),
+        windows_run=result.steps_run * len(stack),
         batch_size=batch,
         seconds=result.seconds,
         flip_mask=crop(result.flip_mask),

@@ -164,16 +164,24 @@ class BerDiffResult:
     runtime: str = "torch"  # torch or onnxruntime (a network whose export failed warned and ran torch)
 
 
-def as_stack(slices: np.ndarray, ae: BinaryAutoencoder) -> np.ndarray:
-    """(N, H, W) or (N, C, H, W) float32, checked against the autoencoder's channels and halvings."""
+def with_channels(slices: np.ndarray, channels: int) -> np.ndarray:
+    """(N, C, H, W) float32 from (N, H, W) (one-contrast models) or (N, C, H, W), C checked."""
     stack = np.asarray(slices, dtype=np.float32)
-    if stack.ndim == 3:
+    if stack.ndim == 3 and channels == 1:
         stack = stack[:, None]
-    cfg = ae.config
-    if stack.ndim != 4 or stack.shape[1] != cfg.in_channels:
+    if stack.ndim != 4 or stack.shape[1] != channels:
+        expected = "(N, H, W) or (N, 1, H, W)" if channels == 1 else f"(N, {channels}, H, W)"
         raise InputError(
-            f"expected slices (N, H, W) or (N, {cfg.in_channels}, H, W) for this model, got {slices.shape}"
+            f"this model takes {channels} contrast(s) per slice: expected slices {expected}, got "
+            f"{stack.shape}; give the model as many co-registered contrasts as it was trained on."
         )
+    return stack
+
+
+def as_stack(slices: np.ndarray, ae: BinaryAutoencoder) -> np.ndarray:
+    """:func:`with_channels` for the autoencoder, whose halvings must also divide the slice size."""
+    cfg = ae.config
+    stack = with_channels(slices, cfg.in_channels)
     if stack.shape[2] % cfg.downsampling or stack.shape[3] % cfg.downsampling:
         raise InputError(
             f"slice size {stack.shape[2]}x{stack.shape[3]} is not a multiple of {cfg.downsampling}, "
