@@ -46,8 +46,9 @@ from ..training.state import (
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule
 from .checkpoint import BerDiffModel, write_berdiff_files
+from .gates import QualityGates, evaluate_gates
 from .inference import InferenceSettings
-from .latent_unet import build_latent_unet
+from .latent_unet import build_latent_unet, flip_probability
 from .presets import BerDiffPreset, get_berdiff_preset
 from .training import (
     Checkpointing,
@@ -81,6 +82,11 @@ class BerDiffRunConfig:
     contrast: str | None = None
     description: str = ""
     progress: bool = True
+    gate_unet_margin: float = 0.01  # bits the latent UNet must beat the per-channel trivial guess by
+    gate_ae_error: float = 0.05  # bound on the autoencoder's held-out foreground error
+
+    def gates(self) -> QualityGates:
+        return QualityGates(unet_margin_bits=self.gate_unet_margin, ae_max_error=self.gate_ae_error)
 
     def __post_init__(self) -> None:
         """Steps, batches, L and P checked before any scan is read (not after both stages trained)."""
@@ -205,10 +211,31 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
         from ..training.export import healthy_score_quantiles
 
         model.healthy_score_quantiles = healthy_score_quantiles(model, validation)
+    gates = _quality_gates(model, config, spec, validation)
     write_berdiff_files(output, model)
-    # the run's config as written at its start, marked so that a rerun says "finished", not "interrupted"
-    write_json(output / STATE_DIR / CONFIG_FILE, {**dataclasses.asdict(config), "finished": True})
+    # the run's config as written at its start, marked "finished" (its steps ran: a rerun says so and
+    # how to train further) and "done" only when it passed its quality gates
+    write_json(
+        output / STATE_DIR / CONFIG_FILE,
+        {**dataclasses.asdict(config), "finished": True, "done": gates.passed, "quality_gates": gates.to_dict()},
+    )
     return model
+
+
+def _quality_gates(model: BerDiffModel, config: BerDiffRunConfig, spec, validation):
+    """Measure the gates on the validation scans' slices; a failed run is labelled in its description."""
+    held_out = (
+        square_slices(SliceBank.from_scans(validation, spec).slices, model.autoencoder.config.image_size)
+        if validation
+        else np.zeros((0, 1, 1, 1), np.float32)
+    )
+    report = evaluate_gates(
+        model.autoencoder, lambda x, t: flip_probability(model.unet, x, t), model.schedule, held_out, config.gates()
+    )
+    model.training["quality_gates"] = report.to_dict()
+    if not report.passed:
+        model.description = f"NOT SHIPPABLE, quality gates failed ({'; '.join(report.failures())}): {model.description}"
+    return report
 
 
 def _autoencoder_stage(images, preset, config, dist, state, log, output) -> BinaryAutoencoder:

@@ -82,9 +82,24 @@ def describe(checkpoint) -> list[str]:
             + (f"{wall / 3600:.1f} h" if wall is not None else "time not recorded")
             + f" on {record.get('device', 'an unrecorded device')}"
         )
+        if checkpoint.kind == "berdiff" and "quality_gates" in record:
+            lines.append(_gates_line(record["quality_gates"]))
     if info.description:
         lines.append(info.description)
     return lines
+
+
+def _gates_line(gates: dict) -> str:
+    """The Bernoulli diffusion run's quality gates as measured at the end of its training."""
+    if not gates.get("held_out_slices"):
+        return "quality gates: not measured (no held-out slices): not shippable"
+    verdict = "passed" if gates["passed"] else "FAILED (not shippable)"
+    return (
+        f"quality gates {verdict}: latent UNet {gates['unet_bits']:.4f} bits vs per-channel trivial "
+        f"guess {gates['trivial_bits']:.4f} (margin {gates['gates']['unet_margin_bits']:g}), autoencoder "
+        f"error {gates['ae_error']:.4f} (bound {gates['gates']['ae_max_error']:g}), "
+        f"{gates['held_out_slices']} held-out slices"
+    )
 
 
 def _origin_line(origin: dict, network: str) -> str:

@@ -138,6 +138,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     bd.add_argument(
         "--flip-threshold", type=cli_type(Probability), default=0.6, help="default P stored in the checkpoint (default: 0.6)"
     )
+    bd.add_argument(
+        "--gate-unet-margin",
+        type=float,
+        default=0.01,
+        help="quality gate: bits by which the latent UNet's held-out loss must beat the per-channel "
+        "trivial guess for the run to count as done (default: 0.01)",
+    )
+    bd.add_argument(
+        "--gate-ae-error",
+        type=float,
+        default=0.05,
+        help="quality gate: bound on the autoencoder's held-out mean |error| in the foreground (default: 0.05)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -212,6 +225,8 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         precision=args.precision,
         contrast=contrast,
         description=args.description,
+        gate_unet_margin=args.gate_unet_margin,
+        gate_ae_error=args.gate_ae_error,
     )
     model = train_berdiff(scans, validation, args.out, config, resume=args.resume, overwrite=args.overwrite)
     if not _main_rank():
@@ -221,6 +236,9 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         print(
             f"healthy 99.9th percentile score: {model.healthy_score_quantiles.get('0.999', float('nan')):.4f}"
         )
+    gates = model.training["quality_gates"]
+    verdict = "passed" if gates["passed"] else "FAILED: not done, not shippable: " + "; ".join(gates["failures"])
+    print(f"quality gates {verdict}")
     return 0
 
 
