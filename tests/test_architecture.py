@@ -46,6 +46,7 @@ TORCH_MODULES = {
         "run",
         "official",
         "official_unet",
+        "gates",
     )
 }
 

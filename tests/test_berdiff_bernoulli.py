@@ -110,3 +110,24 @@ def test_training_target_is_the_true_flip_indicator():
     oracle = lambda x_t, t: x0 * (1 - x_t)  # noqa: E731
     loss = training_loss(oracle, BernoulliSchedule(), x0, generator=torch.Generator().manual_seed(2))
     assert loss.item() < 1e-5
+
+
+@pytest.mark.parametrize("forward, consistent", [("symmetric", True), ("code", False)])
+def test_the_posterior_is_bayes_for_the_symmetric_forward_process_only(forward, consistent):
+    """q(x_{t-1} = 1 | x_t, x_0) by Bayes' rule from each process's forward marginal at t-1 and its
+    one-step kernel: the posterior the sampler uses is exactly that for the paper's symmetric
+    process, and not for the 'code' process the official code runs (the term it drops), which is why
+    the symmetric option exists."""
+    schedule = BernoulliSchedule(forward=forward)
+    x0 = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    x_t = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    for t in (1, 50, 300):
+        a = float(schedule.alphas[t])
+        prior = forward_probability(schedule, x0.double(), t - 1)  # P(x_{t-1} = 1 | x_0)
+        if forward == "symmetric":  # P(x_t | x_{t-1}): keep the bit with alpha_t, else a fair coin
+            step = lambda prev: a * (x_t == prev).double() + (1 - a) / 2  # noqa: E731
+        else:  # a 1 stays 1 with alpha_t, a 0 stays 0
+            step = lambda prev: (a * prev) * x_t + (1 - a * prev) * (1 - x_t)  # noqa: E731
+        bayes = step(1) * prior / (step(1) * prior + step(0) * (1 - prior))
+        used = posterior_probability(schedule, x0.double(), x_t.double(), t)
+        assert torch.allclose(used, bayes, atol=1e-12) == consistent

@@ -89,9 +89,13 @@ def test_a_training_run_records_its_gates_and_is_not_called_done_when_they_fail(
     assert record["finished"] and not record["done"]
     assert main(["info", str(out)]) == 0
     assert "quality gates FAILED (not shippable): latent UNet" in capsys.readouterr().out
-    # gates loose enough for two steps of training: the same run is done
+    # gates loose enough for two steps of training: the same run is done; here with the paper's
+    # symmetric forward process, which the checkpoint then noises with
     lax = tmp_path / "lax"
-    loose = ["--gate-unet-margin", "-1", "--gate-ae-error", "1"]
+    loose = ["--gate-unet-margin", "-1", "--gate-ae-error", "1", "--forward-process", "symmetric"]
     assert main([*args[:-1], str(lax), *loose]) == 0
     assert "quality gates passed" in capsys.readouterr().out
     assert json.loads((lax / "training" / "config.json").read_text())["done"]
+    assert json.loads((lax / "berdiff.json").read_text())["schedule"]["forward"] == "symmetric"
+    assert main([*args[:-1], str(lax), *loose[:-2], "--resume", "--diffusion-steps", "3"]) == 2
+    assert "other settings than the run it continues (forward)" in capsys.readouterr().err

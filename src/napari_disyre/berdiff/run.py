@@ -82,8 +82,12 @@ class BerDiffRunConfig:
     contrast: str | None = None
     description: str = ""
     progress: bool = True
+    forward: str = "code"  # the forward process: "code" (the official code's) or "symmetric" (the paper's)
     gate_unet_margin: float = 0.01  # bits the latent UNet must beat the per-channel trivial guess by
     gate_ae_error: float = 0.05  # bound on the autoencoder's held-out foreground error
+
+    def schedule(self) -> BernoulliSchedule:
+        return BernoulliSchedule(forward=self.forward)  # type: ignore[arg-type]
 
     def gates(self) -> QualityGates:
         return QualityGates(unet_margin_bits=self.gate_unet_margin, ae_max_error=self.gate_ae_error)
@@ -196,7 +200,7 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
         autoencoder=ae.float().cpu().eval(),
         unet=unet.float().cpu().eval(),
         unet_config=preset.unet,
-        schedule=BernoulliSchedule(),
+        schedule=config.schedule(),
         inference=InferenceSettings(noise_level=config.noise_level, threshold=config.threshold),
         preprocessing=spec.to_dict(),
         training=_record(config, bank, validation, log.elapsed(), device, dist.world),
@@ -282,7 +286,7 @@ def _diffusion_stage(probabilities, ae, preset, config, dist, state, log, output
         batches,
         ae,
         preset.unet,
-        BernoulliSchedule(),
+        config.schedule(),
         settings,
         device=dist.device,
         model=build_latent_unet(preset.unet),
@@ -317,11 +321,12 @@ def _load_state(output: Path) -> dict[str, Any]:
 
 
 def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
-    recorded = json.loads((output / STATE_DIR / CONFIG_FILE).read_text())
+    # runs from before the forward-process option trained with the code process
+    recorded = {"forward": "code", **json.loads((output / STATE_DIR / CONFIG_FILE).read_text())}
     asked = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(
         k
-        for k in ("preset", "spacing", "seed", "ae_batch_size", "diffusion_batch_size")
+        for k in ("preset", "spacing", "seed", "ae_batch_size", "diffusion_batch_size", "forward")
         if recorded.get(k) != asked.get(k)
     )
     if changed:

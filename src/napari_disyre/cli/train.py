@@ -139,6 +139,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--flip-threshold", type=cli_type(Probability), default=0.6, help="default P stored in the checkpoint (default: 0.6)"
     )
     bd.add_argument(
+        "--forward-process",
+        choices=("code", "symmetric"),
+        default="code",
+        help="code: P(x_t=1) = abar_t x_0, what the official code runs (0-bits never flip); symmetric: "
+        "abar_t x_0 + (1 - abar_t)/2, the paper's process, which its posterior assumes (default: code)",
+    )
+    bd.add_argument(
         "--gate-unet-margin",
         type=float,
         default=0.01,
@@ -225,6 +232,7 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         precision=args.precision,
         contrast=contrast,
         description=args.description,
+        forward=args.forward_process,
         gate_unet_margin=args.gate_unet_margin,
         gate_ae_error=args.gate_ae_error,
     )
