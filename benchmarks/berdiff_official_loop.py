@@ -46,7 +46,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-STUBBED = ("visdom", "blobfile", "lpips", "torch_fidelity", "torchvision", "timm", "mpi4py", "torcheval", "azureml", "einops")
+STUBBED = (
+    "visdom",
+    "blobfile",
+    "lpips",
+    "torch_fidelity",
+    "torchvision",
+    "timm",
+    "mpi4py",
+    "torcheval",
+    "azureml",
+    "einops",
+)
 
 
 class _AnyAttribute(type):
@@ -175,7 +186,12 @@ def run_official(ae, unet, diffusion, binomial_diffusion, img, args, tape: Tape)
     finally:
         torch.bernoulli = real_bernoulli
     recon = torch.clamp(recon, 0, 1)
-    return {"mask": mask.bool(), "code": sample, "restoration": recon[0], "map": (recon[0] - img[0]).square().sum(0)}
+    return {
+        "mask": mask.bool(),
+        "code": sample,
+        "restoration": recon[0],
+        "map": (recon[0] - img[0]).square().sum(0),
+    }
 
 
 def run_project(folder: Path, img, tape: Tape):
@@ -213,7 +229,9 @@ def run_project(folder: Path, img, tape: Tape):
     return {**captured, "restoration": restoration, "map": torch.from_numpy(result.anomaly_map[0])}
 
 
-def compare(official: dict, project: dict, tapes: tuple[Tape, Tape], seconds: tuple[float, float]) -> list[str]:
+def compare(
+    official: dict, project: dict, tapes: tuple[Tape, Tape], seconds: tuple[float, float]
+) -> list[str]:
     """The table's rows: bit-for-bit for the binary quantities, max |difference| for the images."""
     a, b = tapes
     steps_equal = sum(torch.equal(x, y) for x, y in zip(a.draws[2:], b.draws[2:], strict=False))
@@ -236,7 +254,10 @@ def compare(official: dict, project: dict, tapes: tuple[Tape, Tape], seconds: tu
         ("wall time (s)", f"{seconds[0]:.1f}", f"{seconds[1]:.1f}", ""),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)
-    lines = [f"| {'quantity':<{width}} | official | project | comparison |", f"|{'-' * (width + 2)}|---|---|---|"]
+    lines = [
+        f"| {'quantity':<{width}} | official | project | comparison |",
+        f"|{'-' * (width + 2)}|---|---|---|",
+    ]
     return lines + [f"| {r[0]:<{width}} | {r[1]} | {r[2]} | {r[3]} |" for r in rows]
 
 

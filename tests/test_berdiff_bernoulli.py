@@ -120,14 +120,16 @@ def test_the_posterior_is_bayes_for_the_symmetric_forward_process_only(forward, 
     the symmetric option exists."""
     schedule = BernoulliSchedule(forward=forward)
     x0 = torch.tensor([0.0, 1.0, 0.0, 1.0])
-    x_t = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    x_t = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
     for t in (1, 50, 300):
         a = float(schedule.alphas[t])
         prior = forward_probability(schedule, x0.double(), t - 1)  # P(x_{t-1} = 1 | x_0)
         if forward == "symmetric":  # P(x_t | x_{t-1}): keep the bit with alpha_t, else a fair coin
-            step = lambda prev: a * (x_t == prev).double() + (1 - a) / 2  # noqa: E731
+            from_one = a * x_t + (1 - a) / 2
+            from_zero = a * (1 - x_t) + (1 - a) / 2
         else:  # a 1 stays 1 with alpha_t, a 0 stays 0
-            step = lambda prev: (a * prev) * x_t + (1 - a * prev) * (1 - x_t)  # noqa: E731
-        bayes = step(1) * prior / (step(1) * prior + step(0) * (1 - prior))
+            from_one = a * x_t + (1 - a) * (1 - x_t)
+            from_zero = 1 - x_t
+        bayes = from_one * prior / (from_one * prior + from_zero * (1 - prior))
         used = posterior_probability(schedule, x0.double(), x_t.double(), t)
         assert torch.allclose(used, bayes, atol=1e-12) == consistent

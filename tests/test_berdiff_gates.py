@@ -45,7 +45,9 @@ def test_a_per_channel_constant_ties_the_trivial_guess_and_a_model_that_knows_th
 
     knows = lambda x, t: torch.stack([1 - x[:, 0], torch.zeros_like(x[:, 1])], 1)  # noqa: E731
     for model, expected in ((constant, None), (knows, 0.0)):
-        bits, trivial = latent_losses(model, schedule, two_channel_codes(), t, torch.Generator().manual_seed(0))
+        bits, trivial = latent_losses(
+            model, schedule, two_channel_codes(), t, torch.Generator().manual_seed(0)
+        )
         # the trivial guess: channel 0's binary entropy at the observed rate, channel 1's zero, averaged
         assert trivial == pytest.approx(entropy / 2, abs=0.01)
         if expected is None:
@@ -54,12 +56,18 @@ def test_a_per_channel_constant_ties_the_trivial_guess_and_a_model_that_knows_th
             assert bits == pytest.approx(0.0, abs=1e-6)
     gates = QualityGates(unet_margin_bits=0.01, ae_max_error=0.05)
     tie = GateReport(gates, 64, ae_error=0.01, unet_bits=0.4616, trivial_bits=0.4620)
-    assert not tie.passed and "does not beat the per-channel trivial guess 0.4620 by 0.01" in tie.failures()[0]
+    assert (
+        not tie.passed and "does not beat the per-channel trivial guess 0.4620 by 0.01" in tie.failures()[0]
+    )
     assert GateReport(gates, 64, ae_error=0.01, unet_bits=0.2, trivial_bits=0.4620).passed
     bad_ae = GateReport(gates, 64, ae_error=0.08, unet_bits=0.2, trivial_bits=0.4620)
     assert bad_ae.failures() == ["autoencoder held-out error 0.0800 is not below 0.05"]
     nothing = GateReport(gates, 0).to_dict()
-    assert not nothing["passed"] and nothing["ae_error"] is None and "no held-out slices" in nothing["failures"][0]
+    assert (
+        not nothing["passed"]
+        and nothing["ae_error"] is None
+        and "no held-out slices" in nothing["failures"][0]
+    )
 
 
 def test_the_autoencoder_error_counts_the_foreground_only():
@@ -74,11 +82,13 @@ def test_the_autoencoder_error_counts_the_foreground_only():
     assert autoencoder_error(Grey(), images, torch.zeros(2, 1, 1, 1)) == pytest.approx(0.4)
 
 
-def test_a_training_run_records_its_gates_and_is_not_called_done_when_they_fail(tmp_path, healthy, capsys):
+def test_a_training_run_records_its_gates_and_is_not_called_done_when_they_fail(tmp_path, healthy, capsys):  # noqa: F811
     out = tmp_path / "bd"
     args = ["train", str(healthy), *FAST, "--val-count", "1", "--diffusion-steps", "2", "--out", str(out)]
     assert main(args) == 0
-    assert "quality gates FAILED: not done, not shippable: latent UNet held-out loss" in capsys.readouterr().out
+    assert (
+        "quality gates FAILED: not done, not shippable: latent UNet held-out loss" in capsys.readouterr().out
+    )
     meta = json.loads((out / "berdiff.json").read_text())
     gates = meta["training"]["quality_gates"]
     assert gates["gates"]["unet_margin_bits"] == 0.01 and gates["gates"]["ae_max_error"] == 0.05

@@ -6,7 +6,8 @@ T1, T1ce, T2, FLAIR, in the order the model was trained on). The autoencoder and
 halve each side, so the slices are zero-padded, centred, to at least the size the autoencoder was
 trained on (``image_size``) and to a multiple of both halvings; the results are cut back to the
 slices' own size. Restorations keep the input's layout: (N, H, W) in, (N, H, W) out; (N, C, H, W) in,
-(N, C, H, W) out; the anomaly map (summed over contrasts) and the flip mask are (N, H, W). Progress is reported as the engine's
+(N, C, H, W) out; the anomaly map (summed over contrasts) and the flip mask are (N, H, W).
+Progress is reported as the engine's
 :class:`~napari_disyre.restoration.Progress` (a "window" is a slice here), the result as its
 :class:`~napari_disyre.restoration.Restoration` with the flip mask added.
 """

@@ -65,7 +65,9 @@ class GateReport:
                 f"trivial guess {self.trivial_bits:.4f} by {self.gates.unet_margin_bits:g}"
             )
         if not self.ae_error < self.gates.ae_max_error:
-            out.append(f"autoencoder held-out error {self.ae_error:.4f} is not below {self.gates.ae_max_error:g}")
+            out.append(
+                f"autoencoder held-out error {self.ae_error:.4f} is not below {self.gates.ae_max_error:g}"
+            )
         return out
 
     @property
@@ -91,7 +93,9 @@ def latent_losses(
     x_t = torch.bernoulli(forward_probability(schedule, codes, t), generator=generator)
     target = (x_t - codes).abs()
     with torch.no_grad():
-        flips = torch.cat([flip_model(x_t[a : a + batch], t).float().cpu() for a in range(0, len(x_t), batch)])
+        flips = torch.cat(
+            [flip_model(x_t[a : a + batch], t).float().cpu() for a in range(0, len(x_t), batch)]
+        )
     model = float(bce_bits(flips, target).mean())
     rate = target.mean(dim=(0, 2, 3)).clamp(BCE_EPS, 1 - BCE_EPS).double()
     entropy = -(rate * torch.log2(rate) + (1 - rate) * torch.log2(1 - rate))
@@ -104,7 +108,9 @@ def autoencoder_error(
     """Mean |decode(code) - x| over the foreground pixels (x > 0) of ``images`` (N, C, H, W)."""
     x = torch.from_numpy(np.asarray(images, np.float32))
     with torch.no_grad():
-        restored = torch.cat([ae.decode(codes[a : a + batch]).float().clamp(0, 1) for a in range(0, len(x), batch)])
+        restored = torch.cat(
+            [ae.decode(codes[a : a + batch]).float().clamp(0, 1) for a in range(0, len(x), batch)]
+        )
     foreground = x > 0
     return float((restored - x).abs()[foreground].mean()) if foreground.any() else math.nan
 
@@ -125,11 +131,18 @@ def evaluate_gates(
     generator = torch.Generator().manual_seed(gates.seed)
     x = torch.from_numpy(np.asarray(images, np.float32))
     with torch.no_grad():
-        p = torch.cat([ae.bit_probabilities(x[a : a + gates.batch_size]).float() for a in range(0, len(x), gates.batch_size)])
+        p = torch.cat(
+            [
+                ae.bit_probabilities(x[a : a + gates.batch_size]).float()
+                for a in range(0, len(x), gates.batch_size)
+            ]
+        )
     codes = torch.bernoulli(p, generator=generator)  # sampled, as inference samples them
     report.ae_error = autoencoder_error(ae, images, codes, gates.batch_size)
     for t in gates.timesteps:
-        report.per_timestep[str(t)] = latent_losses(flip_model, schedule, codes, t, generator, gates.batch_size)
+        report.per_timestep[str(t)] = latent_losses(
+            flip_model, schedule, codes, t, generator, gates.batch_size
+        )
     report.unet_bits = float(np.mean([m for m, _ in report.per_timestep.values()]))
     report.trivial_bits = float(np.mean([g for _, g in report.per_timestep.values()]))
     return report

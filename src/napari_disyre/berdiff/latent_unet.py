@@ -6,8 +6,8 @@ an additive time embedding (sinusoidal 128, cos half first, then 512-wide MLP), 
 (``attention_head_dim`` = the block width), conv down/up-sampling, three ResBlocks per up level, the
 middle ResBlock-attention-ResBlock, and GN-SiLU-conv at the end; the official configuration has the
 same 36,034,432 parameters. The authors' files load into :mod:`.official_unet` instead, the same
-network under the official names and order of operations (``LatentUNetConfig.network``). As in the official network the output convolution starts at
-zero, so an untrained model predicts flip probability 0.5 everywhere (a loss of exactly 1 bit).
+network under the official names and order of operations (``LatentUNetConfig.network``). As in
+the official network the output convolution starts at zero, so an untrained model predicts flip probability 0.5 everywhere (a loss of exactly 1 bit).
 """
 
 from __future__ import annotations

@@ -112,7 +112,9 @@ def _unet_state(path: Path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not found; give the official UNet file (brats*.pt).") from None
     except Exception as exc:  # pickle refusal, truncation, zip errors
-        raise CheckpointError(f"{path}: cannot be read as plain tensors ({type(exc).__name__}: {exc}).") from exc
+        raise CheckpointError(
+            f"{path}: cannot be read as plain tensors ({type(exc).__name__}: {exc})."
+        ) from exc
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors, found {type(state).__name__}.")
     return state

@@ -54,7 +54,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int) -> None:
         super().__init__()
-        self.in_layers = nn.Sequential(GroupNorm32(groups, c_in), SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            GroupNorm32(groups, c_in), SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1)
+        )
         self.emb_layers = nn.Sequential(SiLU(), nn.Linear(emb_dim, c_out))
         self.out_layers = nn.Sequential(
             GroupNorm32(groups, c_out), SiLU(), nn.Dropout(0.0), nn.Conv2d(c_out, c_out, 3, padding=1)

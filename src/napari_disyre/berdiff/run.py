@@ -221,7 +221,12 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
     # how to train further) and "done" only when it passed its quality gates
     write_json(
         output / STATE_DIR / CONFIG_FILE,
-        {**dataclasses.asdict(config), "finished": True, "done": gates.passed, "quality_gates": gates.to_dict()},
+        {
+            **dataclasses.asdict(config),
+            "finished": True,
+            "done": gates.passed,
+            "quality_gates": gates.to_dict(),
+        },
     )
     return model
 
@@ -233,12 +238,12 @@ def _quality_gates(model: BerDiffModel, config: BerDiffRunConfig, spec, validati
         if validation
         else np.zeros((0, 1, 1, 1), np.float32)
     )
-    report = evaluate_gates(
-        model.autoencoder, lambda x, t: flip_probability(model.unet, x, t), model.schedule, held_out, config.gates()
-    )
+    flips = lambda x, t: flip_probability(model.unet, x, t)  # noqa: E731
+    report = evaluate_gates(model.autoencoder, flips, model.schedule, held_out, config.gates())
     model.training["quality_gates"] = report.to_dict()
     if not report.passed:
-        model.description = f"NOT SHIPPABLE, quality gates failed ({'; '.join(report.failures())}): {model.description}"
+        failed = "; ".join(report.failures())
+        model.description = f"NOT SHIPPABLE, quality gates failed ({failed}): {model.description}"
     return report
 
 

@@ -156,7 +156,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--gate-ae-error",
         type=float,
         default=0.05,
-        help="quality gate: bound on the autoencoder's held-out mean |error| in the foreground (default: 0.05)",
+        help="quality gate: bound on the autoencoder's held-out mean |error| in the foreground "
+        "(default: 0.05)",
     )
     parser.set_defaults(run=run)
 
@@ -245,7 +246,8 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
             f"healthy 99.9th percentile score: {model.healthy_score_quantiles.get('0.999', float('nan')):.4f}"
         )
     gates = model.training["quality_gates"]
-    verdict = "passed" if gates["passed"] else "FAILED: not done, not shippable: " + "; ".join(gates["failures"])
+    failures = "; ".join(gates["failures"])
+    verdict = "passed" if gates["passed"] else f"FAILED: not done, not shippable: {failures}"
     print(f"quality gates {verdict}")
     return 0
 
