@@ -56,10 +56,11 @@ def checkpoint_path(path: str | Path) -> Path:
         )
     if path.is_file() and path.suffix != ".safetensors":
         # the official Bernoulli diffusion code saves bare state dicts (.pt, .th) without their
-        # network configuration, and releases no trained ones: say so rather than guess a shape
+        # network configuration: say how to convert them rather than guess a shape here
         raw = (
             " A bare PyTorch state dict (.pt, .th, .pth, such as the official Bernoulli diffusion "
-            "code's) holds no network configuration and is not read: train with napari-disyre train."
+            "code's) holds no network configuration and is not read directly: convert the official "
+            "autoencoder and UNet pair with napari-disyre import-berdiff, or train with napari-disyre train."
             if path.suffix in {".pt", ".th", ".pth"}
             else ""
         )
