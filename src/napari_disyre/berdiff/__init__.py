@@ -6,8 +6,13 @@ bits the model wants to flip (flip probability above ``P``) are replaced by its 
 decoded result is compared with the slice. The equations follow ``docs/berdiff-method.md`` (the
 official code as it runs), with the places where this package departs from it said in each module.
 
+The authors' own checkpoints convert into this package's folder with ``official`` (their latent UNet,
+with its official names and arithmetic, is ``official_unet``); ``gates`` decides whether a training
+run learned enough to be called done.
+
 Importing this package is cheap: torch and diffusers load only with the submodules that need them
-(``autoencoder``, ``bernoulli``, ``latent_unet``, ``inference``, ``training``, ``checkpoint``).
+(``autoencoder``, ``bernoulli``, ``latent_unet``, ``official_unet``, ``official``, ``inference``,
+``training``, ``gates``, ``checkpoint``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ _EXPORTS = {
     "InferenceSettings": "inference",
     "restore_slices": "inference",
     "BerDiffRunConfig": "run",
+    "import_official": "official",
+    "OfficialSettings": "official",
+    "QualityGates": "gates",
     "train_berdiff": "run",
     "get_berdiff_preset": "presets",
     "is_berdiff_folder": "layout",
