@@ -19,6 +19,7 @@ from napari_disyre.berdiff.checkpoint import load_berdiff  # noqa: E402
 from napari_disyre.berdiff.latent_unet import build_latent_unet  # noqa: E402
 from napari_disyre.berdiff.official import OfficialSettings  # noqa: E402
 from napari_disyre.cli import main  # noqa: E402
+from napari_disyre.detection.detectors import contrasts_of  # noqa: E402
 
 
 def _save_official_pair(tmp_path, settings: OfficialSettings, seed: int = 0):
@@ -70,6 +71,9 @@ def test_import_berdiff_lands_every_official_tensor_and_records_the_origin(tmp_p
     }
     assert "origin: JuliaWolleb/Anomaly_berdiff" in printed and unet_path.name in printed
     assert "4 channel(s) 256x256, 128-bit 32x32 code, L=200, P=0.5" in printed
+    # the official BraTS slices hold t1, t1ce, t2, flair: detection asks for one scan each, in that order
+    assert contrasts_of(model) == ("t1", "t1ce", "t2", "flair")
+    assert "--scan t1=PATH --scan t1ce=PATH --scan t2=PATH --scan flair=PATH" in printed
     # the imported networks give the flip probabilities of the weights they were given
     x = torch.bernoulli(torch.full((1, 128, 32, 32), 0.5))
     with torch.no_grad():
@@ -84,6 +88,7 @@ def test_import_berdiff_lands_every_official_tensor_and_records_the_origin(tmp_p
         ("pickled code", "cannot be read as plain tensors"),
         ("wrong code size", "do not fit the network: .* of the wrong shape"),
         ("a missing tensor", "1 missing .e.g. out.2.bias"),
+        ("contrast names", "2 contrast names .t1, flair. for a 1-channel model"),
     ],
 )
 def test_import_berdiff_refuses_what_does_not_fit_and_writes_nothing(tmp_path, capsys, problem, message):
@@ -94,6 +99,8 @@ def test_import_berdiff_refuses_what_does_not_fit_and_writes_nothing(tmp_path, c
         torch.save({"weights": unet.state_dict(), "hparams": np.float64}, unet_path)  # a class: refused
     elif problem == "wrong code size":
         extra = ["--code-size", "16"]
+    elif problem == "contrast names":
+        extra = ["--contrasts", "t1,flair"]
     else:
         state = unet.state_dict()
         del state["out.2.bias"]

@@ -32,6 +32,8 @@ from .presets import AutoencoderConfig, LatentUNetConfig
 CHANNEL_MULT = {32: (1, 2, 2, 2), 64: (1, 2, 3, 4), 128: (1, 1, 2, 3, 4)}
 #: The official UNet width and its single attention resolution (``attention_resolutions="16"``).
 UNET_CHANNELS, ATTENTION_RESOLUTION = 128, 16
+#: The channel order of the official BraTS slices (method document §1).
+BRATS_CONTRASTS = ("t1", "t1ce", "t2", "flair")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,17 @@ class OfficialSettings:
     code_size: int = 128
     noise_level: int = 200
     threshold: float = 0.5
+    contrasts: tuple[str, ...] = ()  # channel order; () = BraTS's (t1, t1ce, t2, flair) for 4 channels
+
+    def channel_names(self) -> tuple[str, ...]:
+        """The contrasts in channel order: the official BraTS slices hold t1, t1ce, t2, flair."""
+        names = self.contrasts or (BRATS_CONTRASTS if self.channels == len(BRATS_CONTRASTS) else ())
+        if names and len(names) != self.channels:
+            raise DisyreError(
+                f"{len(names)} contrast names ({', '.join(names)}) for a {self.channels}-channel model; "
+                "give one name per channel, in the order the model was trained on."
+            )
+        return names
 
     def autoencoder(self) -> AutoencoderConfig:
         return AutoencoderConfig(
@@ -73,6 +86,7 @@ class OfficialSettings:
 def import_official(autoencoder: Path, unet: Path, settings: OfficialSettings) -> BerDiffModel:
     """Both official files as a :class:`BerDiffModel` (code forward process, the official schedule)."""
     unet_config = settings.unet()
+    contrasts = settings.channel_names()
     inference = InferenceSettings(noise_level=settings.noise_level, threshold=settings.threshold)
     schedule = BernoulliSchedule()
     inference.check(schedule)
@@ -88,6 +102,7 @@ def import_official(autoencoder: Path, unet: Path, settings: OfficialSettings) -
         inference=inference,
         # the official slices were min-max scaled to [0, 1]; the nearest per-volume scaling here
         preprocessing=Preprocessing(percentiles=(0.0, 100.0)).to_dict(),
+        training={"contrasts": list(contrasts)} if contrasts else {},
         origin={
             "source": "JuliaWolleb/Anomaly_berdiff (official code), imported by napari-disyre import-berdiff",
             "autoencoder": _file_record(autoencoder),

@@ -28,6 +28,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     shape.add_argument("--channels", type=int, default=4, help="input contrasts (BraTS 4, OCT 1; default 4)")
     shape.add_argument("--image-size", type=int, default=256, help="slice side in pixels (default 256)")
     shape.add_argument("--code-size", type=int, default=128, help="latent bits per position (default 128)")
+    shape.add_argument(
+        "--contrasts",
+        default=None,
+        help="contrast names in channel order, comma-separated (default for 4 channels: the official "
+        "BraTS order t1,t1ce,t2,flair)",
+    )
     shape.add_argument("--noise-level", type=int, default=200, help="default noise level L (default 200)")
     shape.add_argument("--flip-threshold", type=float, default=0.5, help="default threshold P (default 0.5)")
     parser.set_defaults(run=run)
@@ -46,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         code_size=args.code_size,
         noise_level=args.noise_level,
         threshold=args.flip_threshold,
+        contrasts=tuple(c.strip() for c in args.contrasts.split(",")) if args.contrasts else (),
     )
     model = import_official(args.autoencoder, args.unet, settings)
     save_berdiff(args.out, model, overwrite=args.overwrite)
