@@ -146,3 +146,18 @@ def evaluate_gates(
     report.unet_bits = float(np.mean([m for m, _ in report.per_timestep.values()]))
     report.trivial_bits = float(np.mean([g for _, g in report.per_timestep.values()]))
     return report
+
+
+def judge_run(model: Any, held_out: np.ndarray | None, gates: QualityGates) -> GateReport:
+    """The gates of a trained :class:`~.checkpoint.BerDiffModel` on held-out slices (None: none),
+    recorded in its training record; a failed model's description says it is not shippable."""
+    from .latent_unet import flip_probability
+
+    images = held_out if held_out is not None else np.zeros((0, 1, 1, 1), np.float32)
+    flips = lambda x, t: flip_probability(model.unet, x, t)  # noqa: E731
+    report = evaluate_gates(model.autoencoder, flips, model.schedule, images, gates)
+    model.training["quality_gates"] = report.to_dict()
+    if not report.passed:
+        failed = "; ".join(report.failures())
+        model.description = f"NOT SHIPPABLE, quality gates failed ({failed}): {model.description}"
+    return report

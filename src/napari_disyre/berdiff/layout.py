@@ -97,6 +97,7 @@ class LatentUNetJson(Declared):
     layers_per_block: Annotated[Count, Field(le=8)] = 2
     attention_levels: Annotated[list[Annotated[Size, Field(le=7)]], Field(max_length=8)] = [1]
     norm_groups: Annotated[Count, Field(le=256)] = 32
+    network: Literal["diffusers", "guided-diffusion"] = "diffusers"  # guided-diffusion: imported official
 
     @model_validator(mode="after")
     def _size(self) -> LatentUNetJson:
@@ -124,4 +125,5 @@ class BerDiffJson(Declared):
     preprocessing: PreprocessingJson = PreprocessingJson()
     healthy_score_quantiles: Quantiles = {}
     training: Record = {}
+    origin: Record = {}  # imported weights: whose, which files (napari-disyre import-berdiff)
     description: Text = ""

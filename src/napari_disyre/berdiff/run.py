@@ -46,9 +46,9 @@ from ..training.state import (
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule
 from .checkpoint import BerDiffModel, write_berdiff_files
-from .gates import QualityGates, evaluate_gates
+from .gates import QualityGates, judge_run
 from .inference import InferenceSettings
-from .latent_unet import build_latent_unet, flip_probability
+from .latent_unet import build_latent_unet
 from .presets import BerDiffPreset, get_berdiff_preset
 from .training import (
     Checkpointing,
@@ -221,30 +221,16 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
     # how to train further) and "done" only when it passed its quality gates
     write_json(
         output / STATE_DIR / CONFIG_FILE,
-        {
-            **dataclasses.asdict(config),
-            "finished": True,
-            "done": gates.passed,
-            "quality_gates": gates.to_dict(),
-        },
+        {**dataclasses.asdict(config), "finished": True, "done": gates.passed, "quality_gates": gates.to_dict()},
     )
     return model
 
 
 def _quality_gates(model: BerDiffModel, config: BerDiffRunConfig, spec, validation):
-    """Measure the gates on the validation scans' slices; a failed run is labelled in its description."""
-    held_out = (
-        square_slices(SliceBank.from_scans(validation, spec).slices, model.autoencoder.config.image_size)
-        if validation
-        else np.zeros((0, 1, 1, 1), np.float32)
-    )
-    flips = lambda x, t: flip_probability(model.unet, x, t)  # noqa: E731
-    report = evaluate_gates(model.autoencoder, flips, model.schedule, held_out, config.gates())
-    model.training["quality_gates"] = report.to_dict()
-    if not report.passed:
-        failed = "; ".join(report.failures())
-        model.description = f"NOT SHIPPABLE, quality gates failed ({failed}): {model.description}"
-    return report
+    """Measure the gates on the validation scans' slices (:func:`~.gates.judge_run`)."""
+    size = model.autoencoder.config.image_size
+    held_out = square_slices(SliceBank.from_scans(validation, spec).slices, size) if validation else None
+    return judge_run(model, held_out, config.gates())
 
 
 def _autoencoder_stage(images, preset, config, dist, state, log, output) -> BinaryAutoencoder:
