@@ -197,7 +197,7 @@ def test_mislabelled_folder(saved):
             "not a napari-disyre Bernoulli diffusion metadata file.*'napari-disyre'",
         ),
         ({"format_version": 99}, "newer napari-disyre.*version 99, this one reads up to 1.*upgrade"),
-        ({"format_version": "two"}, "format version 'two' is not a number"),
+        ({"format_version": "two"}, "format version 'two' is not a whole number"),
     ],
     ids=["other-format", "newer-version", "bad-version"],
 )

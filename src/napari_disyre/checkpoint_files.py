@@ -29,12 +29,9 @@ def check_format(meta: dict[str, Any], name: str, version: int, source: str, wha
         raise CheckpointError(
             f"{source}: not a napari-disyre {what} file (format is {meta.get('format')!r})."
         )
-    try:
-        found = int(meta.get("format_version", 0))
-    except (TypeError, ValueError):
-        raise CheckpointError(
-            f"{source}: format version {meta.get('format_version')!r} is not a number."
-        ) from None
+    found = meta.get("format_version", 0)
+    if not isinstance(found, int) or isinstance(found, bool):  # inf, "1", 1.5, true: not a version
+        raise CheckpointError(f"{source}: format version {found!r} is not a whole number; the file is corrupt.")
     if found > version:
         raise CheckpointError(
             f"{source}: written by a newer napari-disyre (format version {found}, this one reads up to "
