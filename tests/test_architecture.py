@@ -316,3 +316,19 @@ def test_no_machine_paths_in_code_or_docs():
         text = (ROOT / name).read_text(errors="replace")
         for machine in ("/root/", "/work/", "/home/", "C:\\\\Users"):
             assert machine not in text, f"{name} names the machine path {machine}: use the cache folder or an option"
+
+
+def test_the_readme_is_short_and_every_relative_link_resolves():
+    """The README is for users (at most 350 lines); what moved to docs/ stays reachable."""
+    import re
+
+    readme = ROOT / "README.md"
+    if not readme.exists():
+        pytest.skip("not run from a source checkout")
+    assert len(readme.read_text().splitlines()) <= 350
+    for page in [readme, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+    linked = set(re.findall(r"\(docs/([\w.-]+\.md)", readme.read_text()))
+    assert {p.name for p in (ROOT / "docs").glob("*.md")} <= linked, "a docs page the README does not link"
