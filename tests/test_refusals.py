@@ -575,6 +575,17 @@ def interrupted_run(tmp_path, monkeypatch) -> tuple[list[str], Path]:
     return argv, out
 
 
+@pytest.fixture
+def tiny_preset():
+    """The small preset shrunk to a tiny network and four steps for the test, restored after it."""
+    from napari_disyre.training import presets
+
+    small = presets.PRESETS["small"]
+    exec(TINY_PRESET, {})
+    yield
+    presets.PRESETS["small"] = small
+
+
 @pytest.fixture(autouse=True)
 def _small_preset_restored():
     from napari_disyre.training import presets

@@ -14,17 +14,9 @@ from napari_disyre.cli import main
 from napari_disyre.errors import CheckpointError, DisyreError
 
 from .conftest import make_unet, synthetic_brain
-from .test_refusals import TINY_PRESET, healthy_folder, snapshot
+from .test_refusals import healthy_folder, snapshot, tiny_preset  # noqa: F401 (fixture)
 
-
-@pytest.fixture(autouse=True)
-def tiny_preset():
-    from napari_disyre.training import presets
-
-    small = presets.PRESETS["small"]
-    exec(TINY_PRESET, {})
-    yield
-    presets.PRESETS["small"] = small
+pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
 @pytest.mark.parametrize(

@@ -13,17 +13,9 @@ from napari_disyre.cli import main
 from napari_disyre.errors import OutputError
 from napari_disyre.outputs import replacing_folder
 
-from .test_refusals import TINY_PRESET, _interrupting, healthy_folder, snapshot
+from .test_refusals import _interrupting, healthy_folder, snapshot, tiny_preset  # noqa: F401 (fixture)
 
-
-@pytest.fixture(autouse=True)
-def tiny_preset():
-    from napari_disyre.training import presets
-
-    small = presets.PRESETS["small"]
-    exec(TINY_PRESET, {})
-    yield
-    presets.PRESETS["small"] = small
+pytestmark = pytest.mark.usefixtures("tiny_preset")
 
 
 def _train(healthy, out, *extra) -> int:
