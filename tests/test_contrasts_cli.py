@@ -4,6 +4,7 @@ evaluate (a pairs CSV with a column per contrast)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -68,7 +69,9 @@ def test_detect_refuses_scans_on_different_grids_writing_nothing(tmp_path, model
 
 def test_detect_refuses_a_single_plain_scan_for_a_two_contrast_model(tmp_path, model, capsys):
     paths, _ = two_contrasts(tmp_path)
-    assert main(["detect", str(paths["flair"]), "-c", str(model), "--out-map", str(tmp_path / "m.nii.gz")]) == 2
+    assert (
+        main(["detect", str(paths["flair"]), "-c", str(model), "--out-map", str(tmp_path / "m.nii.gz")]) == 2
+    )
     assert "--scan flair=PATH --scan t2=PATH" in capsys.readouterr().err
 
 
@@ -106,8 +109,24 @@ def test_one_named_scan_for_a_one_contrast_model_is_a_plain_detection(tmp_path, 
     paths, _ = two_contrasts(tmp_path)
     named, plain = tmp_path / "named.nii.gz", tmp_path / "plain.nii.gz"
     common = ["-c", str(checkpoint_one), "--steps", "1", "-q", "--out-restorations"]
-    assert main(["detect", "--scan", f"t1={paths['flair']}", *common, str(tmp_path / "r1.nii.gz"), "--out-map", str(named)]) == 0
-    assert main(["detect", str(paths["flair"]), *common, str(tmp_path / "r2.nii.gz"), "--out-map", str(plain)]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--scan",
+                f"t1={paths['flair']}",
+                *common,
+                str(tmp_path / "r1.nii.gz"),
+                "--out-map",
+                str(named),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["detect", str(paths["flair"]), *common, str(tmp_path / "r2.nii.gz"), "--out-map", str(plain)])
+        == 0
+    )
     np.testing.assert_array_equal(nib.load(named).get_fdata(), nib.load(plain).get_fdata())
     assert sorted(p.name for p in tmp_path.glob("named*")) == ["named.nii.gz"]
 
@@ -115,3 +134,54 @@ def test_one_named_scan_for_a_one_contrast_model_is_a_plain_detection(tmp_path, 
 @pytest.fixture
 def checkpoint_one(tmp_path, tiny_checkpoint):
     return save_checkpoint(tmp_path / "one", tiny_checkpoint.with_info(contrast="t1"))
+
+
+def patient_folders(tmp_path, lesion_of: dict) -> Path:
+    """Two BraTS-like patient folders (flair.nii.gz, t2.nii.gz, seg.nii.gz each)."""
+    for case in ("p1", "p2"):
+        folder = tmp_path / "cohort" / case
+        folder.mkdir(parents=True)
+        paths, lesion = two_contrasts(folder)
+        for contrast, path in paths.items():
+            path.rename(folder / f"{contrast}.nii.gz")
+        nib.save(
+            nib.Nifti1Image(lesion.astype(np.uint8), nib.load(folder / "flair.nii.gz").affine),
+            folder / "seg.nii.gz",
+        )
+        lesion_of[case] = lesion
+    return tmp_path / "cohort"
+
+
+def test_evaluate_patient_folders_with_a_file_name_per_contrast_equals_the_pairs_csv(tmp_path, model):
+    """``--scans DIR --scan-name flair=flair.nii.gz --scan-name t2=t2.nii.gz`` scores each patient's
+    two contrasts together: the same pooled AP as the library's maps of both patients."""
+    from napari_disyre.evaluation.metrics import voxel_metrics
+
+    lesions: dict = {}
+    cohort = patient_folders(tmp_path, lesions)
+    report = tmp_path / "report"
+    argv = ["evaluate", "--scans", str(cohort), "--scan-name", "flair=flair.nii.gz", "--scan-name", "t2=t2.nii.gz",
+            "--label-name", "seg.nii.gz", "-c", str(model), "--steps", "1", "--baselines", "none",
+            "--out", str(report), "-q"]  # fmt: skip
+    assert main(argv) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    maps, labels, regions = [], [], []
+    for case in ("p1", "p2"):
+        paths = {c: cohort / case / f"{c}.nii.gz" for c in ("flair", "t2")}
+        result = detect(load_contrasts(paths), load_checkpoint(model), RestorationSettings(steps=1))
+        maps.append(result.anomaly_map[result.foreground])
+        labels.append(lesions[case][result.foreground])
+        regions.append(np.ones(int(result.foreground.sum()), bool))
+    pooled = voxel_metrics(np.concatenate(maps), np.concatenate(labels), np.concatenate(regions)).ap
+    assert metrics["pooled"]["DISYRE S=1"]["ap"] == pytest.approx(pooled, abs=1e-6)
+
+
+def test_evaluate_refuses_a_patient_folder_missing_one_contrast(tmp_path, model, capsys):
+    cohort = patient_folders(tmp_path, {})
+    (cohort / "p2" / "t2.nii.gz").unlink()
+    out = tmp_path / "report"
+    argv = ["evaluate", "--scans", str(cohort), "--scan-name", "flair=flair.nii.gz", "--scan-name", "t2=t2.nii.gz",
+            "--label-name", "seg.nii.gz", "-c", str(model), "--out", str(out)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "p2: no t2.nii.gz here, though other contrasts are" in err and not out.exists()

@@ -41,7 +41,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     data.add_argument("--labels", type=Path, help="folder of labels named like the scans")
     data.add_argument("--brain-masks", type=Path, help="folder of brain masks named like the scans")
-    data.add_argument("--scan-name", help="per-case sub-folders: file name of the scan (e.g. T1.nii.gz)")
+    data.add_argument(
+        "--scan-name",
+        dest="scan_names",
+        action="append",
+        metavar="[CONTRAST=]FILE",
+        help="per-case sub-folders: file name of the scan (e.g. T1.nii.gz); several contrasts: one "
+        "CONTRAST=FILE per channel of the checkpoint, e.g. --scan-name flair=flair.nii.gz --scan-name t2=t2.nii.gz",
+    )
     data.add_argument("--label-name", help="per-case sub-folders: file name of the label")
     data.add_argument("--mask-name", help="per-case sub-folders: file name of the brain mask")
     data.add_argument("--pairs", type=Path, help="CSV with columns scan,label[,brain_mask][,id]")
@@ -56,7 +63,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     what.add_argument(
         "--sweep",
         type=cli_list(RestorationSteps, "integers (restoration step counts of 1 or more)"),
-        help="DISYRE checkpoints: comma-separated step counts, e.g. 1,2,4,8 (default: --steps)"
+        help="DISYRE checkpoints: comma-separated step counts, e.g. 1,2,4,8 (default: --steps)",
     )
     what.add_argument(
         "--baselines",
@@ -96,15 +103,24 @@ def _cases(args: argparse.Namespace):
         return [Case("demo", demo_scan_path(), demo_lesion_path())]
     if args.pairs:
         return cases_from_csv(args.pairs)
-    if args.scans and args.scan_name:
+    if args.scans and args.scan_names:
         if not args.label_name:
             raise InputError("--scan-name needs --label-name (the label file beside each scan).")
-        return cases_in_folders(args.scans, args.scan_name, args.label_name, args.mask_name)
+        return cases_in_folders(args.scans, _scan_names(args.scan_names), args.label_name, args.mask_name)
     if args.scans and args.labels:
         return cases_by_name(args.scans, args.labels, args.brain_masks)
     raise InputError(
         "give the data: --scans DIR --labels DIR, or --scans DIR --scan-name F --label-name F, or --pairs CSV."
     )
+
+
+def _scan_names(given: list[str]) -> str | dict[str, str]:
+    """One ``--scan-name FILE`` (one contrast), or ``CONTRAST=FILE`` for each of several."""
+    from .common import named_values
+
+    if len(given) == 1 and "=" not in given[0]:
+        return given[0]
+    return named_values(given, "--scan-name", "FILE")
 
 
 def _describe(label_values: list[int] | None) -> str:
@@ -174,7 +190,9 @@ def run(args: argparse.Namespace) -> int:
     require_lesion_voxels(scored)
     for item, run_ in ((item, run_) for item in scored for run_ in runs):
         post = run_.postprocessing
-        bounded_by_volume(item.scan.shape, erosion=post.erosion, median=post.median, sample_voxels=args.sample_voxels)
+        bounded_by_volume(
+            item.scan.shape, erosion=post.erosion, median=post.median, sample_voxels=args.sample_voxels
+        )
     bar = progress_bar(len(cases) * len(runs), "evaluating", args.quiet)
     try:
         for item in scored:

@@ -58,7 +58,9 @@ def _nifti_files(folder: Path, what: str) -> list[Path]:
     return files
 
 
-def _match(scan: Path, stem: str, candidates: dict[str, Path], suffixes: tuple[str, ...], what: str) -> Path | None:
+def _match(
+    scan: Path, stem: str, candidates: dict[str, Path], suffixes: tuple[str, ...], what: str
+) -> Path | None:
     """The one candidate named ``stem`` plus one of ``suffixes``; None when there is none; two (``case1``
     and ``case1_seg``) are an error naming both, since either could be meant."""
     found = [candidates[stem + s] for s in suffixes if stem + s in candidates]
@@ -112,21 +114,39 @@ def cases_by_name(scans: Path, labels: Path, brain_masks: Path | None = None) ->
     return refuse_duplicates(cases, str(scans))  # case1.nii beside case1.nii.gz
 
 
-def cases_in_folders(root: Path, scan_name: str, label_name: str, mask_name: str | None = None) -> list[Case]:
+def cases_in_folders(
+    root: Path, scan_name: str | dict[str, str], label_name: str, mask_name: str | None = None
+) -> list[Case]:
     """One case per sub-folder of ``root`` holding ``scan_name`` (BraTS- or BIDS-like layouts): the
-    folder name is the case id, the label and brain mask sit beside the scan."""
-    folders = sorted(p.parent for p in root.glob(f"*/{scan_name}")) if root.is_dir() else []
+    folder name is the case id, the label and brain mask sit beside the scan.
+
+    Several contrasts: ``scan_name`` maps each contrast to its file name, in channel order; a folder
+    holding any of them must hold all (a patient silently left out would change the pooled figures)."""
+    names = scan_name if isinstance(scan_name, dict) else {"": scan_name}
+    folders = (
+        sorted({p.parent for name in names.values() for p in root.glob(f"*/{name}")}) if root.is_dir() else []
+    )
     if not folders:
-        raise InputError(f"{root}: no sub-folder holds a scan named {scan_name!r}.")
+        raise InputError(
+            f"{root}: no sub-folder holds a scan named {' or '.join(map(repr, names.values()))}."
+        )
     cases = []
     for folder in folders:
+        missing = [name for name in names.values() if not (folder / name).is_file()]
+        if missing:
+            raise InputError(
+                f"{folder}: no {', '.join(missing)} here, though other contrasts are; give every patient "
+                "every contrast, or move the folder out of the cohort."
+            )
+        first = next(iter(names.values()))
         label = folder / label_name
         if not label.exists():
-            raise InputError(f"{folder}: the scan {scan_name} has no label {label_name} beside it.")
+            raise InputError(f"{folder}: the scan {first} has no label {label_name} beside it.")
         mask = folder / mask_name if mask_name else None
         if mask is not None and not mask.exists():
             raise InputError(f"{folder}: no brain mask {mask_name} beside the scan.")
-        cases.append(Case(folder.name, folder / scan_name, label, mask))
+        contrasts = tuple((c, folder / n) for c, n in names.items()) if isinstance(scan_name, dict) else ()
+        cases.append(Case(folder.name, folder / first, label, mask, contrasts))
     return cases
 
 
