@@ -12,7 +12,7 @@ import torch
 
 from napari_disyre.detection.detectors import contrasts_of, load_checkpoint
 from napari_disyre.detection.pipeline import detect
-from napari_disyre.disyre.checkpoint import Checkpoint, CheckpointInfo, save_checkpoint
+from napari_disyre.disyre.checkpoint import save_checkpoint
 from napari_disyre.disyre.engine import RestorationSettings, restore
 from napari_disyre.disyre.schedule import Schedule
 from napari_disyre.errors import CheckpointError, InputError
@@ -20,7 +20,7 @@ from napari_disyre.restoration import run_to_end
 from napari_disyre.scans.contrasts import MultiContrastScan, load_contrasts
 from napari_disyre.scans.nifti import Volume
 
-from .conftest import make_unet, synthetic_brain
+from .conftest import make_unet, synthetic_brain, two_channel_checkpoint, two_contrasts
 
 
 def zero_output_unet(channels: int):
@@ -57,14 +57,6 @@ def test_a_stack_without_the_networks_channels_is_refused():
         run_to_end(restore(np.zeros((3, 32, 32), np.float32), make_unet(in_channels=2, out_channels=2), Schedule()))
 
 
-def two_channel_checkpoint(seed: int = 0) -> Checkpoint:
-    return Checkpoint(
-        unet=make_unet(seed, in_channels=2, out_channels=2),
-        schedule=Schedule(),
-        info=CheckpointInfo(contrasts=("flair", "t2")),
-    )
-
-
 def test_contrasts_are_recorded_in_order_and_read_back(tmp_path):
     folder = save_checkpoint(tmp_path / "model", two_channel_checkpoint())
     assert json.loads((folder / "disyre.json").read_text())["contrasts"] == ["flair", "t2"]
@@ -86,19 +78,6 @@ def test_metadata_naming_the_wrong_number_of_contrasts_is_refused(tmp_path):
     (folder / "disyre.json").write_text(json.dumps({**info, "contrasts": ["flair", "t1", "t2"]}))
     with pytest.raises(CheckpointError, match=r"\['flair', 't1', 't2'\].*2 input channel"):
         load_checkpoint(folder)
-
-
-def two_contrasts(tmp_path, shift=(0.0, 0.0, 0.0), shape=(40, 44, 12)):
-    """A FLAIR-like and a T2-like synthetic scan of one brain, saved; the T2 one moved by ``shift`` mm."""
-    flair, lesion = synthetic_brain(shape)
-    t2 = np.where(flair > 0, 1000 - flair, 0).astype(np.float32)  # another contrast, same brain
-    affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    paths = {"flair": tmp_path / "case_flair.nii.gz", "t2": tmp_path / "case_t2.nii.gz"}
-    nib.save(nib.Nifti1Image(flair, affine), paths["flair"])
-    moved = affine.copy()
-    moved[:3, 3] += shift
-    nib.save(nib.Nifti1Image(t2[tuple(slice(0, s) for s in shape)], moved), paths["t2"])
-    return paths, lesion
 
 
 def test_scans_on_different_grids_are_refused_naming_both_files(tmp_path):

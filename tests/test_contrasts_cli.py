@@ -17,7 +17,7 @@ from napari_disyre.disyre.checkpoint import save_checkpoint
 from napari_disyre.disyre.engine import RestorationSettings
 from napari_disyre.scans.contrasts import load_contrasts
 
-from .test_contrasts import two_channel_checkpoint, two_contrasts
+from .conftest import two_channel_checkpoint, two_contrasts
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 
 from napari_disyre.detection.postprocess import threshold_mask
 
-from .test_contrasts import two_channel_checkpoint, two_contrasts
-from .test_plugin import _detect, errors, viewer  # noqa: F401 (fixtures)
+from .conftest import click_detect, two_channel_checkpoint, two_contrasts
 
 pytest.importorskip("napari")
 
@@ -44,7 +43,7 @@ def test_a_picker_per_contrast_prefilled_by_layer_name(two_contrast_widget):
 
 def test_detect_adds_a_map_per_contrast_and_thresholds_the_combined_map(qtbot, two_contrast_widget, tmp_path):
     widget, viewer = two_contrast_widget, two_contrast_widget.viewer
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     combined = viewer.layers["P7_FLAIR anomaly map"].data
     per_contrast = [viewer.layers[f"P7_FLAIR anomaly map ({c})"].data for c in ("flair", "t2")]
     np.testing.assert_allclose(combined, (per_contrast[0] + per_contrast[1]) / 2, atol=1e-6)

@@ -17,8 +17,7 @@ from napari_disyre.errors import CheckpointError
 from napari_disyre.training.augment import AugmentationProbabilities, augment_slice
 from napari_disyre.training.corruption import dag_corrupt
 
-from .conftest import make_unet, synthetic_brain
-from .test_training import TINY
+from .conftest import TINY, make_unet, synthetic_brain
 
 
 def _two_channel_slice(seed=0):

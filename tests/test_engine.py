@@ -10,17 +10,8 @@ from napari_disyre.disyre.engine import RestorationSettings, restore
 from napari_disyre.disyre.schedule import Schedule
 from napari_disyre.restoration import run_to_end
 
-from .conftest import make_unet
+from .conftest import make_unet, window_stack
 from .reference_disyre import restore_slice
-
-
-def _stack(shape, seed=0):
-    """Slices with a zero border (background) and values in [0, 1], like preprocessed MRI."""
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0.05, 1.0, size=shape).astype(np.float32)
-    x[:, :3] = 0
-    x[:, :, -4:] = 0
-    return x
 
 
 @pytest.mark.parametrize("method", ["mean-single-step", "multi-step-restoration"])
@@ -35,7 +26,7 @@ def test_engine_equals_reference(method, shape, weight_foreground, batch_size):
     so the final restoration is compared at 1e-5 for one window per batch and at 1e-4 when batched.
     """
     unet = make_unet()
-    slices = _stack(shape)
+    slices = window_stack(shape)
     settings = RestorationSettings(steps=4, method=method, weight_foreground=weight_foreground)
     result = run_to_end(restore(slices, unet, Schedule(), settings, batch_size=batch_size))
     final_tolerance = 1e-5 if batch_size == 1 or method == "mean-single-step" else 1e-4
@@ -50,7 +41,7 @@ def test_engine_equals_reference(method, shape, weight_foreground, batch_size):
 def test_engine_equals_reference_for_odd_step_counts(steps):
     """S = 3 and 6 exercise prev(t) = t - T // S; S = 29 the extra t = -1 step of the official schedule."""
     unet = make_unet(seed=1)
-    slices = _stack((1, 32, 32), seed=2)
+    slices = window_stack((1, 32, 32), seed=2)
     settings = RestorationSettings(steps=steps, method="multi-step-restoration")
     result = run_to_end(restore(slices, unet, Schedule(), settings))
     ref_score, ref_final = restore_slice(unet, slices[0], steps, "multi-step-restoration", True)
@@ -61,7 +52,7 @@ def test_engine_equals_reference_for_odd_step_counts(steps):
 
 def test_batch_size_does_not_change_results():
     unet = make_unet()
-    slices = _stack((3, 41, 50))
+    slices = window_stack((3, 41, 50))
     results = [
         run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=b))
         for b in (1, 7, 64)
@@ -73,7 +64,7 @@ def test_batch_size_does_not_change_results():
 def test_all_zero_windows_are_skipped_without_changing_the_map():
     unet = make_unet()
     slices = np.zeros((4, 80, 80), dtype=np.float32)
-    slices[1, 10:30, 10:30] = _stack((1, 20, 20))[0]
+    slices[1, 10:30, 10:30] = window_stack((1, 20, 20))[0]
     result = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=8))
     # 32-pixel windows with an 8-pixel step: 7 x 7 per 80 x 80 slice, 196 in all. The non-zero pixels
     # (rows 13-29, columns 10-25 of slice 1) meet the windows with origins 0, 8, 16, 24 on each axis.
@@ -86,7 +77,7 @@ def test_all_zero_windows_are_skipped_without_changing_the_map():
 
 def test_progress_is_reported_per_batch_and_restorations_per_step():
     unet = make_unet()
-    slices = _stack((3, 41, 50))
+    slices = window_stack((3, 41, 50))
     events = []
     result = run_to_end(
         restore(slices, unet, Schedule(), RestorationSettings(steps=3), batch_size=10), events.append
@@ -111,7 +102,7 @@ def test_cancelling_stops_after_the_current_batch():
         return original(*args, **kwargs)
 
     unet.forward = counting_forward
-    generator = restore(_stack((3, 41, 50)), unet, Schedule(), RestorationSettings(steps=4), batch_size=4)
+    generator = restore(window_stack((3, 41, 50)), unet, Schedule(), RestorationSettings(steps=4), batch_size=4)
     for _ in range(2):
         next(generator)
     generator.close()
@@ -120,7 +111,7 @@ def test_cancelling_stops_after_the_current_batch():
 
 def test_out_of_memory_halves_the_batch_and_gives_the_same_map():
     unet = make_unet()
-    slices = _stack((3, 41, 50))
+    slices = window_stack((3, 41, 50))
     expected = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=16))
     original = unet.forward
     sizes = []
@@ -148,7 +139,7 @@ def test_out_of_memory_with_one_window_is_a_clear_error():
 
     unet.forward = always_oom
     with pytest.raises(DisyreError, match="out of memory .* even with one window"):
-        run_to_end(restore(_stack((1, 32, 32)), unet, Schedule(), batch_size=1))
+        run_to_end(restore(window_stack((1, 32, 32)), unet, Schedule(), batch_size=1))
 
 
 def test_auto_batch_size_is_bounded_by_device_windows_and_memory(monkeypatch):
@@ -170,7 +161,7 @@ def test_step_maps_accumulate_to_the_final_map(method):
     """The map after each step: S of them, the last one the final map itself, and (for the mean of
     single steps, whose step scores only add) never decreasing from one step to the next."""
     unet = make_unet()
-    slices = _stack((2, 41, 50))
+    slices = window_stack((2, 41, 50))
     settings = RestorationSettings(steps=3, method=method)
     kept = run_to_end(restore(slices, unet, Schedule(), settings, keep_step_maps=True))
     plain = run_to_end(restore(slices, unet, Schedule(), settings))
@@ -189,7 +180,7 @@ def test_step_batched_mean_single_step_equals_stepwise():
     """One batch holding every (step, window) pair, timesteps mixed, gives the map of one window and
     one step per network call."""
     unet = make_unet()
-    slices = _stack((3, 41, 50))
+    slices = window_stack((3, 41, 50))
     settings = RestorationSettings(steps=3)
     stepwise = run_to_end(restore(slices, unet, Schedule(), settings, batch_size=1))
     original = unet.forward
@@ -212,7 +203,7 @@ def test_step_batched_mean_single_step_equals_stepwise():
 @pytest.mark.parametrize("where", ["wrapping", "first call"])
 def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, where):
     unet = make_unet()
-    slices = _stack((1, 41, 50))
+    slices = window_stack((1, 41, 50))
     expected = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=4))
 
     def broken_compile(module, **kwargs):
@@ -235,7 +226,7 @@ def test_compile_failure_falls_back_to_the_eager_network(monkeypatch, where):
 def test_compiled_network_sees_one_static_batch_shape(monkeypatch):
     """The last, smaller batch is padded to the first batch's size (no recompilation) and cut back."""
     unet = make_unet()
-    slices = _stack((1, 41, 50))  # 12 windows, S = 2: 24 pairs in batches of 5, 5, 5, 5, 4
+    slices = window_stack((1, 41, 50))  # 12 windows, S = 2: 24 pairs in batches of 5, 5, 5, 5, 4
     expected = run_to_end(restore(slices, unet, Schedule(), RestorationSettings(steps=2), batch_size=5))
     shapes = []
 

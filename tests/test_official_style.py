@@ -13,8 +13,7 @@ from napari_disyre.disyre.engine import RestorationSettings, restore
 from napari_disyre.disyre.schedule import Schedule
 from napari_disyre.restoration import run_to_end
 
-from .conftest import make_unet
-from .test_engine import _stack
+from .conftest import make_unet, window_stack
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "official_style.py"
 
@@ -35,7 +34,7 @@ def test_official_style_runner_equals_the_engine(method, steps):
     take different convolution kernels (7th digit) and a random network amplifies that along the chain
     (as in ``test_engine_equals_reference``)."""
     unet = make_unet(seed=3)
-    slices = np.concatenate([_stack((3, 41, 50), seed=4), np.zeros((1, 41, 50), np.float32)])
+    slices = np.concatenate([window_stack((3, 41, 50), seed=4), np.zeros((1, 41, 50), np.float32)])
     slices[1, :, :20] = 0  # windows that are all zero (skipped by the engine, run by the official code)
     official = _official_style()
     anomaly, final = official(slices, unet, Schedule(), steps, method, True, sw_batch_size=7)

@@ -11,77 +11,9 @@ import pytest
 
 from napari_disyre.detection.postprocess import threshold_mask
 
-from .conftest import oblique_affine, synthetic_brain
+from .conftest import click_detect
 
 pytest.importorskip("napari")
-
-
-@pytest.fixture
-def viewer(request):
-    """napari's test viewer where OpenGL is available (a real or virtual display), else the Qt-free
-    ViewerModel: the widget only uses the model's API, and offscreen Qt has no OpenGL for canvases."""
-    import os
-
-    if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
-        from napari.components import ViewerModel
-        from napari.plugins import _initialize_plugins
-
-        _initialize_plugins()  # a Viewer does this; the bare model does not
-        return ViewerModel()
-    return request.getfixturevalue("make_napari_viewer")()
-
-
-@pytest.fixture
-def checkpoint_dir(tmp_path, tiny_checkpoint):
-    from napari_disyre.disyre.checkpoint import save_checkpoint
-
-    return save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Messages the widget shows as napari error notifications."""
-    shown: list[str] = []
-    monkeypatch.setattr("napari_disyre.plugin.notices.show_error", shown.append)
-    return shown
-
-
-@pytest.fixture(autouse=True)
-def napari_settings(monkeypatch):
-    """napari's settings in memory: the widget sets napari's NIfTI reader, never in the user's file."""
-    from napari import settings
-
-    fresh = settings.NapariSettings(config_path=None)
-    monkeypatch.setattr(settings, "_SETTINGS", fresh)
-    return fresh
-
-
-@pytest.fixture
-def scan_path(tmp_path):
-    data, _ = synthetic_brain(shape=(40, 44, 12))
-    path = tmp_path / "scan.nii.gz"
-    nib.save(nib.Nifti1Image(data, oblique_affine()), path)
-    return path
-
-
-@pytest.fixture
-def widget(qtbot, viewer, scan_path, checkpoint_dir):
-    from napari_disyre.plugin.widget import DetectionWidget
-
-    viewer.open(str(scan_path), plugin="napari-disyre")
-    widget = DetectionWidget(viewer)
-    widget.checkpoint.value = str(checkpoint_dir)
-    widget.device.value = "cpu"
-    widget.steps.value = 2
-    qtbot.addWidget(widget)
-    return widget
-
-
-def _detect(qtbot, widget):
-    from qtpy.QtCore import Qt
-
-    qtbot.mouseClick(widget.detect_button.native, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)  # a shared, loaded CPU can be slow
 
 
 def test_plugin_import_does_not_import_torch():
@@ -118,7 +50,7 @@ def test_sample_data_is_the_bundled_demo(viewer):
 
 def test_detect_threshold_rerun_and_export(qtbot, widget, scan_path, tmp_path):
     viewer = widget.viewer
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     scan = viewer.layers["scan"]
     restorations, anomaly_map, mask = (
         viewer.layers[f"scan {n}"] for n in ("restorations", "anomaly map", "anomaly mask")
@@ -155,7 +87,7 @@ def test_detect_threshold_rerun_and_export(qtbot, widget, scan_path, tmp_path):
     assert widget.export("mask", str(out)) is None and out.read_bytes() == before
     # a second run replaces the outputs in place
     n_layers, layer_ids = len(viewer.layers), [id(layer) for layer in viewer.layers]
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     assert len(viewer.layers) == n_layers and [id(layer) for layer in viewer.layers] == layer_ids
 
 
@@ -178,7 +110,7 @@ def test_event_loop_runs_during_detection_and_cancel_keeps_viewer_usable(qtbot, 
     assert widget.status.value == "cancelled" and widget.detection is None
     assert widget.detect_button.enabled and not errors
     widget.steps.value = 1
-    _detect(qtbot, widget)  # still usable
+    click_detect(qtbot, widget)  # still usable
     assert widget.detection is not None
 
 
@@ -187,7 +119,7 @@ def test_user_mistakes_give_notifications(qtbot, widget, tmp_path, errors):
     assert "Nothing to export" in errors[-1] and not (tmp_path / "early.nii.gz").exists()
     viewer = widget.viewer
     widget.checkpoint.value = tmp_path  # a folder that is not a checkpoint
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     assert errors[-1].endswith(f"File: {tmp_path}") and widget.detection is None
     viewer.add_image(np.ones((20, 20)), name="flat")
     widget.scan.value = viewer.layers["flat"]
@@ -222,7 +154,7 @@ def test_choosing_a_checkpoint_sets_its_default_steps_and_method(qtbot, widget, 
     assert (widget.steps.value, widget.method.value) == (3, "mean-single-step")
     assert widget.checkpoint_kind.value == ".safetensors file" and widget.checkpoint.mode.value == "r"
     widget.checkpoint.value = s8
-    _detect(qtbot, widget)  # the run uses what the controls show: the checkpoint's S = 8, multi-step
+    click_detect(qtbot, widget)  # the run uses what the controls show: the checkpoint's S = 8, multi-step
     assert (
         widget.detection.settings.steps == 8 and widget.detection.settings.method == "multi-step-restoration"
     )
@@ -237,7 +169,7 @@ def test_the_fast_checkbox_runs_fast_mode_with_one_step(qtbot, widget, checkpoin
 
     widget.fast.value = True
     assert widget.steps.value == 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     settings = widget.detection.settings
     assert settings.fast and settings.steps == 1 and len(widget.detection.timesteps) == 1
     checkpoint = load_checkpoint(checkpoint_dir)
@@ -254,13 +186,13 @@ def test_a_checkpoint_rewritten_on_disk_is_reloaded(qtbot, widget, checkpoint_di
 
     from .conftest import make_unet
 
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     first = widget.detection.anomaly_map
     held = widget.checkpoints.get(checkpoint_dir)
     assert widget.checkpoints.get(checkpoint_dir) is held  # unchanged files: the same model, not reloaded
     retrained = Checkpoint(unet=make_unet(seed=1), schedule=Schedule(), info=CheckpointInfo())
     save_checkpoint(checkpoint_dir, retrained, overwrite=True)  # a retrain into the same folder
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     expected = detect(
         load_scan(scan_path),
         load_checkpoint(checkpoint_dir),
@@ -278,7 +210,7 @@ def test_layers_after_detection_read_well_and_every_one_saves(qtbot, widget, sca
     from napari_disyre.detection.display import map_contrast_limits
 
     viewer = widget.viewer
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
     roles = ("restorations", "accumulated map by step", "anomaly map", "anomaly mask")
     assert names == ["scan", *(f"scan {role}" for role in roles)]
@@ -314,13 +246,13 @@ def test_layers_after_detection_read_well_and_every_one_saves(qtbot, widget, sca
 
 def test_user_display_settings_survive_a_rerun(qtbot, widget):
     viewer = widget.viewer
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     anomaly_map, mask = viewer.layers["scan anomaly map"], viewer.layers["scan anomaly mask"]
     anomaly_map.colormap, anomaly_map.opacity, anomaly_map.contrast_limits = "viridis", 0.3, (0.0, 0.5)
     mask.contour, mask.opacity = 0, 0.4
     viewer.layers["scan restorations"].visible = True
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     assert anomaly_map.colormap.name == "viridis" and anomaly_map.opacity == pytest.approx(0.3)
     assert tuple(anomaly_map.contrast_limits) == (0.0, 0.5)
     assert mask.contour == 0 and mask.opacity == pytest.approx(0.4)
@@ -338,7 +270,7 @@ def test_a_long_error_shows_its_reason_first_and_the_caption_says_so(qtbot, widg
     reason = "No unet/ folder and no berdiff.json: not a checkpoint of either method."
     assert caption[:2] == ["Not a checkpoint", reason]
     assert caption[-1] == f"File: {deep}"
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     lines = errors[-1].splitlines()
     assert lines[0] == "Not a checkpoint" and lines[1].startswith("No unet/ folder")
     assert lines[-1] == f"File: {deep}"
@@ -350,7 +282,7 @@ def test_export_follows_the_layers_and_the_dialog_starts_beside_the_scan(
     qtbot, widget, scan_path, tmp_path, errors, monkeypatch
 ):
     viewer = widget.viewer
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     mask = viewer.layers["scan anomaly mask"]
     edited = np.zeros_like(mask.data)
     edited[10:14, 10:14, 5] = 1  # the user paints the mask by hand: export writes what they see
@@ -373,7 +305,7 @@ def test_two_results_side_by_side_each_with_its_own_threshold(qtbot, widget, err
     from napari_disyre.plugin.results import viewer_grid
 
     viewer = widget.viewer
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     widget.compare()
     assert "Only one result" in errors[-1] and not viewer_grid(viewer).enabled
     first_threshold = widget.threshold_box.value
@@ -381,7 +313,7 @@ def test_two_results_side_by_side_each_with_its_own_threshold(qtbot, widget, err
     assert kept == f"scan [S=2 mean-single-step, ckpt, t={first_threshold:.4f}]"
     kept_mask = viewer.layers[f"{kept} anomaly mask"].data.copy()
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     widget.threshold_box.value = float(
         np.quantile(widget.detection.anomaly_map[widget.detection.foreground], 0.5)
     )
@@ -400,7 +332,7 @@ def test_two_results_side_by_side_each_with_its_own_threshold(qtbot, widget, err
 
 
 def test_the_lesion_table_shows_every_column(qtbot, widget):
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     header = widget.table.horizontalHeader()
     assert widget.table.rowCount() >= 1
     assert widget.table.minimumWidth() >= header.length()
@@ -423,7 +355,7 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     assert (widget.berdiff.noise_level.value, widget.berdiff.flip_threshold.value) == (7, 0.5)
     assert "defaults L = 7, P = 0.5" in widget.checkpoint_info.value
     widget.berdiff.noise_level.value = 11  # the run takes what the controls show
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     detection = widget.detection
     assert (detection.method, detection.settings.noise_level, detection.settings.threshold) == (
         "berdiff",
@@ -447,7 +379,7 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     widget.checkpoint.value = checkpoint_dir
     assert widget.controls.kind == "disyre" and not widget.steps.native.isHidden()
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     assert "scan flip mask" not in {layer.name for layer in widget.viewer.layers}
     assert widget.viewer.layers["scan accumulated map by step"].data.shape[0] == 1
 
@@ -480,7 +412,7 @@ def test_map_post_processing_in_the_widget_is_the_core_one(
 
     from napari_disyre.detection.postprocess import MapPostprocessing
 
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     raw = widget.detection.anomaly_map.copy()
     foreground = widget.detection.foreground
     widget.postprocess.erosion.value = 2
@@ -513,7 +445,7 @@ def test_the_runtime_choice_runs_onnxruntime_and_shows_the_export_as_progress(qt
 
     assert tuple(widget.runtime.choices) == RUNTIME_CHOICES and widget.runtime.value == "auto"
     widget.runtime.value = "torch"
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     expected = widget.detection
     statuses: list[str] = []
     show = widget._on_progress
@@ -524,7 +456,7 @@ def test_the_runtime_choice_runs_onnxruntime_and_shows_the_export_as_progress(qt
 
     widget._on_progress = recording  # connected when the run starts
     widget.runtime.value = "onnxruntime"
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     assert (expected.runtime, widget.detection.runtime) == ("torch", "onnxruntime")
     assert LOADING_STAGE in statuses
     difference = np.abs(widget.detection.anomaly_map - expected.anomaly_map).max()

@@ -10,8 +10,7 @@ import pytest
 
 from napari_disyre.errors import SHORT_LINE_CHARS
 
-from .conftest import oblique_affine, synthetic_brain
-from .test_plugin import _detect, checkpoint_dir, errors, napari_settings, scan_path, viewer, widget  # noqa: F401
+from .conftest import click_detect, oblique_affine, synthetic_brain
 
 pytest.importorskip("napari")
 
@@ -34,10 +33,10 @@ def test_every_user_error_the_widget_shows_leads_with_a_short_reason(qtbot, widg
     widget.run()
     widget.checkpoint.value = tmp_path / "missing"  # shown in the caption, then refused by the run
     caption = widget.checkpoint_info.value.splitlines()[0]
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     (tmp_path / "empty").mkdir()
     widget.checkpoint.value = tmp_path / "empty"
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     viewer.add_image(np.ones((20, 20)), name="a 2D photo")
     viewer.add_image(np.full((4, 4, 4), np.nan), name="with NaN")
     for name in ("a 2D photo", "with NaN"):
@@ -71,7 +70,7 @@ def test_every_user_error_the_widget_shows_leads_with_a_short_reason(qtbot, widg
 def test_errors_raised_after_a_run_lead_with_a_short_reason(qtbot, widget, tmp_path, errors):
     viewer = widget.viewer
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     out = tmp_path / "mask.nii.gz"
     widget.export("mask", str(out))
     widget.export("mask", str(out))  # exists: never replaced without the dialog's question
@@ -80,7 +79,7 @@ def test_errors_raised_after_a_run_lead_with_a_short_reason(qtbot, widget, tmp_p
     widget.export("mask", str(tmp_path / "gone.nii.gz"))
     viewer.add_image(np.zeros((40, 44, 12)), name="blank", affine=viewer.layers["scan"].affine)
     widget.scan.value = viewer.layers["blank"]
-    _detect(qtbot, widget)  # every voxel 0: refused by the engine, in the worker
+    click_detect(qtbot, widget)  # every voxel 0: refused by the engine, in the worker
     lines = _first_lines(errors)
     assert len(lines) == 4, errors
     assert lines[0] == "Output file exists"
@@ -112,17 +111,17 @@ def _lesion_rows(widget) -> int:
 def test_the_lesion_table_is_cleared_when_its_layers_go_or_a_run_stops(qtbot, widget, tmp_path, errors):
     viewer = widget.viewer
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     widget.threshold_box.value = float(np.quantile(widget.detection.anomaly_map[widget.detection.foreground], 0.9))
     assert _lesion_rows(widget) > 0
     viewer.layers.remove("scan anomaly mask")
     assert _lesion_rows(widget) == 0 and widget.table.empty_reason == "Mask layer removed: no lesions to list"
     widget.threshold_box.value *= 0.9  # the threshold no longer refills a table for a mask that is gone
     assert _lesion_rows(widget) == 0 and widget.table.lesion_at(0) is None
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     assert _lesion_rows(widget) > 0
     widget.checkpoint.value = tmp_path  # not a checkpoint: the run fails
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     assert _lesion_rows(widget) == 0 and widget.table.empty_reason == "Run failed: no lesions to list"
     widget.threshold_box.value *= 1.01  # the last good result is still shown and drives the table
     assert _lesion_rows(widget) > 0
@@ -133,7 +132,7 @@ def test_the_lesion_table_is_cleared_when_its_layers_go_or_a_run_stops(qtbot, wi
 
 def test_a_cancelled_run_clears_the_table(qtbot, widget, checkpoint_dir):
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     widget.steps.value = 40
     widget.run()
     qtbot.waitUntil(lambda: widget.progress.value > 0, timeout=60_000)
@@ -147,7 +146,7 @@ def test_the_lesion_table_sorts_by_peak_and_jumps_to_the_row_clicked(qtbot, widg
     from napari_disyre.plugin.lesion_table import LESION_COLUMNS
 
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     foreground = widget.detection.foreground
     widget.min_size.value = 0
     widget.threshold_box.value = float(np.quantile(widget.detection.anomaly_map[foreground], 0.97))
@@ -222,7 +221,7 @@ def test_dice_against_a_labels_layer_follows_the_threshold(qtbot, widget, tmp_pa
     assert widget.comparison.reference.value is viewer.layers["t1_seg"]  # offered and chosen
     assert widget.comparison.score.value == "no mask yet"
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     inside = widget.detection.anomaly_map[widget.detection.foreground]
     values = []
     for quantile in (0.95, 0.99):
@@ -252,7 +251,7 @@ def test_the_export_dialog_starts_at_home_for_the_bundled_demo(qtbot, widget, sc
         lambda parent, title, start, filters: (asked.append(start), ("", ""))[1],
     )
     widget.steps.value = 1
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     scan = widget.viewer.layers["scan"]
     scan.metadata[PATH_KEY] = str(demo_scan_path())  # as File > Open Sample places the demo
     widget.export("mask")
@@ -272,7 +271,7 @@ def test_napari_save_writes_the_4d_layers_as_nifti_with_no_plugin_named(qtbot, w
     from npe2 import PluginManager
 
     viewer = widget.viewer
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     source = nib.load(scan_path)
     writer = next(
         w
@@ -305,7 +304,7 @@ def test_file_menu_saves_the_selected_layer_as_nifti(qtbot, widget, scan_path, t
     viewer = widget.viewer
     viewer.layers.selection.clear()
     assert save_layer_as_nifti(viewer) == [] and errors[-1].splitlines()[0] == "No layer selected"
-    _detect(qtbot, widget)
+    click_detect(qtbot, widget)
     out = tmp_path / "chosen.nii.gz"
     asked = []
     monkeypatch.setattr(

@@ -4,7 +4,6 @@ hidden files included). The README's "What is refused and why" lists the same cl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -18,34 +17,16 @@ from napari_disyre.disyre.checkpoint import save_checkpoint
 from napari_disyre.errors import CheckpointError, DisyreError, InputError, OutputError, OutputExistsError
 from napari_disyre.scans.nifti import Volume, load_scan
 
-from .conftest import make_unet, oblique_affine, synthetic_brain
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file under ``root`` (hidden ones too) with the SHA-256 of its content."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def save(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    affine = oblique_affine() if affine is None else affine
-    image = nib.Nifti1Image(np.asarray(data), None)
-    image.header.set_sform(affine, code=2)  # as it is: a singular affine has no qform to encode it
-    nib.save(image, path)
-    return path
-
-
-def brain(seed: int = 0) -> np.ndarray:
-    return synthetic_brain(seed=seed)[0]
-
-
-@pytest.fixture
-def ckpt(tmp_path, tiny_checkpoint) -> Path:
-    return save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
+from .conftest import (
+    TINY_PRESET,
+    brain,
+    healthy_folder,
+    interrupting,
+    make_unet,
+    save,
+    snapshot,
+    synthetic_brain,
+)
 
 
 def edit_json(path: Path, **changes) -> None:
@@ -220,11 +201,11 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", REFUSALS)
-def test_refused_with_a_clear_error_exit_2_and_nothing_written(case, tmp_path, ckpt, capsys, monkeypatch):
+def test_refused_with_a_clear_error_exit_2_and_nothing_written(case, tmp_path, checkpoint_dir, capsys, monkeypatch):
     setup, error_class, message = REFUSALS[case]
     work = tmp_path / "work"
     work.mkdir()
-    argv = [*setup(work, ckpt), "-c", str(ckpt), "--device", "cpu", "-q"]
+    argv = [*setup(work, checkpoint_dir), "-c", str(checkpoint_dir), "--device", "cpu", "-q"]
     before = snapshot(tmp_path)
     # every refusal comes before the model runs
     monkeypatch.setattr("napari_disyre.detection.pipeline.restore_stack", lambda *a, **k: pytest.fail("the model ran"))
@@ -289,24 +270,24 @@ def test_a_failing_cleanup_never_hides_the_real_error(tmp_path, monkeypatch):
         raise ValueError("the real error")
 
 
-def test_checkpoint_sizes_are_refused_before_the_network_is_allocated(ckpt, monkeypatch):
+def test_checkpoint_sizes_are_refused_before_the_network_is_allocated(checkpoint_dir, monkeypatch):
     from diffusers import UNet2DModel
 
     from napari_disyre import load_checkpoint
 
     monkeypatch.setattr(UNet2DModel, "from_config", lambda *a, **k: pytest.fail("allocated"))
-    edit_json(ckpt / "unet" / "config.json", block_out_channels=[2048, 2048, 2048], layers_per_block=8)
+    edit_json(checkpoint_dir / "unet" / "config.json", block_out_channels=[2048, 2048, 2048], layers_per_block=8)
     with pytest.raises(CheckpointError, match=r"about \d+ billion parameters"):
-        load_checkpoint(ckpt)
+        load_checkpoint(checkpoint_dir)
 
 
-def test_steps_beyond_the_schedule_and_bad_betas_name_the_file(ckpt):
+def test_steps_beyond_the_schedule_and_bad_betas_name_the_file(checkpoint_dir):
     from napari_disyre import load_checkpoint
 
-    config = ckpt / "scheduler" / "scheduler_config.json"
+    config = checkpoint_dir / "scheduler" / "scheduler_config.json"
     edit_json(config, beta_end=1.5)
     with pytest.raises(CheckpointError, match=rf"{config}: betas must lie strictly between 0 and 1"):
-        load_checkpoint(ckpt)
+        load_checkpoint(checkpoint_dir)
 
 
 # -- not refusals, but what keeps data safe ------------------------------------------------------
@@ -335,7 +316,7 @@ def test_scans_of_the_same_name_get_outputs_named_after_their_folders(tmp_path):
 
 
 def test_skip_existing_finishes_an_interrupted_cohort_without_touching_finished_outputs(
-    tmp_path, ckpt, capsys
+    tmp_path, checkpoint_dir, capsys
 ):
     for name in ("a", "b"):
         save(tmp_path / "in" / f"{name}.nii.gz", brain())
@@ -348,7 +329,7 @@ def test_skip_existing_finishes_an_interrupted_cohort_without_touching_finished_
         "--out-dir",
         str(tmp_path / "o"),
         "-c",
-        str(ckpt),
+        str(checkpoint_dir),
         "--skip-existing",
     ]
     assert main(argv) == 0
@@ -432,10 +413,10 @@ def test_saved_maps_are_reused_only_for_the_same_model_settings_and_scan(tmp_pat
     (tmp_path / "record.json").rename(maps / "p1_S1_anomaly_map.json")
     assert snapshot(tmp_path) == before
     # the command line refuses the other checkpoint's maps with exit code 2
-    ckpt = save_checkpoint(tmp_path / "second", second)
+    checkpoint_dir = save_checkpoint(tmp_path / "second", second)
     (tmp_path / "pairs.csv").write_text("scan,label,id\na/s.nii.gz,a/l.nii.gz,p1\n")
     before = snapshot(tmp_path)
-    argv = ["evaluate", "-c", str(ckpt), "--pairs", str(tmp_path / "pairs.csv")]
+    argv = ["evaluate", "-c", str(checkpoint_dir), "--pairs", str(tmp_path / "pairs.csv")]
     argv += ["--maps", str(maps), "--steps", "1", "--device", "cpu", "-q"]
     capsys.readouterr()
     assert main(argv) == 2
@@ -457,7 +438,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_during_detect_leaves_no_partial_file_and_says_how_to_go_on(tmp_path, ckpt):
+def test_sigterm_during_detect_leaves_no_partial_file_and_says_how_to_go_on(tmp_path, checkpoint_dir):
     import os
     import signal
     import subprocess
@@ -473,7 +454,7 @@ def test_sigterm_during_detect_leaves_no_partial_file_and_says_how_to_go_on(tmp_
         "--out-dir",
         str(out),
         "-c",
-        str(ckpt),
+        str(checkpoint_dir),
         "--steps",
         "1",
         "--device",
@@ -503,7 +484,7 @@ def test_sigterm_inside_an_atomic_write_removes_the_partial_file(tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is uninstalled afterwards
 
 
-def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, ckpt, monkeypatch, capsys):
+def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, checkpoint_dir, monkeypatch, capsys):
     save(tmp_path / "scans" / "a.nii.gz", brain())
     save(tmp_path / "labels" / "a.nii.gz", synthetic_brain()[1].astype(np.uint8))
     monkeypatch.setattr(
@@ -513,7 +494,7 @@ def test_an_interrupted_evaluation_says_what_was_kept(tmp_path, ckpt, monkeypatc
     argv = [
         "evaluate",
         "-c",
-        str(ckpt),
+        str(checkpoint_dir),
         "--scans",
         str(tmp_path / "scans"),
         "--labels",
@@ -538,34 +519,13 @@ def test_two_scans_of_one_stem_in_a_folder_are_refused_not_merged(tmp_path):
         cases_by_name(tmp_path / "scans", tmp_path / "labels")
 
 
-# -- training: an interrupted run is continued only as itself; SIGTERM saves its state ------------
-
-TINY_PRESET = """
-import dataclasses
-from napari_disyre.training import presets
-from tests.test_training import TINY
-small = presets.PRESETS["small"]
-presets.PRESETS["small"] = dataclasses.replace(
-    small, unet={**small.unet, **TINY}, crop=64, batch_size=2, steps=4, warmup_steps=1,
-    preprocessing=dataclasses.replace(small.preprocessing, spacing=(1.5, 1.5, 4.0)),
-)
-"""  # a network that trains in a second on the CPU, for the CLI (here and in a subprocess)
-
-
-def healthy_folder(folder: Path, seeds=range(3)) -> Path:
-    for seed in seeds:
-        data, _ = synthetic_brain(shape=(64, 72, 16), seed=seed, lesion=False)
-        save(folder / f"sub-{seed}_T1w.nii.gz", data, np.diag([2.0, 2.0, 2.0, 1.0]))
-    return folder
-
-
 @pytest.fixture
 def interrupted_run(tmp_path, monkeypatch) -> tuple[list[str], Path]:
     """The argv of a tiny CLI training and its --out folder, interrupted after 2 of its 4 steps."""
     from napari_disyre.training import loop
 
     exec(TINY_PRESET, {})
-    monkeypatch.setattr(loop, "_optimisation_step", _interrupting(loop._optimisation_step, after=2))
+    monkeypatch.setattr(loop, "_optimisation_step", interrupting(loop._optimisation_step, after=2))
     out = tmp_path / "run" / "model"
     argv = ["train", str(healthy_folder(tmp_path / "run" / "healthy")), "--out", str(out), "--val-count", "0",
             "--device", "cpu", "--save-every", "100"]  # fmt: skip
@@ -575,17 +535,6 @@ def interrupted_run(tmp_path, monkeypatch) -> tuple[list[str], Path]:
     return argv, out
 
 
-@pytest.fixture
-def tiny_preset():
-    """The small preset shrunk to a tiny network and four steps for the test, restored after it."""
-    from napari_disyre.training import presets
-
-    small = presets.PRESETS["small"]
-    exec(TINY_PRESET, {})
-    yield
-    presets.PRESETS["small"] = small
-
-
 @pytest.fixture(autouse=True)
 def _small_preset_restored():
     from napari_disyre.training import presets
@@ -593,18 +542,6 @@ def _small_preset_restored():
     small = presets.PRESETS["small"]
     yield
     presets.PRESETS["small"] = small
-
-
-def _interrupting(step_function, after: int):
-    calls = []
-
-    def wrapped(*args):
-        if len(calls) == after:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return step_function(*args)
-
-    return wrapped
 
 
 TRAINING_REFUSALS = {

@@ -10,14 +10,14 @@ import pytest
 from napari_disyre.cli import main
 from napari_disyre.errors import OutputError
 
-from .test_refusals import brain, ckpt, save, snapshot  # noqa: F401 (ckpt: a tiny saved checkpoint, a fixture)
+from .conftest import brain, save, snapshot
 
 
 @pytest.fixture
-def cohort(tmp_path, ckpt):
+def cohort(tmp_path, checkpoint_dir):
     for name in ("a", "b"):
         save(tmp_path / "in" / f"{name}.nii.gz", brain(seed=ord(name)))
-    return ["detect", str(tmp_path / "in"), "--out-dir", str(tmp_path / "o"), "-c", str(ckpt), "--device", "cpu", "-q"]
+    return ["detect", str(tmp_path / "in"), "--out-dir", str(tmp_path / "o"), "-c", str(checkpoint_dir), "--device", "cpu", "-q"]
 
 
 def test_skip_existing_finishes_a_scan_that_has_its_map_but_not_its_mask(tmp_path, cohort, capsys):
@@ -34,10 +34,10 @@ def test_skip_existing_finishes_a_scan_that_has_its_map_but_not_its_mask(tmp_pat
     assert sorted(after) == ["a_anomaly_map.nii.gz", "a_anomaly_mask.nii.gz", "b_anomaly_map.nii.gz", "b_anomaly_mask.nii.gz"]
 
 
-def test_skip_existing_runs_a_scan_missing_a_newly_requested_output(tmp_path, ckpt):
+def test_skip_existing_runs_a_scan_missing_a_newly_requested_output(tmp_path, checkpoint_dir):
     """The fresh variant: the map exists, the rerun also asks for the mask: the scan is not skipped."""
     scan = save(tmp_path / "in" / "a.nii.gz", brain())
-    base = ["detect", str(scan), "-c", str(ckpt), "--device", "cpu", "-q", "--out-map", str(tmp_path / "map.nii.gz")]
+    base = ["detect", str(scan), "-c", str(checkpoint_dir), "--device", "cpu", "-q", "--out-map", str(tmp_path / "map.nii.gz")]
     assert main(base) == 0
     kept = (tmp_path / "map.nii.gz").read_bytes()
     assert main([*base, "--out-mask", str(tmp_path / "mask.nii.gz"), "--skip-existing"]) == 0
@@ -64,11 +64,11 @@ def test_view_and_demo_without_a_display_are_a_clear_error_not_a_qt_abort(monkey
     assert "QT_QPA_PLATFORM=xcb" in capsys.readouterr().err
 
 
-def test_outputs_that_are_files_are_refused(tmp_path, capsys, ckpt):
+def test_outputs_that_are_files_are_refused(tmp_path, capsys, checkpoint_dir):
     save(tmp_path / "in" / "a.nii.gz", brain())
     (tmp_path / "o").write_text("a file, not a folder")
     before = snapshot(tmp_path)
-    assert main(["detect", str(tmp_path / "in"), "--out-dir", str(tmp_path / "o"), "-c", str(ckpt), "-q"]) == 2
+    assert main(["detect", str(tmp_path / "in"), "--out-dir", str(tmp_path / "o"), "-c", str(checkpoint_dir), "-q"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert snapshot(tmp_path) == before
 

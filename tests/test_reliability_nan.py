@@ -13,8 +13,7 @@ import pytest
 from napari_disyre.cli import main
 from napari_disyre.errors import CheckpointError, DisyreError
 
-from .conftest import make_unet, synthetic_brain
-from .test_refusals import healthy_folder, snapshot, tiny_preset  # noqa: F401 (fixture)
+from .conftest import healthy_folder, make_unet, snapshot, synthetic_brain
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 

@@ -13,7 +13,7 @@ from napari_disyre.cli import main
 from napari_disyre.errors import OutputError
 from napari_disyre.outputs import replacing_folder
 
-from .test_refusals import _interrupting, healthy_folder, snapshot, tiny_preset  # noqa: F401 (fixture)
+from .conftest import healthy_folder, interrupting, snapshot
 
 pytestmark = pytest.mark.usefixtures("tiny_preset")
 
@@ -70,7 +70,7 @@ def test_a_failed_overwrite_keeps_the_finished_model(tmp_path, monkeypatch, caps
     assert _train(nan_scan, out, "--overwrite") == 2
     assert "NaN or infinite voxels" in capsys.readouterr().err
     assert snapshot(tmp_path) == before
-    monkeypatch.setattr(loop, "_optimisation_step", _interrupting(loop._optimisation_step, after=2))
+    monkeypatch.setattr(loop, "_optimisation_step", interrupting(loop._optimisation_step, after=2))
     assert _train(healthy, out, "--overwrite", "--seed", "4") == 130
     assert f"Interrupted at step 2; {out} was left as it was." in capsys.readouterr().err
     assert snapshot(tmp_path) == before  # no hidden half-built folder either

@@ -86,11 +86,6 @@ def test_las_087mm_input_gives_maps_on_its_grid_equal_to_the_pre_resampled_scan(
     assert np.median(np.abs(las_map[brain] - back[brain])) < 0.1 * np.median(back[brain])
 
 
-@pytest.fixture
-def checkpoint_dir(tmp_path, tiny_checkpoint):
-    return save_checkpoint(tmp_path / "ckpt", tiny_checkpoint)
-
-
 def test_cli_detect_writes_map_and_mask_on_the_input_grid(tmp_path, nifti_scan, checkpoint_dir):
     out_map, out_mask = tmp_path / "map.nii.gz", tmp_path / "mask.nii.gz"
     args = ["detect", str(nifti_scan), "-c", str(checkpoint_dir), "--steps", "2", "--device", "cpu", "-q"]

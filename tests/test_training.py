@@ -16,16 +16,7 @@ from napari_disyre.errors import DisyreError
 from napari_disyre.training.dataset import TrainingScan
 from napari_disyre.training.loop import TrainingConfig, train
 
-from .conftest import run_torchrun, synthetic_brain
-
-TINY = dict(
-    sample_size=[32, 32],
-    layers_per_block=1,
-    block_out_channels=[8, 16, 16],
-    down_block_types=["DownBlock2D", "AttnDownBlock2D", "DownBlock2D"],
-    up_block_types=["UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-    norm_num_groups=8,
-)
+from .conftest import TINY, run_torchrun, synthetic_brain
 
 
 def _config(**changes) -> TrainingConfig:
