@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -131,3 +131,19 @@ def parse_json_object(text: str, source: str, what: str, error: type[DisyreError
     if not isinstance(value, dict):
         raise error(f"{source}: the {what} holds a JSON {type(value).__name__}, not an object.")
     return value
+
+
+def channel_names(recorded: Sequence[str], channels: int, source: str, single: str | None = None) -> tuple[str, ...]:
+    """The names of a network's ``channels`` input channels, for either method: the metadata's
+    ``recorded`` contrasts; else one channel named ``single`` (or "scan"), or C generic names
+    ``channel1 .. channelC`` (official files carry no names). Metadata naming another number of
+    contrasts, or one twice, is refused: the channels would be fed the wrong scans."""
+    if not recorded:
+        return (single or "scan",) if channels == 1 else tuple(f"channel{i + 1}" for i in range(channels))
+    names = [c.lower() for c in recorded]
+    if len(names) != channels or len(set(names)) != len(names) or not all(names):
+        raise CheckpointError(
+            f"{source}: the metadata names the contrasts {list(recorded)} but the network has {channels} "
+            "input channel(s); it needs one distinct name per channel, in order. Use the checkpoint as it was saved."
+        )
+    return tuple(recorded)

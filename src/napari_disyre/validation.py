@@ -52,6 +52,7 @@ def _finite(value: Any) -> float:
 MAX_TRAINING_STEPS = 10_000_000
 MAX_RESTORATION_STEPS = 1000
 MAX_BATCH = 65_536
+MAX_BERDIFF_CHANNELS = 4  # contrasts of a Bernoulli diffusion autoencoder (the authors' BraTS models: 4)
 #: A 3D median of 15^3 voxels already blurs away any lesion a map could show; larger ones only cost
 #: memory and hours (the issue's --median 1000 reached 9.3 GB).
 MAX_MEDIAN = 15
@@ -82,6 +83,8 @@ def _grid(spacing: tuple[float, float, float]) -> tuple[float, float, float]:
 
 Flag = Annotated[bool, Field(strict=True)]
 Text = Annotated[str, Field(strict=True, max_length=10_000)]
+#: A checkpoint's input channels by contrast name, in channel order (disyre.json, berdiff.json).
+ContrastNames = Annotated[list[Annotated[str, Field(strict=True, max_length=100)]], Field(max_length=64)]
 Spacing = Annotated[tuple[Finite, Finite, Finite], AfterValidator(_grid)]
 #: Training crops: the network halves them up to 3 times, and windows are at least 16 px.
 Crop = Annotated[Count, Field(ge=16, le=1024, multiple_of=8)]

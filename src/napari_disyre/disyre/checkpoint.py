@@ -21,12 +21,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..checkpoint_files import check_format, checkpoint_path, content_fingerprint, parse_json_object, read_json_object
+from ..checkpoint_files import (
+    channel_names,
+    check_format,
+    checkpoint_path,
+    content_fingerprint,
+    parse_json_object,
+    read_json_object,
+)
 from ..errors import CheckpointError
 from ..outputs import atomic_output, write_json
 from ..scans.preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
 from ..validation import check
-from .checkpoint_checks import DisyreJson, channel_names, check_info_bounds
+from .checkpoint_checks import DisyreJson, check_info_bounds
 from .methods import DEFAULT_METHOD, METHODS, Method
 from .schedule import Schedule
 from .unet import build_unet, load_weights, unet_config_dict
@@ -112,8 +119,8 @@ class Checkpoint:
 
     @property
     def contrasts(self) -> tuple[str, ...]:
-        """The input channels by name, in order (see :func:`~.checkpoint_checks.channel_names`)."""
-        return channel_names(self.info, self.unet.config.in_channels, self.name)
+        """The input channels by name, in order (see :func:`~napari_disyre.checkpoint_files.channel_names`)."""
+        return channel_names(self.info.contrasts, self.unet.config.in_channels, self.name, self.info.contrast)
 
     @property
     def window(self) -> tuple[int, int]:
