@@ -201,6 +201,7 @@ class BerDiffOptions(Declared):
     threshold: Probability = 0.6
     save_every: Count = 250
     seed: Seed = 0
+    contrasts: Annotated[ContrastNames, Field(max_length=MAX_BERDIFF_CHANNELS)] = []
 
 
 class RestorationOptions(Declared):

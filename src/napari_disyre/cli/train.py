@@ -28,9 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train",
         help="train a model on healthy scans",
-        description="Train a DISYRE restoration network on the healthy scans found in HEALTHY_DIR. "
-        "The output folder is a checkpoint in the official layout plus napari-disyre metadata, a CSV log "
-        "and a resumable training state.",
+        description="Train a DISYRE restoration network (or, with --method berdiff, a masked Bernoulli "
+        "diffusion detector) on the healthy scans found in HEALTHY_DIR: one contrast, or several "
+        "(--scan-name) from one folder per patient. The output folder is a checkpoint plus napari-disyre "
+        "metadata, a CSV log and a resumable training state.",
     )
     parser.add_argument("healthy_dir", type=Path, metavar="HEALTHY_DIR")
     parser.add_argument(
@@ -61,7 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         dest="scan_names",
         action="append",
         metavar="CONTRAST=PATTERN",
-        help="several contrasts (DISYRE): a file-name pattern per contrast, in the network's channel order, "
+        help="several contrasts (either method): a file-name pattern per contrast, in the network's channel order, "
         "found in HEALTHY_DIR's sub-folders (one per patient), e.g. --scan-name flair=flair.nii.gz "
         "--scan-name t2=t2.nii.gz; replaces --pattern",
     )
@@ -173,8 +174,6 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{args.out}: this is a file, not a folder; give a folder name for the model.")
     scans, validation = split_scans(args)
     contrast = args.contrast
-    if args.scan_names and args.method == "berdiff":
-        raise InputError("--scan-name (several contrasts) trains DISYRE models only; drop --method berdiff.")
     if contrast is None and not args.allow_mixed_contrasts and not args.scan_names:
         from ..training.contrasts import check_same_contrast
 
@@ -210,6 +209,11 @@ def split_scans(args: argparse.Namespace):
     return scans, validation
 
 
+def contrast_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The contrasts of --scan-name, in channel order (none for one contrast)."""
+    return tuple(named_values(args.scan_names, "--scan-name", "PATTERN"))
+
+
 def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
     from ..berdiff.run import BerDiffRunConfig, train_berdiff
 
@@ -232,6 +236,7 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         device=args.device,
         precision=args.precision,
         contrast=contrast,
+        contrasts=contrast_names(args),
         description=args.description,
         forward=args.forward_process,
         gate_unet_margin=args.gate_unet_margin,
@@ -266,7 +271,7 @@ def run_disyre(args: argparse.Namespace, scans, validation, contrast) -> int:
         save_every=args.save_every,
         seed=args.seed,
         contrast=contrast,
-        contrasts=tuple(named_values(args.scan_names, "--scan-name", "PATTERN")),
+        contrasts=contrast_names(args),
         spacing=tuple(args.spacing) if args.spacing else None,
         device=args.device,
         precision=args.precision,
