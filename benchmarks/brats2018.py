@@ -295,7 +295,9 @@ def load_patient(folder: Path, patient: str, contrast: str) -> Patient:
     Several contrasts: the scan is the first (FLAIR), the region the union of theirs, and the
     baselines each contrast's z-scored intensity."""
     scans = tuple((SUFFIX[c], scan_path(folder, patient, c)) for c in channels(contrast))
-    case = Case(patient, scans[0][1], label_path(folder, patient), contrasts=scans if contrast in MULTI else ())
+    case = Case(
+        patient, scans[0][1], label_path(folder, patient), contrasts=scans if contrast in MULTI else ()
+    )
     item = score_case(load_case(case), baselines=() if contrast in MULTI else baselines_of(contrast))
     if item.inputs is not None:
         for name, volume in item.inputs.volumes.items():
@@ -459,7 +461,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--work", type=Path, default=WORK, help="models, maps and logs (default: the user cache folder, %(default)s)"
+        "--work",
+        type=Path,
+        default=WORK,
+        help="models, maps and logs (default: the user cache folder, %(default)s)",
     )
     parser.add_argument("--brats", type=Path, default=BRATS, help="the BraTS 2018 folder")
     parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=[*SUFFIX, *MULTI])
@@ -477,7 +482,9 @@ def main() -> int:
         "--extra-test", type=Path, help="more patients in the same layout, scored by every fold"
     )
     parser.add_argument(
-        "--smoke-steps", type=int, help="train fold 1 of each asked configuration for N steps into <work>/smoke"
+        "--smoke-steps",
+        type=int,
+        help="train fold 1 of each asked configuration for N steps into <work>/smoke",
     )
     args = parser.parse_args()
     if not args.brats.is_dir():
@@ -488,8 +495,17 @@ def main() -> int:
     if args.smoke_steps:
         for contrast in (c for c in args.contrasts if c in TRAINED or c in MULTI):
             started = time.time()
-            train(args.work / "smoke", args.brats, contrast, NESTED_STARTS[contrast][-1], folds[0], args.smoke_steps)
-            print(f"smoke {contrast} fold {folds[0].name}: {args.smoke_steps} steps, {time.time() - started:.0f} s")
+            train(
+                args.work / "smoke",
+                args.brats,
+                contrast,
+                NESTED_STARTS[contrast][-1],
+                folds[0],
+                args.smoke_steps,
+            )
+            print(
+                f"smoke {contrast} fold {folds[0].name}: {args.smoke_steps} steps, {time.time() - started:.0f} s"
+            )
         return 0
     if not args.evaluate_only:
         for contrast in (c for c in args.contrasts if c in TRAINED or c in MULTI):

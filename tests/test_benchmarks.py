@@ -261,7 +261,9 @@ def test_brats2018_bernoulli_diffusion_fold_model_trains_at_the_preset_and_resum
     assert len(commands) == 2  # finished: not trained again
 
 
-def test_brats2018_multi_contrast_folds_link_every_channel_and_train_with_a_pattern_each(tmp_path, monkeypatch):
+def test_brats2018_multi_contrast_folds_link_every_channel_and_train_with_a_pattern_each(
+    tmp_path, monkeypatch
+):
     """FLAIR+T2 fold models: each training patient's folder links both contrasts and the label; the
     train command names the channels in order, widens the healthy T1 model, and only t1init exists."""
     script = _load_brats2018()
@@ -304,14 +306,20 @@ def test_brats2018_four_contrast_bernoulli_diffusion_trains_with_the_validation_
     monkeypatch.setattr(script, "run_cli", commands.append)
     script.train(work, brats, contrast, script.BERDIFF, fold)
     (command,) = commands
-    data, held_out = work / "data" / f"{contrast}_berdiff_fold2", work / "data" / f"{contrast}_berdiff_fold2_validation"
+    data, held_out = (
+        work / "data" / f"{contrast}_berdiff_fold2",
+        work / "data" / f"{contrast}_berdiff_fold2_validation",
+    )
     assert command[:4] == ["train", str(data), "--out", str(work / "models" / f"{contrast}_berdiff_fold2")]
     assert command[command.index("--preset") + 1 : command.index("--exclude-label-name")] == [
         "small", "--scan-name=flair=flair.nii.gz", "--scan-name=t1=t1.nii.gz",
         "--scan-name=t1ce=t1ce.nii.gz", "--scan-name=t2=t2.nii.gz",
     ]  # fmt: skip
     assert command[command.index("--val-dir") + 1] == str(held_out) and "--val-count" not in command
-    assert command[command.index("--save-every") + 1] == "100" and command[command.index("--method") + 1] == "berdiff"
+    assert (
+        command[command.index("--save-every") + 1] == "100"
+        and command[command.index("--method") + 1] == "berdiff"
+    )
     assert not {"--init", "--ema", "--steps", "--contrast", "--resume", "--seed"} & set(command)
     for name in ("flair", "t1", "t1ce", "t2", "seg"):
         assert sorted(p.parent.name for p in data.glob(f"*/{name}.nii.gz")) == sorted(fold.train)

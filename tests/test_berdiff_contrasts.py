@@ -61,8 +61,9 @@ def test_the_checkpoint_names_both_contrasts_in_channel_order(model, capsys):
     meta = json.loads((model / "berdiff.json").read_text())
     assert meta["contrasts"] == ["flair", "t2"] and meta["training"]["contrasts"] == ["flair", "t2"]
     assert meta["autoencoder"]["in_channels"] == 2
-    assert meta["training"]["training_scans"] == ["P0", "P1"] and meta["training"]["validation_scans"] == ["P2"]
-    assert meta["training"]["quality_gates"]["held_out_slices"] > 0  # P2's (2, H, W) slices
+    record = meta["training"]
+    assert record["training_scans"] == ["P0", "P1"] and record["validation_scans"] == ["P2"]
+    assert record["quality_gates"]["held_out_slices"] > 0  # P2's (2, H, W) slices
     assert set(meta["healthy_score_quantiles"]) >= {"0.5", "0.999"}  # P2's combined map
     loaded = load_checkpoint(model)
     assert loaded.autoencoder.state_dict()["encoder.blocks.0.weight"].shape[1] == 2
@@ -71,11 +72,23 @@ def test_the_checkpoint_names_both_contrasts_in_channel_order(model, capsys):
     assert "in channel order: --scan flair=PATH --scan t2=PATH" in capsys.readouterr().out
 
 
-def test_detect_takes_one_scan_per_contrast_and_writes_a_map_on_the_scans_grid(tmp_path, model, patients, capsys):
+def test_detect_takes_one_scan_per_contrast_and_writes_a_map_on_the_scans_grid(
+    tmp_path, model, patients, capsys
+):
     flair, t2 = patients / "P2" / "flair.nii.gz", patients / "P2" / "t2.nii.gz"
     out = tmp_path / "map.nii.gz"
-    argv = ["detect", "--scan", f"flair={flair}", "--scan", f"t2={t2}", "-c", str(model), "--out-map", str(out), "-q"]
-    assert main(argv) == 0
+    argv = [
+        "detect",
+        "--scan",
+        f"flair={flair}",
+        "--scan",
+        f"t2={t2}",
+        "-c",
+        str(model),
+        "--out-map",
+        str(out),
+    ]
+    assert main([*argv, "-q"]) == 0
     written, scan = nib.load(out), nib.load(flair)
     assert written.shape == scan.shape == (64, 72, 12)
     np.testing.assert_array_equal(written.affine, scan.affine)
@@ -97,7 +110,9 @@ def test_contrast_names_in_the_training_record_of_older_imports_still_name_the_c
     another number of contrasts than the autoencoder's channels is refused."""
     copy = shutil.copytree(model, tmp_path / "copy")
     meta = json.loads((copy / "berdiff.json").read_text())
-    (copy / "berdiff.json").write_text(json.dumps({**meta, "contrasts": [], "training": {"contrasts": ["a", "b"]}}))
+    (copy / "berdiff.json").write_text(
+        json.dumps({**meta, "contrasts": [], "training": {"contrasts": ["a", "b"]}})
+    )
     assert contrasts_of(load_checkpoint(copy)) == read_contrasts(copy) == ("a", "b")
     (copy / "berdiff.json").write_text(json.dumps({**meta, "contrasts": ["flair", "t2", "t1"]}))
     with pytest.raises(CheckpointError, match="names the contrasts"):

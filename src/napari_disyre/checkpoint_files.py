@@ -31,7 +31,9 @@ def check_format(meta: dict[str, Any], name: str, version: int, source: str, wha
         )
     found = meta.get("format_version", 0)
     if not isinstance(found, int) or isinstance(found, bool):  # inf, "1", 1.5, true: not a version
-        raise CheckpointError(f"{source}: format version {found!r} is not a whole number; the file is corrupt.")
+        raise CheckpointError(
+            f"{source}: format version {found!r} is not a whole number; the file is corrupt."
+        )
     if found > version:
         raise CheckpointError(
             f"{source}: written by a newer napari-disyre (format version {found}, this one reads up to "
@@ -107,7 +109,9 @@ def read_json_object(path: Path, what: str, error: type[DisyreError] = Checkpoin
     try:
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:
-            raise error(f"{path}: {size / 2**20:.0f} MB is far more than any {what} holds; the file is not one.")
+            raise error(
+                f"{path}: {size / 2**20:.0f} MB is far more than any {what} holds; the file is not one."
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{path}: {what} missing; the folder is incomplete.") from None
@@ -116,14 +120,18 @@ def read_json_object(path: Path, what: str, error: type[DisyreError] = Checkpoin
     return parse_json_object(text, f"{path}", what, error)
 
 
-def parse_json_object(text: str, source: str, what: str, error: type[DisyreError] = CheckpointError) -> dict[str, Any]:
+def parse_json_object(
+    text: str, source: str, what: str, error: type[DisyreError] = CheckpointError
+) -> dict[str, Any]:
     """``text`` as one JSON object of bounded nesting (see :func:`read_json_object`)."""
     depth = deepest = 0
     for char in text:  # brackets inside strings over-count: a bound, not a parser
         depth += (char in "[{") - (char in "]}")
         deepest = max(deepest, depth)
     if deepest > MAX_JSON_DEPTH:
-        raise error(f"{source}: nested {deepest} levels deep, more than any {what} ({MAX_JSON_DEPTH}); the file is corrupt.")
+        raise error(
+            f"{source}: nested {deepest} levels deep, more than any {what} ({MAX_JSON_DEPTH}); the file is corrupt."
+        )
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -133,7 +141,9 @@ def parse_json_object(text: str, source: str, what: str, error: type[DisyreError
     return value
 
 
-def channel_names(recorded: Sequence[str], channels: int, source: str, single: str | None = None) -> tuple[str, ...]:
+def channel_names(
+    recorded: Sequence[str], channels: int, source: str, single: str | None = None
+) -> tuple[str, ...]:
     """The names of a network's ``channels`` input channels, for either method: the metadata's
     ``recorded`` contrasts; else one channel named ``single`` (or "scan"), or C generic names
     ``channel1 .. channelC`` (official files carry no names). Metadata naming another number of

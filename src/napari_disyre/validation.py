@@ -153,7 +153,9 @@ def cli_list(kind: Any, meaning: str) -> Any:
         try:
             values = [item(v.strip()) for v in text.split(",") if v.strip()]
         except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(f"takes comma-separated {meaning}, got {text!r} ({exc})") from None
+            raise argparse.ArgumentTypeError(
+                f"takes comma-separated {meaning}, got {text!r} ({exc})"
+            ) from None
         if not values:
             raise argparse.ArgumentTypeError(f"takes comma-separated {meaning}, got {text!r}")
         return values
@@ -171,7 +173,10 @@ class TrainingOptions(Declared):
     batch_size: Annotated[Count, Field(le=MAX_BATCH)] | None = None
     crop: Crop | None = None
     learning_rate: LearningRate = 1e-4
-    adam_betas: tuple[Annotated[Finite, Field(ge=0, lt=1)], Annotated[Finite, Field(ge=0, lt=1)]] = (0.95, 0.999)
+    adam_betas: tuple[Annotated[Finite, Field(ge=0, lt=1)], Annotated[Finite, Field(ge=0, lt=1)]] = (
+        0.95,
+        0.999,
+    )
     weight_decay: Annotated[Finite, Field(ge=0, le=1)] = 1e-6
     adam_epsilon: Annotated[Finite, Field(gt=0, le=1)] = 1e-8
     warmup_steps: Size | None = None
@@ -293,7 +298,9 @@ class DetectArguments(Declared):
     @model_validator(mode="after")
     def _settings_of_its_method(self) -> DetectArguments:
         marker, name = _SETTINGS[self.checkpoint.kind]
-        if self.settings is not None and (isinstance(self.settings, dict) or not hasattr(self.settings, marker)):
+        if self.settings is not None and (
+            isinstance(self.settings, dict) or not hasattr(self.settings, marker)
+        ):
             raise ValueError(
                 f"settings must be the checkpoint's own {name}, not {type(self.settings).__name__}: make them "
                 "with default_settings(checkpoint, **changes)"
@@ -344,7 +351,10 @@ Record = dict[str, Any]  # free provenance (training record): bounded by the rea
 
 
 class PreprocessingJson(Declared):
-    percentiles: tuple[Annotated[Finite, Field(ge=0, le=100)], Annotated[Finite, Field(ge=0, le=100)]] = (0.0, 98.0)
+    percentiles: tuple[Annotated[Finite, Field(ge=0, le=100)], Annotated[Finite, Field(ge=0, le=100)]] = (
+        0.0,
+        98.0,
+    )
     percentile_region: Literal["volume", "foreground"] = "volume"
     slice_axis: Literal[0, 1, 2] = 2
     spacing: Spacing | None = None

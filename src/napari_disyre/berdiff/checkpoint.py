@@ -63,7 +63,8 @@ class BerDiffModel:
     origin: dict[str, Any] = field(default_factory=dict)  # imported weights: whose, which files
     description: str = ""
     source: Path | None = None
-    kind: ClassVar[str] = METHOD  # the detection seam's name for this method (napari_disyre.detection.detectors)
+    # the detection seam's name for this method (napari_disyre.detection.detectors)
+    kind: ClassVar[str] = METHOD
 
     def __post_init__(self) -> None:
         self.channel_names()  # refuses names for more or fewer contrasts than the autoencoder's channels

@@ -99,7 +99,11 @@ class BerDiffRunConfig:
     def __post_init__(self) -> None:
         """Steps, batches, L and P checked before any scan is read (not after both stages trained)."""
         names = set(BerDiffOptions.model_fields)
-        check(BerDiffOptions, {k: v for k, v in dataclasses.asdict(self).items() if k in names}, "berdiff training")
+        check(
+            BerDiffOptions,
+            {k: v for k, v in dataclasses.asdict(self).items() if k in names},
+            "berdiff training",
+        )
 
     def network_preset(self) -> BerDiffPreset:
         """The preset's networks, the autoencoder taking one channel per contrast."""
@@ -229,7 +233,12 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
     # how to train further) and "done" only when it passed its quality gates
     write_json(
         output / STATE_DIR / CONFIG_FILE,
-        {**dataclasses.asdict(config), "finished": True, "done": gates.passed, "quality_gates": gates.to_dict()},
+        {
+            **dataclasses.asdict(config),
+            "finished": True,
+            "done": gates.passed,
+            "quality_gates": gates.to_dict(),
+        },
     )
     return model
 
@@ -322,11 +331,23 @@ def _load_state(output: Path) -> dict[str, Any]:
 def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
     # runs from before the forward-process option trained with the code process; before several
     # contrasts, with one
-    recorded = {"forward": "code", "contrasts": [], **json.loads((output / STATE_DIR / CONFIG_FILE).read_text())}
+    recorded = {
+        "forward": "code",
+        "contrasts": [],
+        **json.loads((output / STATE_DIR / CONFIG_FILE).read_text()),
+    }
     asked = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(
         k
-        for k in ("preset", "spacing", "seed", "ae_batch_size", "diffusion_batch_size", "forward", "contrasts")
+        for k in (
+            "preset",
+            "spacing",
+            "seed",
+            "ae_batch_size",
+            "diffusion_batch_size",
+            "forward",
+            "contrasts",
+        )
         if recorded.get(k) != asked.get(k)
     )
     if changed:

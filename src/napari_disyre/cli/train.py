@@ -50,7 +50,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="small",
         help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
     )
-    parser.add_argument("--steps", type=cli_type(Count), default=None, help="optimiser steps (default: the preset's)")
+    parser.add_argument(
+        "--steps", type=cli_type(Count), default=None, help="optimiser steps (default: the preset's)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     data = parser.add_argument_group("data")
@@ -97,7 +99,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     opt.add_argument("--batch-size", type=cli_type(Count), default=None)
     opt.add_argument(
-        "--crop", type=cli_type(Crop), default=None,
+        "--crop",
+        type=cli_type(Crop),
+        default=None,
         help="training crop size in pixels (16 to 1024, a multiple of 8)",
     )
     opt.add_argument(
@@ -129,15 +133,26 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="autocast type on CUDA (auto: bfloat16); CPU training is always float32",
     )
     bd = parser.add_argument_group("berdiff (with --method berdiff)")
-    bd.add_argument("--ae-steps", type=cli_type(Count), default=None, help="autoencoder steps (default: the preset's)")
     bd.add_argument(
-        "--diffusion-steps", type=cli_type(Count), default=None, help="latent diffusion steps (default: the preset's)"
+        "--ae-steps", type=cli_type(Count), default=None, help="autoencoder steps (default: the preset's)"
     )
     bd.add_argument(
-        "--noise-level", type=cli_type(NoiseLevel), default=100, help="default L stored in the checkpoint (default: 100)"
+        "--diffusion-steps",
+        type=cli_type(Count),
+        default=None,
+        help="latent diffusion steps (default: the preset's)",
     )
     bd.add_argument(
-        "--flip-threshold", type=cli_type(Probability), default=0.6, help="default P stored in the checkpoint (default: 0.6)"
+        "--noise-level",
+        type=cli_type(NoiseLevel),
+        default=100,
+        help="default L stored in the checkpoint (default: 100)",
+    )
+    bd.add_argument(
+        "--flip-threshold",
+        type=cli_type(Probability),
+        default=0.6,
+        help="default P stored in the checkpoint (default: 0.6)",
     )
     bd.add_argument(
         "--forward-process",
@@ -328,7 +343,9 @@ def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: st
     return [_training_scan(path, mask_name, label_name) for path in candidates]
 
 
-def find_contrast_scans(folder: Path, patterns: dict[str, str], mask_name: str | None, label_name: str | None):
+def find_contrast_scans(
+    folder: Path, patterns: dict[str, str], mask_name: str | None, label_name: str | None
+):
     """One training scan per patient of ``folder`` holding every contrast's file (``patterns``, see
     :func:`~napari_disyre.scans.contrasts.find_contrast_cases`), with the mask and label beside them."""
     from ..scans.contrasts import find_contrast_cases

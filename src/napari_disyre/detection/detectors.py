@@ -135,7 +135,9 @@ def read_contrasts(path: str | Path) -> tuple[str, ...]:
         try:
             config = json.loads((path / "unet" / "config.json").read_text())
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path / 'unet' / 'config.json'}: unreadable UNet config ({exc}).") from exc
+            raise CheckpointError(
+                f"{path / 'unet' / 'config.json'}: unreadable UNet config ({exc})."
+            ) from exc
     return channel_names(info.contrasts, int(config.get("in_channels", 1)), str(path), info.contrast)
 
 

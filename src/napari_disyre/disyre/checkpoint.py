@@ -88,7 +88,9 @@ class CheckpointInfo:
         check_format(d, FORMAT_NAME, FORMAT_VERSION, source, "DISYRE metadata")
         meta = check(DisyreJson, d, f"{source}: malformed napari-disyre metadata", error=CheckpointError)
         if meta.method not in METHODS:
-            raise CheckpointError(f"{source}: unknown method {meta.method!r}; choose one of {', '.join(METHODS)}.")
+            raise CheckpointError(
+                f"{source}: unknown method {meta.method!r}; choose one of {', '.join(METHODS)}."
+            )
         return cls(
             contrast=meta.contrast,
             contrasts=tuple(meta.contrasts),
@@ -112,7 +114,8 @@ class Checkpoint:
     info: CheckpointInfo
     source: Path | None = None
     layout: Layout = "official"
-    kind: ClassVar[str] = "disyre"  # the detection seam's name for this method (napari_disyre.detection.detectors)
+    # the detection seam's name for this method (napari_disyre.detection.detectors)
+    kind: ClassVar[str] = "disyre"
 
     def __post_init__(self) -> None:
         self.contrasts  # noqa: B018 (refuses metadata naming more or fewer contrasts than channels)
@@ -255,7 +258,9 @@ def _info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
     if "napari_disyre.info" not in metadata:
         return CheckpointInfo()
     return check_info_bounds(
-        CheckpointInfo.from_dict(parse_json_object(metadata["napari_disyre.info"], str(path), "napari-disyre metadata"), str(path)),
+        CheckpointInfo.from_dict(
+            parse_json_object(metadata["napari_disyre.info"], str(path), "napari-disyre metadata"), str(path)
+        ),
         str(path),
     )
 
