@@ -29,7 +29,11 @@ configuration for N steps into ``<work>/smoke`` (never scored) to prove the comm
 Second method (``--starts berdiff``, the 08:09 UTC amendment of the pre-registration): one masked Bernoulli
 diffusion model per fold (``train --method berdiff --preset small``) on the same tumour-free slices of
 the same seven patients, scored at its defaults (L, P from its berdiff.json) beside DISYRE on the
-same voxels; reported, never selected.
+same voxels; reported, never selected. Its four-contrast model (issue 29, pre-registered in
+PREREGISTERED.md before it could be trained): one per fold on FLAIR+T1+T1ce+T2 (``--starts berdiff``),
+its quality gates and healthy-score quantiles measured on the fold's validation patient's tumour-free
+slices (``--val-dir``), scored on the combined map without post-processing beside four-contrast DISYRE.
+Bernoulli diffusion links its scans in data folders of its own, never in DISYRE's.
 
 Metrics (whole tumour, label > 0, on the scan's non-zero voxels) per fold, per patient, and pooled
 over the 12 patients with each patient scored by the model of the fold that tested it (the only
@@ -45,6 +49,7 @@ ones with ``train --resume``; saved maps are reused. Run from the repository roo
     python benchmarks/brats2018.py --contrasts T2 --evaluate-only --extra-test OTHER_BRATS_DIR
     nice -n 19 python benchmarks/brats2018.py --contrasts FLAIR --starts berdiff --train-only   # one kind
     nice -n 19 python benchmarks/brats2018.py --contrasts FLAIR+T2 FLAIR+T1+T1ce+T2 --train-only
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/brats2018.py --contrasts FLAIR+T1+T1ce+T2 --starts berdiff --train-only
     python benchmarks/brats2018.py --contrasts FLAIR+T2 FLAIR+T1+T1ce+T2 --smoke-steps 5
 """
 
@@ -97,6 +102,7 @@ NESTED_STARTS = {"T2": STARTS, "FLAIR": STARTS, "T1ce": ("t1init",)}
 MULTI = {"FLAIR+T2": ("FLAIR", "T2"), "FLAIR+T1+T1ce+T2": ("FLAIR", "T1", "T1ce", "T2")}
 NESTED_STARTS.update(dict.fromkeys(MULTI, ("t1init",)))
 BERDIFF = "berdiff"  # the second method's fold models (<contrast>_berdiff_fold<k>): reported, never selected
+BERDIFF_MULTI = ("FLAIR+T1+T1ce+T2",)  # its configurations of several contrasts (issue 29)
 N_FOLDS = 3
 # Fixed before the run (PREREGISTERED.md): training and evaluation settings.
 STEPS, PRESET, EVAL_STEPS, SAVE_EVERY = 1000, "small", 4, 100
@@ -154,12 +160,24 @@ def run_cli(arguments: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "napari_disyre.cli", *arguments], check=True, env=env)
 
 
-def training_folder(work: Path, brats: Path, contrast: str, fold: Fold) -> Path:
-    """A folder of links to the fold's training scans and labels under fixed names
-    (``<patient>/t2.nii.gz``, ``<patient>/seg.nii.gz``), so that ``train --pattern`` and
-    ``--exclude-label-name`` select exactly those seven patients."""
-    folder = work / "data" / f"{contrast}_fold{fold.name}"
-    for patient in fold.train:
+def trains(contrast: str, start: str) -> bool:
+    """Whether ``start`` has fold models of ``contrast``: every start of a one-contrast task; of
+    several contrasts, DISYRE's nested start and Bernoulli diffusion of BERDIFF_MULTI."""
+    return contrast not in MULTI or start in NESTED_STARTS[contrast] or (start == BERDIFF and contrast in BERDIFF_MULTI)  # fmt: skip
+
+
+def data_folder(work: Path, contrast: str, start: str, fold: Fold) -> Path:
+    """DISYRE's starts share ``<contrast>_fold<k>``; Bernoulli diffusion has ``<contrast>_berdiff_fold<k>``,
+    so that runs of the two methods side by side never make the same links at once."""
+    method = f"_{BERDIFF}" if start == BERDIFF else ""
+    return work / "data" / f"{contrast}{method}_fold{fold.name}"
+
+
+def link_patients(folder: Path, brats: Path, contrast: str, patients: tuple[str, ...]) -> Path:
+    """``folder`` of links to the patients' scans and labels under fixed names
+    (``<patient>/t2.nii.gz``, ``<patient>/seg.nii.gz``), so that ``train --pattern`` (or
+    ``--scan-name``) and ``--exclude-label-name`` select exactly those patients; a rerun reuses them."""
+    for patient in patients:
         case = folder / patient
         case.mkdir(parents=True, exist_ok=True)
         scans = [(case / f"{SUFFIX[c]}.nii.gz", scan_path(brats, patient, c)) for c in channels(contrast)]
@@ -167,6 +185,17 @@ def training_folder(work: Path, brats: Path, contrast: str, fold: Fold) -> Path:
             if not link.is_symlink():
                 link.symlink_to(target)
     return folder
+
+
+def training_folder(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> Path:
+    """The fold's seven training patients (:func:`link_patients`)."""
+    return link_patients(data_folder(work, contrast, start, fold), brats, contrast, fold.train)
+
+
+def validation_folder(work: Path, brats: Path, contrast: str, start: str, fold: Fold) -> Path:
+    """The fold's validation patient alone, in the training folder's layout (``--val-dir``)."""
+    folder = data_folder(work, contrast, start, fold)
+    return link_patients(folder.with_name(f"{folder.name}_validation"), brats, contrast, (fold.validation,))
 
 
 def model_path(work: Path, contrast: str, start: str, fold: Fold) -> Path:
@@ -203,15 +232,18 @@ def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold, steps:
     if steps == STEPS and is_finished(model):
         print(f"finished earlier: {model}", flush=True)
         return
-    data = training_folder(work, brats, contrast, fold)
+    data = training_folder(work, brats, contrast, start, fold)
     patients = f"tumour-free slices of {' + '.join(fold.train)} (fold {fold.name}; validation {fold.validation}; test {' + '.join(fold.test)})"  # fmt: skip
     if contrast in MULTI:  # one file per contrast in each patient folder, in the channel order
         selection = [f"--scan-name={SUFFIX[c]}={SUFFIX[c]}.nii.gz" for c in channels(contrast)]
     else:
         selection = ["--pattern", f"*/{SUFFIX[contrast]}.nii.gz", "--contrast", contrast]
+    held_out = ["--val-count", "0"]
+    if start == BERDIFF and contrast in MULTI:  # issue 29: gates and quantiles on the validation patient
+        held_out = ["--val-dir", str(validation_folder(work, brats, contrast, start, fold))]
     command = [
         "train", str(data), "--out", str(model), "--preset", PRESET, *selection,
-        "--exclude-label-name", "seg.nii.gz", "--val-count", "0", "--save-every", str(SAVE_EVERY),
+        "--exclude-label-name", "seg.nii.gz", *held_out, "--save-every", str(SAVE_EVERY),
     ]  # fmt: skip
     if start == BERDIFF:  # the amendment: the preset's own step counts, no other option
         command += ["--method", BERDIFF, "--description", f"masked Bernoulli diffusion, BraTS 2018 {contrast}, {patients}"]  # fmt: skip
@@ -263,7 +295,9 @@ def load_patient(folder: Path, patient: str, contrast: str) -> Patient:
     Several contrasts: the scan is the first (FLAIR), the region the union of theirs, and the
     baselines each contrast's z-scored intensity."""
     scans = tuple((SUFFIX[c], scan_path(folder, patient, c)) for c in channels(contrast))
-    case = Case(patient, scans[0][1], label_path(folder, patient), contrasts=scans if contrast in MULTI else ())
+    case = Case(
+        patient, scans[0][1], label_path(folder, patient), contrasts=scans if contrast in MULTI else ()
+    )
     item = score_case(load_case(case), baselines=() if contrast in MULTI else baselines_of(contrast))
     if item.inputs is not None:
         for name, volume in item.inputs.volumes.items():
@@ -427,7 +461,10 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--work", type=Path, default=WORK, help="models, maps and logs (default: the user cache folder, %(default)s)"
+        "--work",
+        type=Path,
+        default=WORK,
+        help="models, maps and logs (default: the user cache folder, %(default)s)",
     )
     parser.add_argument("--brats", type=Path, default=BRATS, help="the BraTS 2018 folder")
     parser.add_argument("--contrasts", nargs="+", default=["T1", *TRAINED], choices=[*SUFFIX, *MULTI])
@@ -445,7 +482,9 @@ def main() -> int:
         "--extra-test", type=Path, help="more patients in the same layout, scored by every fold"
     )
     parser.add_argument(
-        "--smoke-steps", type=int, help="train fold 1 of each asked configuration for N steps into <work>/smoke"
+        "--smoke-steps",
+        type=int,
+        help="train fold 1 of each asked configuration for N steps into <work>/smoke",
     )
     args = parser.parse_args()
     if not args.brats.is_dir():
@@ -456,12 +495,21 @@ def main() -> int:
     if args.smoke_steps:
         for contrast in (c for c in args.contrasts if c in TRAINED or c in MULTI):
             started = time.time()
-            train(args.work / "smoke", args.brats, contrast, NESTED_STARTS[contrast][-1], folds[0], args.smoke_steps)
-            print(f"smoke {contrast} fold {folds[0].name}: {args.smoke_steps} steps, {time.time() - started:.0f} s")
+            train(
+                args.work / "smoke",
+                args.brats,
+                contrast,
+                NESTED_STARTS[contrast][-1],
+                folds[0],
+                args.smoke_steps,
+            )
+            print(
+                f"smoke {contrast} fold {folds[0].name}: {args.smoke_steps} steps, {time.time() - started:.0f} s"
+            )
         return 0
     if not args.evaluate_only:
         for contrast in (c for c in args.contrasts if c in TRAINED or c in MULTI):
-            for start in (s for s in args.starts if s in NESTED_STARTS[contrast] or contrast not in MULTI):
+            for start in (s for s in args.starts if trains(contrast, s)):
                 for fold in folds:
                     started = time.time()
                     train(args.work, args.brats, contrast, start, fold)

@@ -83,6 +83,36 @@ def synthetic_brain(shape=(40, 44, 12), seed: int = 0, lesion: bool = True) -> t
     return data, blob
 
 
+def two_contrast_patients(root: Path, count: int = 3) -> Path:
+    """``count`` patient folders ``P0 ..`` under ``root``, each with flair.nii.gz and t2.nii.gz on one
+    2 mm grid (the t2 inverts the brain's intensities)."""
+    for seed in range(count):
+        folder = root / f"P{seed}"
+        folder.mkdir(parents=True)
+        data, _ = synthetic_brain(shape=(64, 72, 12), seed=seed, lesion=False)
+        t2 = np.where(data > 0, 900 - data, 0).astype(np.float32)
+        for name, volume in (("flair", data), ("t2", t2)):
+            nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), folder / f"{name}.nii.gz")
+    return root
+
+
+@pytest.fixture
+def patients(tmp_path):
+    """Three patient folders, each with flair.nii.gz and t2.nii.gz on one grid."""
+    return two_contrast_patients(tmp_path / "patients")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Two torch threads on a shared 2-core machine run ~20x slower than one (OpenMP contention)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def nifti_scan(tmp_path):
     """A synthetic scan saved as NIfTI with an oblique, anisotropic affine."""

@@ -104,14 +104,14 @@ def test_brats2018_training_folder_links_exactly_the_training_patients(tmp_path)
             _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
     assert script.patients_in(brats) == patients
     fold = script.make_folds(patients)[1]
-    folder = script.training_folder(tmp_path / "work", brats, "T2", fold)
+    folder = script.training_folder(tmp_path / "work", brats, "T2", "scratch", fold)
     linked = sorted(p.parent.name for p in folder.glob("*/t2.nii.gz"))
     assert linked == sorted(fold.train)
     for patient in linked:
         assert (folder / patient / "seg.nii.gz").resolve() == (
             brats / patient / f"{patient}_seg.nii.gz"
         ).resolve()
-    assert script.training_folder(tmp_path / "work", brats, "T2", fold) == folder  # a rerun reuses the links
+    assert script.training_folder(tmp_path / "work", brats, "T2", "t1init", fold) == folder  # links reused
 
 
 def _fake_brats2018_run(tmp_path, contrast: str, right_start: str, starts: tuple[str, ...]):
@@ -127,12 +127,11 @@ def _fake_brats2018_run(tmp_path, contrast: str, right_start: str, starts: tuple
     brain = np.zeros_like(lesion)
     brain[1:7, 1:7, 1:7] = True
     rng = np.random.default_rng(0)
-    suffix = script.SUFFIX[contrast]
     for patient in patients:
         _save(brats / patient / f"{patient}_seg.nii.gz", lesion.astype(np.uint8) * 2)
-        _save(
-            brats / patient / f"{patient}_{suffix}.nii.gz", np.where(brain, rng.uniform(1, 2, brain.shape), 0)
-        )
+        for channel in script.channels(contrast):
+            scan = np.where(brain, rng.uniform(1, 2, brain.shape), 0)
+            _save(brats / patient / f"{patient}_{script.SUFFIX[channel]}.nii.gz", scan)
     folds = script.make_folds(patients)
     for fold in folds:
         for start in (s for s in starts if s != script.BERDIFF):
@@ -237,7 +236,7 @@ def test_brats2018_bernoulli_diffusion_fold_model_trains_at_the_preset_and_resum
     command = commands[-1]
     assert command[:4] == [
         "train",
-        str(work / "data" / "T2_fold1"),
+        str(work / "data" / "T2_berdiff_fold1"),  # its own links, never DISYRE's folder
         "--out",
         str(work / "models" / "T2_berdiff_fold1"),
     ]
@@ -262,7 +261,9 @@ def test_brats2018_bernoulli_diffusion_fold_model_trains_at_the_preset_and_resum
     assert len(commands) == 2  # finished: not trained again
 
 
-def test_brats2018_multi_contrast_folds_link_every_channel_and_train_with_a_pattern_each(tmp_path, monkeypatch):
+def test_brats2018_multi_contrast_folds_link_every_channel_and_train_with_a_pattern_each(
+    tmp_path, monkeypatch
+):
     """FLAIR+T2 fold models: each training patient's folder links both contrasts and the label; the
     train command names the channels in order, widens the healthy T1 model, and only t1init exists."""
     script = _load_brats2018()
@@ -285,3 +286,62 @@ def test_brats2018_multi_contrast_folds_link_every_channel_and_train_with_a_patt
     assert command[command.index("--init") + 1] == str(script.HEALTHY_T1) and "--contrast" not in command
     assert script.NESTED_STARTS["FLAIR+T1+T1ce+T2"] == ("t1init",)
     assert script.channels("FLAIR+T1+T1ce+T2") == ("FLAIR", "T1", "T1ce", "T2")
+
+
+def test_brats2018_four_contrast_bernoulli_diffusion_trains_with_the_validation_patient_held_out(
+    tmp_path, monkeypatch
+):
+    """Issue 29 (PREREGISTERED.md): `train --method berdiff` on the four contrasts in channel order,
+    from links of its own; the fold's validation patient alone in its own folder as --val-dir; no
+    Bernoulli diffusion model of FLAIR+T2, none from scratch."""
+    script = _load_brats2018()
+    contrast = "FLAIR+T1+T1ce+T2"
+    brats, work = tmp_path / "brats", tmp_path / "work"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    for patient in patients:
+        for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
+            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    fold = script.make_folds(patients)[1]
+    commands = []
+    monkeypatch.setattr(script, "run_cli", commands.append)
+    script.train(work, brats, contrast, script.BERDIFF, fold)
+    (command,) = commands
+    data, held_out = (
+        work / "data" / f"{contrast}_berdiff_fold2",
+        work / "data" / f"{contrast}_berdiff_fold2_validation",
+    )
+    assert command[:4] == ["train", str(data), "--out", str(work / "models" / f"{contrast}_berdiff_fold2")]
+    assert command[command.index("--preset") + 1 : command.index("--exclude-label-name")] == [
+        "small", "--scan-name=flair=flair.nii.gz", "--scan-name=t1=t1.nii.gz",
+        "--scan-name=t1ce=t1ce.nii.gz", "--scan-name=t2=t2.nii.gz",
+    ]  # fmt: skip
+    assert command[command.index("--val-dir") + 1] == str(held_out) and "--val-count" not in command
+    assert (
+        command[command.index("--save-every") + 1] == "100"
+        and command[command.index("--method") + 1] == "berdiff"
+    )
+    assert not {"--init", "--ema", "--steps", "--contrast", "--resume", "--seed"} & set(command)
+    for name in ("flair", "t1", "t1ce", "t2", "seg"):
+        assert sorted(p.parent.name for p in data.glob(f"*/{name}.nii.gz")) == sorted(fold.train)
+        assert [p.parent.name for p in held_out.glob(f"*/{name}.nii.gz")] == [fold.validation]
+    assert not (work / "data" / f"{contrast}_fold2").exists()  # DISYRE's folder: not touched
+    assert script.trains(contrast, script.BERDIFF) and script.trains(contrast, "t1init")
+    assert not script.trains("FLAIR+T2", script.BERDIFF) and not script.trains(contrast, "scratch")
+    assert script.trains("T2", script.BERDIFF) and script.trains("T1ce", "scratch")
+
+
+def test_brats2018_four_contrast_bernoulli_diffusion_is_scored_beside_disyre(tmp_path, capsys):
+    """Each patient scored by the four-contrast Bernoulli diffusion model of the fold that tested it
+    (right only there), reported beside four-contrast DISYRE, never chosen."""
+    contrast = "FLAIR+T1+T1ce+T2"
+    script, args, folds = _fake_brats2018_run(tmp_path, contrast, "t1init", ("t1init", "berdiff"))
+
+    script.report(args, folds)
+
+    out = capsys.readouterr().out
+    rows, _, patient_rows = _pooled_rows(out, contrast)
+    assert len(patient_rows) == 12
+    assert rows["Bernoulli diffusion"] == ["1.000", "1.000", "1.000"]
+    assert rows["DISYRE nested"] == rows["DISYRE t1init"] == ["1.000", "1.000", "1.000"]
+    assert out.count("nested choice: t1init, post-processing: none") == 3
+    assert f"{contrast}_berdiff_fold3: 2 min on cpu (?)" in out

@@ -20,6 +20,8 @@ from napari_disyre.scans.nifti import load_scan  # noqa: E402
 
 from .conftest import run_torchrun, synthetic_brain  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 FAST = [
     "--method",
     "berdiff",
@@ -41,15 +43,6 @@ def healthy(tmp_path_factory):
         data, _ = synthetic_brain(shape=(40, 44, 12), seed=i, lesion=False)
         nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), folder / f"sub-{i}_T1w.nii.gz")
     return folder
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two torch threads on a shared 2-core machine run ~20x slower than one (OpenMP contention)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def weights(folder):

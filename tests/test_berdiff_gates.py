@@ -22,7 +22,9 @@ from napari_disyre.berdiff.gates import (  # noqa: E402
 )
 from napari_disyre.cli import main  # noqa: E402
 
-from .test_berdiff_cli_training import FAST, healthy, one_thread  # noqa: E402, F401
+from .test_berdiff_cli_training import FAST, healthy  # noqa: E402, F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def two_channel_codes() -> torch.Tensor:

@@ -72,20 +72,6 @@ def test_a_widened_network_answers_identical_channels_as_the_one_channel_network
         with_channels(wide, 2, "test")
 
 
-@pytest.fixture
-def patients(tmp_path):
-    """Three patient folders, each with flair.nii.gz and t2.nii.gz on one grid."""
-    root = tmp_path / "patients"
-    for seed in range(3):
-        folder = root / f"P{seed}"
-        folder.mkdir(parents=True)
-        data, _ = synthetic_brain(shape=(64, 72, 12), seed=seed, lesion=False)
-        t2 = np.where(data > 0, 900 - data, 0).astype(np.float32)
-        for name, volume in (("flair", data), ("t2", t2)):
-            nib.save(nib.Nifti1Image(volume, np.diag([2.0, 2.0, 2.0, 1.0])), folder / f"{name}.nii.gz")
-    return root
-
-
 def test_train_from_patient_folders_then_detect_with_the_result(tmp_path, patients, monkeypatch):
     """The small preset's network is made tiny here; the command line is the user's."""
     import dataclasses

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,9 @@ def check_format(meta: dict[str, Any], name: str, version: int, source: str, wha
         )
     found = meta.get("format_version", 0)
     if not isinstance(found, int) or isinstance(found, bool):  # inf, "1", 1.5, true: not a version
-        raise CheckpointError(f"{source}: format version {found!r} is not a whole number; the file is corrupt.")
+        raise CheckpointError(
+            f"{source}: format version {found!r} is not a whole number; the file is corrupt."
+        )
     if found > version:
         raise CheckpointError(
             f"{source}: written by a newer napari-disyre (format version {found}, this one reads up to "
@@ -107,7 +109,9 @@ def read_json_object(path: Path, what: str, error: type[DisyreError] = Checkpoin
     try:
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:
-            raise error(f"{path}: {size / 2**20:.0f} MB is far more than any {what} holds; the file is not one.")
+            raise error(
+                f"{path}: {size / 2**20:.0f} MB is far more than any {what} holds; the file is not one."
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{path}: {what} missing; the folder is incomplete.") from None
@@ -116,14 +120,18 @@ def read_json_object(path: Path, what: str, error: type[DisyreError] = Checkpoin
     return parse_json_object(text, f"{path}", what, error)
 
 
-def parse_json_object(text: str, source: str, what: str, error: type[DisyreError] = CheckpointError) -> dict[str, Any]:
+def parse_json_object(
+    text: str, source: str, what: str, error: type[DisyreError] = CheckpointError
+) -> dict[str, Any]:
     """``text`` as one JSON object of bounded nesting (see :func:`read_json_object`)."""
     depth = deepest = 0
     for char in text:  # brackets inside strings over-count: a bound, not a parser
         depth += (char in "[{") - (char in "]}")
         deepest = max(deepest, depth)
     if deepest > MAX_JSON_DEPTH:
-        raise error(f"{source}: nested {deepest} levels deep, more than any {what} ({MAX_JSON_DEPTH}); the file is corrupt.")
+        raise error(
+            f"{source}: nested {deepest} levels deep, more than any {what} ({MAX_JSON_DEPTH}); the file is corrupt."
+        )
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -131,3 +139,21 @@ def parse_json_object(text: str, source: str, what: str, error: type[DisyreError
     if not isinstance(value, dict):
         raise error(f"{source}: the {what} holds a JSON {type(value).__name__}, not an object.")
     return value
+
+
+def channel_names(
+    recorded: Sequence[str], channels: int, source: str, single: str | None = None
+) -> tuple[str, ...]:
+    """The names of a network's ``channels`` input channels, for either method: the metadata's
+    ``recorded`` contrasts; else one channel named ``single`` (or "scan"), or C generic names
+    ``channel1 .. channelC`` (official files carry no names). Metadata naming another number of
+    contrasts, or one twice, is refused: the channels would be fed the wrong scans."""
+    if not recorded:
+        return (single or "scan",) if channels == 1 else tuple(f"channel{i + 1}" for i in range(channels))
+    names = [c.lower() for c in recorded]
+    if len(names) != channels or len(set(names)) != len(names) or not all(names):
+        raise CheckpointError(
+            f"{source}: the metadata names the contrasts {list(recorded)} but the network has {channels} "
+            "input channel(s); it needs one distinct name per channel, in order. Use the checkpoint as it was saved."
+        )
+    return tuple(recorded)

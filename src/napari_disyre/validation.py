@@ -52,6 +52,7 @@ def _finite(value: Any) -> float:
 MAX_TRAINING_STEPS = 10_000_000
 MAX_RESTORATION_STEPS = 1000
 MAX_BATCH = 65_536
+MAX_BERDIFF_CHANNELS = 4  # contrasts of a Bernoulli diffusion autoencoder (the authors' BraTS models: 4)
 #: A 3D median of 15^3 voxels already blurs away any lesion a map could show; larger ones only cost
 #: memory and hours (the issue's --median 1000 reached 9.3 GB).
 MAX_MEDIAN = 15
@@ -82,6 +83,8 @@ def _grid(spacing: tuple[float, float, float]) -> tuple[float, float, float]:
 
 Flag = Annotated[bool, Field(strict=True)]
 Text = Annotated[str, Field(strict=True, max_length=10_000)]
+#: A checkpoint's input channels by contrast name, in channel order (disyre.json, berdiff.json).
+ContrastNames = Annotated[list[Annotated[str, Field(strict=True, max_length=100)]], Field(max_length=64)]
 Spacing = Annotated[tuple[Finite, Finite, Finite], AfterValidator(_grid)]
 #: Training crops: the network halves them up to 3 times, and windows are at least 16 px.
 Crop = Annotated[Count, Field(ge=16, le=1024, multiple_of=8)]
@@ -150,7 +153,9 @@ def cli_list(kind: Any, meaning: str) -> Any:
         try:
             values = [item(v.strip()) for v in text.split(",") if v.strip()]
         except argparse.ArgumentTypeError as exc:
-            raise argparse.ArgumentTypeError(f"takes comma-separated {meaning}, got {text!r} ({exc})") from None
+            raise argparse.ArgumentTypeError(
+                f"takes comma-separated {meaning}, got {text!r} ({exc})"
+            ) from None
         if not values:
             raise argparse.ArgumentTypeError(f"takes comma-separated {meaning}, got {text!r}")
         return values
@@ -168,7 +173,10 @@ class TrainingOptions(Declared):
     batch_size: Annotated[Count, Field(le=MAX_BATCH)] | None = None
     crop: Crop | None = None
     learning_rate: LearningRate = 1e-4
-    adam_betas: tuple[Annotated[Finite, Field(ge=0, lt=1)], Annotated[Finite, Field(ge=0, lt=1)]] = (0.95, 0.999)
+    adam_betas: tuple[Annotated[Finite, Field(ge=0, lt=1)], Annotated[Finite, Field(ge=0, lt=1)]] = (
+        0.95,
+        0.999,
+    )
     weight_decay: Annotated[Finite, Field(ge=0, le=1)] = 1e-6
     adam_epsilon: Annotated[Finite, Field(gt=0, le=1)] = 1e-8
     warmup_steps: Size | None = None
@@ -198,6 +206,7 @@ class BerDiffOptions(Declared):
     threshold: Probability = 0.6
     save_every: Count = 250
     seed: Seed = 0
+    contrasts: Annotated[ContrastNames, Field(max_length=MAX_BERDIFF_CHANNELS)] = []
 
 
 class RestorationOptions(Declared):
@@ -289,7 +298,9 @@ class DetectArguments(Declared):
     @model_validator(mode="after")
     def _settings_of_its_method(self) -> DetectArguments:
         marker, name = _SETTINGS[self.checkpoint.kind]
-        if self.settings is not None and (isinstance(self.settings, dict) or not hasattr(self.settings, marker)):
+        if self.settings is not None and (
+            isinstance(self.settings, dict) or not hasattr(self.settings, marker)
+        ):
             raise ValueError(
                 f"settings must be the checkpoint's own {name}, not {type(self.settings).__name__}: make them "
                 "with default_settings(checkpoint, **changes)"
@@ -340,7 +351,10 @@ Record = dict[str, Any]  # free provenance (training record): bounded by the rea
 
 
 class PreprocessingJson(Declared):
-    percentiles: tuple[Annotated[Finite, Field(ge=0, le=100)], Annotated[Finite, Field(ge=0, le=100)]] = (0.0, 98.0)
+    percentiles: tuple[Annotated[Finite, Field(ge=0, le=100)], Annotated[Finite, Field(ge=0, le=100)]] = (
+        0.0,
+        98.0,
+    )
     percentile_region: Literal["volume", "foreground"] = "volume"
     slice_axis: Literal[0, 1, 2] = 2
     spacing: Spacing | None = None

@@ -2,7 +2,9 @@
 
 Layout::
 
-    berdiff.json                 which method and format, the two network configs, the schedule
+    berdiff.json                 which method and format, the contrasts of the input channels (in
+                                 channel order, as disyre.json; absent for one unnamed channel), the
+                                 two network configs, the schedule
                                  (with its forward process), the L/P defaults, preprocessing,
                                  training provenance, healthy-score quantiles
     autoencoder.safetensors      the (EMA) autoencoder, official parameter names without ``ae.``
@@ -24,7 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..checkpoint_files import content_fingerprint
+from ..checkpoint_files import channel_names, content_fingerprint
 from ..errors import CheckpointError, DisyreError
 from ..outputs import atomic_output
 from ..scans.preprocessing import Preprocessing
@@ -40,6 +42,7 @@ from .layout import (
     METHOD,
     UNET_WEIGHTS,
     read_berdiff_metadata,
+    recorded_contrasts,
 )
 from .presets import AutoencoderConfig, LatentUNetConfig
 
@@ -51,6 +54,7 @@ class BerDiffModel:
     autoencoder: BinaryAutoencoder
     unet: torch.nn.Module  # a diffusers UNet2DModel, or the official network (unet_config.network)
     unet_config: LatentUNetConfig
+    contrasts: tuple[str, ...] = ()  # the input channels by contrast name, in order; () one unnamed channel
     schedule: BernoulliSchedule = field(default_factory=BernoulliSchedule)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -59,7 +63,15 @@ class BerDiffModel:
     origin: dict[str, Any] = field(default_factory=dict)  # imported weights: whose, which files
     description: str = ""
     source: Path | None = None
-    kind: ClassVar[str] = METHOD  # the detection seam's name for this method (napari_disyre.detection.detectors)
+    # the detection seam's name for this method (napari_disyre.detection.detectors)
+    kind: ClassVar[str] = METHOD
+
+    def __post_init__(self) -> None:
+        self.channel_names()  # refuses names for more or fewer contrasts than the autoencoder's channels
+
+    def channel_names(self) -> tuple[str, ...]:
+        """The input channels by name, in order (see :func:`~napari_disyre.checkpoint_files.channel_names`)."""
+        return channel_names(self.contrasts, self.autoencoder.config.in_channels, self.name)
 
     @property
     def name(self) -> str:
@@ -106,6 +118,7 @@ class BerDiffModel:
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "method": METHOD,
+            **({"contrasts": list(self.contrasts)} if self.contrasts else {}),  # one channel: as before
             "autoencoder": self.autoencoder.config.to_dict(),
             "latent_unet": self.unet_config.to_dict(),
             "schedule": self.schedule.to_dict(),
@@ -177,6 +190,7 @@ def load_berdiff(path: str | Path) -> BerDiffModel:
         autoencoder=ae.float().eval(),
         unet=unet.float().eval(),
         unet_config=unet_config,
+        contrasts=recorded_contrasts(meta),
         schedule=schedule,
         inference=inference,
         preprocessing=dict(meta.get("preprocessing", {})),

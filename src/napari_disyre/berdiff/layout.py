@@ -15,6 +15,8 @@ from pydantic import Field, model_validator
 from ..checkpoint_files import check_format, read_json_object
 from ..errors import CheckpointError
 from ..validation import (
+    MAX_BERDIFF_CHANNELS,
+    ContrastNames,
     Count,
     Declared,
     Finite,
@@ -55,6 +57,13 @@ def read_berdiff_metadata(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+def recorded_contrasts(meta: dict[str, Any]) -> tuple[str, ...]:
+    """The contrast names ``berdiff.json`` gives its channels, in order; folders imported before the
+    field existed kept them in their ``training`` record."""
+    legacy = meta.get("training", {}).get("contrasts")
+    return tuple(meta.get("contrasts") or (legacy if isinstance(legacy, list) else ()))
+
+
 # -- the schema of berdiff.json, checked before any network is built from it -----------------------
 
 Channels = Annotated[Count, Field(le=2048)]
@@ -74,7 +83,7 @@ def _not_absurd(widths: list[int], convolutions: int, source: str) -> None:
 
 
 class AutoencoderJson(Declared):
-    in_channels: Annotated[Count, Field(le=4)] = 1
+    in_channels: Annotated[Count, Field(le=MAX_BERDIFF_CHANNELS)] = 1
     image_size: Annotated[Count, Field(ge=8, le=1024)] = 128
     nf: Channels = 64
     ch_mult: Levels = [1, 2, 2, 4]
@@ -118,6 +127,7 @@ class BerDiffJson(Declared):
     format: Literal["napari-disyre-berdiff"]
     format_version: Whole
     method: Literal["berdiff"]
+    contrasts: ContrastNames = []  # the autoencoder's input channels, in order (none: one unnamed channel)
     autoencoder: AutoencoderJson
     latent_unet: LatentUNetJson
     schedule: ScheduleJson = ScheduleJson()

@@ -98,11 +98,11 @@ def import_official(autoencoder: Path, unet: Path, settings: OfficialSettings) -
         autoencoder=ae.eval(),
         unet=network.eval(),
         unet_config=unet_config,
+        contrasts=contrasts,
         schedule=schedule,
         inference=inference,
         # the official slices were min-max scaled to [0, 1]; the nearest per-volume scaling here
         preprocessing=Preprocessing(percentiles=(0.0, 100.0)).to_dict(),
-        training={"contrasts": list(contrasts)} if contrasts else {},
         origin={
             "source": "JuliaWolleb/Anomaly_berdiff (official code), imported by napari-disyre import-berdiff",
             "autoencoder": _file_record(autoencoder),

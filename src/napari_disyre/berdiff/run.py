@@ -4,6 +4,9 @@ Scans go through :class:`~napari_disyre.training.dataset.SliceBank` (the preset'
 intensity scaling, non-empty slices, ``--exclude-label-name``), exactly as for DISYRE. Each slice is
 centred in (or cut to) the autoencoder's ``image_size`` square, so the diffusion stage can encode
 every slice once with the frozen EMA autoencoder and draw codes from those cached bit probabilities.
+Several contrasts (``--scan-name``, one folder per patient): a slice holds one channel per contrast,
+the autoencoder takes them all, and ``berdiff.json`` names them in channel order, so that detection
+asks for one scan per contrast exactly as for a DISYRE model of several contrasts.
 
 The output folder is the checkpoint (``berdiff.json`` + two safetensors files, see
 :mod:`~napari_disyre.berdiff.checkpoint`) plus ``training/``: ``state.pt`` (the running stage, its
@@ -32,7 +35,6 @@ import torch
 from ..checkpoint_files import check_finite_weights
 from ..errors import DisyreError
 from ..outputs import replacing_folder, write_json
-from ..validation import BerDiffOptions, check
 from ..training.dataset import SliceBank, TrainingScan
 from ..training.distributed import Distributed
 from ..training.state import (
@@ -43,6 +45,7 @@ from ..training.state import (
     training_inputs,
     write_state,
 )
+from ..validation import BerDiffOptions, check
 from .autoencoder import BinaryAutoencoder
 from .bernoulli import BernoulliSchedule
 from .checkpoint import BerDiffModel, write_berdiff_files
@@ -80,6 +83,7 @@ class BerDiffRunConfig:
     device: str = "auto"
     precision: str = "auto"
     contrast: str | None = None
+    contrasts: tuple[str, ...] = ()  # several contrasts: the channels' names, in order
     description: str = ""
     progress: bool = True
     forward: str = "code"  # the forward process: "code" (the official code's) or "symmetric" (the paper's)
@@ -95,10 +99,15 @@ class BerDiffRunConfig:
     def __post_init__(self) -> None:
         """Steps, batches, L and P checked before any scan is read (not after both stages trained)."""
         names = set(BerDiffOptions.model_fields)
-        check(BerDiffOptions, {k: v for k, v in dataclasses.asdict(self).items() if k in names}, "berdiff training")
+        check(
+            BerDiffOptions,
+            {k: v for k, v in dataclasses.asdict(self).items() if k in names},
+            "berdiff training",
+        )
 
     def network_preset(self) -> BerDiffPreset:
-        return get_berdiff_preset(self.preset)
+        """The preset's networks, the autoencoder taking one channel per contrast."""
+        return get_berdiff_preset(self.preset, max(1, len(self.contrasts)))
 
     def preprocessing(self):
         from ..training.presets import PRESETS
@@ -108,13 +117,15 @@ class BerDiffRunConfig:
 
 
 def square_slices(slices: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """Each slice centred in a ``size`` x ``size`` square of zeros (centre-cut where larger)."""
-    out = np.zeros((len(slices), 1, size, size), np.float32)
+    """(N, C, size, size): each slice, (H, W) (C = 1) or (C, H, W) (several contrasts), centred in a
+    square of zeros (centre-cut where larger)."""
+    channels = slices[0].shape[0] if len(slices) and slices[0].ndim == 3 else 1
+    out = np.zeros((len(slices), channels, size, size), np.float32)
     for i, s in enumerate(slices):
-        h, w = min(s.shape[0], size), min(s.shape[1], size)
-        top, left = (s.shape[0] - h) // 2, (s.shape[1] - w) // 2
+        h, w = min(s.shape[-2], size), min(s.shape[-1], size)
+        top, left = (s.shape[-2] - h) // 2, (s.shape[-1] - w) // 2
         at_y, at_x = (size - h) // 2, (size - w) // 2
-        out[i, 0, at_y : at_y + h, at_x : at_x + w] = s[top : top + h, left : left + w]
+        out[i, :, at_y : at_y + h, at_x : at_x + w] = s[..., top : top + h, left : left + w]
     return out
 
 
@@ -200,6 +211,7 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
         autoencoder=ae.float().cpu().eval(),
         unet=unet.float().cpu().eval(),
         unet_config=preset.unet,
+        contrasts=config.contrasts,
         schedule=config.schedule(),
         inference=InferenceSettings(noise_level=config.noise_level, threshold=config.threshold),
         preprocessing=spec.to_dict(),
@@ -221,7 +233,12 @@ def _train(output, config, preset, spec, bank, images, validation, dist, state, 
     # how to train further) and "done" only when it passed its quality gates
     write_json(
         output / STATE_DIR / CONFIG_FILE,
-        {**dataclasses.asdict(config), "finished": True, "done": gates.passed, "quality_gates": gates.to_dict()},
+        {
+            **dataclasses.asdict(config),
+            "finished": True,
+            "done": gates.passed,
+            "quality_gates": gates.to_dict(),
+        },
     )
     return model
 
@@ -312,12 +329,25 @@ def _load_state(output: Path) -> dict[str, Any]:
 
 
 def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
-    # runs from before the forward-process option trained with the code process
-    recorded = {"forward": "code", **json.loads((output / STATE_DIR / CONFIG_FILE).read_text())}
+    # runs from before the forward-process option trained with the code process; before several
+    # contrasts, with one
+    recorded = {
+        "forward": "code",
+        "contrasts": [],
+        **json.loads((output / STATE_DIR / CONFIG_FILE).read_text()),
+    }
     asked = json.loads(json.dumps(dataclasses.asdict(config)))
     changed = sorted(
         k
-        for k in ("preset", "spacing", "seed", "ae_batch_size", "diffusion_batch_size", "forward")
+        for k in (
+            "preset",
+            "spacing",
+            "seed",
+            "ae_batch_size",
+            "diffusion_batch_size",
+            "forward",
+            "contrasts",
+        )
         if recorded.get(k) != asked.get(k)
     )
     if changed:
@@ -382,6 +412,7 @@ def _record(
         "method": "berdiff",
         "preset": config.preset,
         "contrast": config.contrast,
+        "contrasts": list(config.contrasts),
         "ae_steps": config.ae_steps or preset.ae_steps,
         "diffusion_steps": config.diffusion_steps or preset.diffusion_steps,
         "training_scans": bank.scan_names,

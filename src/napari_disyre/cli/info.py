@@ -61,7 +61,11 @@ def describe(checkpoint) -> list[str]:
         lines.append(
             f"inputs: {len(contrasts)} contrasts, one scan each, in channel order: "
             + " ".join(f"--scan {c}=PATH" for c in contrasts)
-            + ("; the map is the mean of the per-contrast maps" if checkpoint.kind == "disyre" else "")
+            + (
+                "; the map is the mean of the per-contrast maps"
+                if checkpoint.kind == "disyre"
+                else "; the map sums the squared error over the contrasts"
+            )
         )
     if checkpoint.kind == "berdiff" and checkpoint.origin:
         lines.append(_origin_line(checkpoint.origin, checkpoint.unet_config.network))

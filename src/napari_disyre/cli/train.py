@@ -28,9 +28,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "train",
         help="train a model on healthy scans",
-        description="Train a DISYRE restoration network on the healthy scans found in HEALTHY_DIR. "
-        "The output folder is a checkpoint in the official layout plus napari-disyre metadata, a CSV log "
-        "and a resumable training state.",
+        description="Train a DISYRE restoration network (or, with --method berdiff, a masked Bernoulli "
+        "diffusion detector) on the healthy scans found in HEALTHY_DIR: one contrast, or several "
+        "(--scan-name) from one folder per patient. The output folder is a checkpoint plus napari-disyre "
+        "metadata, a CSV log and a resumable training state.",
     )
     parser.add_argument("healthy_dir", type=Path, metavar="HEALTHY_DIR")
     parser.add_argument(
@@ -49,7 +50,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         default="small",
         help="; ".join(f"{p.name}: {p.description}" for p in PRESETS.values()),
     )
-    parser.add_argument("--steps", type=cli_type(Count), default=None, help="optimiser steps (default: the preset's)")
+    parser.add_argument(
+        "--steps", type=cli_type(Count), default=None, help="optimiser steps (default: the preset's)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     data = parser.add_argument_group("data")
@@ -61,7 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         dest="scan_names",
         action="append",
         metavar="CONTRAST=PATTERN",
-        help="several contrasts (DISYRE): a file-name pattern per contrast, in the network's channel order, "
+        help="several contrasts (either method): a file-name pattern per contrast, in the network's channel order, "
         "found in HEALTHY_DIR's sub-folders (one per patient), e.g. --scan-name flair=flair.nii.gz "
         "--scan-name t2=t2.nii.gz; replaces --pattern",
     )
@@ -96,7 +99,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     opt.add_argument("--batch-size", type=cli_type(Count), default=None)
     opt.add_argument(
-        "--crop", type=cli_type(Crop), default=None,
+        "--crop",
+        type=cli_type(Crop),
+        default=None,
         help="training crop size in pixels (16 to 1024, a multiple of 8)",
     )
     opt.add_argument(
@@ -128,15 +133,26 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="autocast type on CUDA (auto: bfloat16); CPU training is always float32",
     )
     bd = parser.add_argument_group("berdiff (with --method berdiff)")
-    bd.add_argument("--ae-steps", type=cli_type(Count), default=None, help="autoencoder steps (default: the preset's)")
     bd.add_argument(
-        "--diffusion-steps", type=cli_type(Count), default=None, help="latent diffusion steps (default: the preset's)"
+        "--ae-steps", type=cli_type(Count), default=None, help="autoencoder steps (default: the preset's)"
     )
     bd.add_argument(
-        "--noise-level", type=cli_type(NoiseLevel), default=100, help="default L stored in the checkpoint (default: 100)"
+        "--diffusion-steps",
+        type=cli_type(Count),
+        default=None,
+        help="latent diffusion steps (default: the preset's)",
     )
     bd.add_argument(
-        "--flip-threshold", type=cli_type(Probability), default=0.6, help="default P stored in the checkpoint (default: 0.6)"
+        "--noise-level",
+        type=cli_type(NoiseLevel),
+        default=100,
+        help="default L stored in the checkpoint (default: 100)",
+    )
+    bd.add_argument(
+        "--flip-threshold",
+        type=cli_type(Probability),
+        default=0.6,
+        help="default P stored in the checkpoint (default: 0.6)",
     )
     bd.add_argument(
         "--forward-process",
@@ -173,8 +189,6 @@ def run(args: argparse.Namespace) -> int:
         raise OutputError(f"{args.out}: this is a file, not a folder; give a folder name for the model.")
     scans, validation = split_scans(args)
     contrast = args.contrast
-    if args.scan_names and args.method == "berdiff":
-        raise InputError("--scan-name (several contrasts) trains DISYRE models only; drop --method berdiff.")
     if contrast is None and not args.allow_mixed_contrasts and not args.scan_names:
         from ..training.contrasts import check_same_contrast
 
@@ -210,6 +224,11 @@ def split_scans(args: argparse.Namespace):
     return scans, validation
 
 
+def contrast_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The contrasts of --scan-name, in channel order (none for one contrast)."""
+    return tuple(named_values(args.scan_names, "--scan-name", "PATTERN"))
+
+
 def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
     from ..berdiff.run import BerDiffRunConfig, train_berdiff
 
@@ -232,6 +251,7 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         device=args.device,
         precision=args.precision,
         contrast=contrast,
+        contrasts=contrast_names(args),
         description=args.description,
         forward=args.forward_process,
         gate_unet_margin=args.gate_unet_margin,
@@ -266,7 +286,7 @@ def run_disyre(args: argparse.Namespace, scans, validation, contrast) -> int:
         save_every=args.save_every,
         seed=args.seed,
         contrast=contrast,
-        contrasts=tuple(named_values(args.scan_names, "--scan-name", "PATTERN")),
+        contrasts=contrast_names(args),
         spacing=tuple(args.spacing) if args.spacing else None,
         device=args.device,
         precision=args.precision,
@@ -323,7 +343,9 @@ def find_scans(folder: Path, pattern: str, mask_name: str | None, label_name: st
     return [_training_scan(path, mask_name, label_name) for path in candidates]
 
 
-def find_contrast_scans(folder: Path, patterns: dict[str, str], mask_name: str | None, label_name: str | None):
+def find_contrast_scans(
+    folder: Path, patterns: dict[str, str], mask_name: str | None, label_name: str | None
+):
     """One training scan per patient of ``folder`` holding every contrast's file (``patterns``, see
     :func:`~napari_disyre.scans.contrasts.find_contrast_cases`), with the mask and label beside them."""
     from ..scans.contrasts import find_contrast_cases

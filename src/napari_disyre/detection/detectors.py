@@ -30,7 +30,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
-from ..checkpoint_files import checkpoint_path
+from ..checkpoint_files import channel_names, checkpoint_path
 from ..errors import CheckpointError, DisyreError
 from ..validation import DetectArguments, check
 
@@ -106,12 +106,10 @@ def preprocessing_of(detector: Detector) -> Preprocessing:
 def contrasts_of(detector: Detector) -> tuple[str, ...]:
     """The detector's input channels by contrast name, in order (one name for one channel).
 
-    DISYRE: from ``disyre.json`` (generic ``channel1 ..`` for an official multi-channel UNet).
-    Bernoulli diffusion: the ``contrasts`` its training recorded, else generic names per
-    autoencoder channel."""
-    if detector.kind == "disyre":
-        return detector.contrasts
-    return _named(detector.training.get("contrasts", ()), detector.autoencoder.config.in_channels)
+    Both methods: the ``contrasts`` of ``disyre.json`` / ``berdiff.json``, else generic names
+    (``channel1 ..`` for an official multi-channel network; see
+    :func:`~napari_disyre.checkpoint_files.channel_names`)."""
+    return detector.contrasts if detector.kind == "disyre" else detector.channel_names()
 
 
 def read_contrasts(path: str | Path) -> tuple[str, ...]:
@@ -121,12 +119,11 @@ def read_contrasts(path: str | Path) -> tuple[str, ...]:
 
     path = checkpoint_path(path)
     if checkpoint_kind(path) == "berdiff":
-        from ..berdiff.layout import read_berdiff_metadata
+        from ..berdiff.layout import read_berdiff_metadata, recorded_contrasts
 
         meta = read_berdiff_metadata(path)
-        return _named(meta.get("training", {}).get("contrasts", ()), meta["autoencoder"].get("in_channels", 1))
+        return channel_names(recorded_contrasts(meta), meta["autoencoder"].get("in_channels", 1), str(path))
     from ..disyre.checkpoint import read_checkpoint_info
-    from ..disyre.checkpoint_checks import channel_names
 
     info = read_checkpoint_info(path)
     if path.is_file():
@@ -138,16 +135,10 @@ def read_contrasts(path: str | Path) -> tuple[str, ...]:
         try:
             config = json.loads((path / "unet" / "config.json").read_text())
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path / 'unet' / 'config.json'}: unreadable UNet config ({exc}).") from exc
-    return channel_names(info, int(config.get("in_channels", 1)), str(path))
-
-
-def _named(recorded: Any, channels: int) -> tuple[str, ...]:
-    """Recorded contrast names when there is one per channel, else generic ones."""
-    names = tuple(str(c) for c in recorded or ())
-    if len(names) == channels:
-        return names
-    return ("scan",) if channels == 1 else tuple(f"channel{i + 1}" for i in range(channels))
+            raise CheckpointError(
+                f"{path / 'unet' / 'config.json'}: unreadable UNet config ({exc})."
+            ) from exc
+    return channel_names(info.contrasts, int(config.get("in_channels", 1)), str(path), info.contrast)
 
 
 def healthy_quantiles_of(detector: Detector) -> dict[str, float]:

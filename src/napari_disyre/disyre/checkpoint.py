@@ -21,12 +21,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..checkpoint_files import check_format, checkpoint_path, content_fingerprint, parse_json_object, read_json_object
+from ..checkpoint_files import (
+    channel_names,
+    check_format,
+    checkpoint_path,
+    content_fingerprint,
+    parse_json_object,
+    read_json_object,
+)
 from ..errors import CheckpointError
 from ..outputs import atomic_output, write_json
 from ..scans.preprocessing import OFFICIAL_PREPROCESSING, Preprocessing
 from ..validation import check
-from .checkpoint_checks import DisyreJson, channel_names, check_info_bounds
+from .checkpoint_checks import DisyreJson, check_info_bounds
 from .methods import DEFAULT_METHOD, METHODS, Method
 from .schedule import Schedule
 from .unet import build_unet, load_weights, unet_config_dict
@@ -81,7 +88,9 @@ class CheckpointInfo:
         check_format(d, FORMAT_NAME, FORMAT_VERSION, source, "DISYRE metadata")
         meta = check(DisyreJson, d, f"{source}: malformed napari-disyre metadata", error=CheckpointError)
         if meta.method not in METHODS:
-            raise CheckpointError(f"{source}: unknown method {meta.method!r}; choose one of {', '.join(METHODS)}.")
+            raise CheckpointError(
+                f"{source}: unknown method {meta.method!r}; choose one of {', '.join(METHODS)}."
+            )
         return cls(
             contrast=meta.contrast,
             contrasts=tuple(meta.contrasts),
@@ -105,15 +114,16 @@ class Checkpoint:
     info: CheckpointInfo
     source: Path | None = None
     layout: Layout = "official"
-    kind: ClassVar[str] = "disyre"  # the detection seam's name for this method (napari_disyre.detection.detectors)
+    # the detection seam's name for this method (napari_disyre.detection.detectors)
+    kind: ClassVar[str] = "disyre"
 
     def __post_init__(self) -> None:
         self.contrasts  # noqa: B018 (refuses metadata naming more or fewer contrasts than channels)
 
     @property
     def contrasts(self) -> tuple[str, ...]:
-        """The input channels by name, in order (see :func:`~.checkpoint_checks.channel_names`)."""
-        return channel_names(self.info, self.unet.config.in_channels, self.name)
+        """The input channels by name, in order (see :func:`~napari_disyre.checkpoint_files.channel_names`)."""
+        return channel_names(self.info.contrasts, self.unet.config.in_channels, self.name, self.info.contrast)
 
     @property
     def window(self) -> tuple[int, int]:
@@ -248,7 +258,9 @@ def _info_from_metadata(metadata: dict[str, str], path: Path) -> CheckpointInfo:
     if "napari_disyre.info" not in metadata:
         return CheckpointInfo()
     return check_info_bounds(
-        CheckpointInfo.from_dict(parse_json_object(metadata["napari_disyre.info"], str(path), "napari-disyre metadata"), str(path)),
+        CheckpointInfo.from_dict(
+            parse_json_object(metadata["napari_disyre.info"], str(path), "napari-disyre metadata"), str(path)
+        ),
         str(path),
     )
 

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from ..errors import CheckpointError
 from ..validation import (
+    ContrastNames,
     Declared,
     Flag,
     MapOptions,
@@ -87,29 +88,13 @@ def check_info_bounds(info: CheckpointInfo, source: str) -> CheckpointInfo:
     return info
 
 
-def channel_names(info: CheckpointInfo, channels: int, source: str) -> tuple[str, ...]:
-    """The names of a network's ``channels`` input channels: the metadata's ``contrasts``; else one
-    channel named by ``contrast`` (or "scan"), or C generic names ``channel1 .. channelC`` (the official
-    layout has no metadata). Metadata naming another number of contrasts, or one twice, is refused:
-    the channels would be fed the wrong scans."""
-    if not info.contrasts:
-        return (info.contrast or "scan",) if channels == 1 else tuple(f"channel{i + 1}" for i in range(channels))
-    names = [c.lower() for c in info.contrasts]
-    if len(names) != channels or len(set(names)) != len(names) or not all(names):
-        raise CheckpointError(
-            f"{source}: the metadata names the contrasts {list(info.contrasts)} but the UNet has {channels} "
-            "input channel(s); it needs one distinct name per channel, in order. Use the checkpoint as it was saved."
-        )
-    return info.contrasts
-
-
 class DisyreJson(Declared):
     """``disyre.json`` (:class:`~napari_disyre.disyre.checkpoint.CheckpointInfo`)."""
 
     format: Literal["napari-disyre"]
     format_version: Whole
     contrast: Annotated[str, Field(strict=True, max_length=100)] | None = None
-    contrasts: Annotated[list[Annotated[str, Field(strict=True, max_length=100)]], Field(max_length=64)] = []
+    contrasts: ContrastNames = []
     preprocessing: PreprocessingJson = PreprocessingJson()
     steps: RestorationSteps = 4
     method: Annotated[str, Field(strict=True, max_length=64)] = "mean-single-step"

@@ -231,23 +231,3 @@ def training_batches(
         batches, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory, prefetch_factor=4
     )
     return iter(loader)
-
-
-def check_training_inputs(
-    scans: Sequence[TrainingScan], validation: Sequence[TrainingScan], *, allow_mixed_contrasts: bool = False
-) -> None:
-    """Refuse unusable training data before any work: no scans, unreadable or empty files, 4D
-    files, masks on other grids, or scans of different contrasts."""
-    if not scans:
-        raise InputError(
-            "no training scans were given (the folder is empty, or nothing matched the pattern)."
-        )
-    for scan in [*scans, *validation]:
-        volume = load_scan(scan.path)
-        for extra, what in ((scan.brain_mask, "brain mask"), (scan.exclude_label, "exclusion label")):
-            if extra is not None:
-                load_matching(extra, volume, what=what)
-    if not allow_mixed_contrasts:
-        from .contrasts import check_same_contrast
-
-        check_same_contrast([s.path for s in [*scans, *validation]])

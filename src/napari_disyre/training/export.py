@@ -29,6 +29,8 @@ from .dataset import SliceBank, TrainingScan
 if TYPE_CHECKING:
     import torch
 
+    from ..detection.detectors import Detector
+
 HEALTHY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.995, 0.999)
 
 
@@ -70,8 +72,9 @@ def export_checkpoint(
     return quantiles
 
 
-def healthy_score_quantiles(checkpoint: Checkpoint, scans: Sequence[TrainingScan]) -> dict[str, float]:
-    """Quantiles of the anomaly scores of healthy brain voxels (default settings of the checkpoint)."""
+def healthy_score_quantiles(checkpoint: Detector, scans: Sequence[TrainingScan]) -> dict[str, float]:
+    """Quantiles of the anomaly scores of healthy brain voxels (default settings of the checkpoint,
+    of either method; several contrasts: the combined map of each patient's contrasts)."""
     scores = []
     for scan in scans:
         loaded, volume = scan.reference()
