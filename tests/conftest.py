@@ -330,3 +330,30 @@ def click_detect(qtbot, widget):
 
     qtbot.mouseClick(widget.detect_button.native, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: widget.worker is None, timeout=300_000)  # a shared, loaded CPU can be slow
+
+
+# -- Bernoulli diffusion training through the CLI ---------------------------------------------------
+
+#: ``train --method berdiff`` in seconds: the small preset, batches of 2, 2 autoencoder steps.
+BERDIFF_FAST = [
+    "--method",
+    "berdiff",
+    "--preset",
+    "small",
+    "--batch-size",
+    "2",
+    "--ae-steps",
+    "2",
+    "--noise-level",
+    "3",
+]
+
+
+@pytest.fixture(scope="module")
+def healthy_t1_scans(tmp_path_factory):
+    """Three healthy synthetic T1 scans (1.5 x 1.5 x 3 mm) in one folder."""
+    folder = tmp_path_factory.mktemp("healthy")
+    for i in range(3):
+        data, _ = synthetic_brain(shape=(40, 44, 12), seed=i, lesion=False)
+        nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), folder / f"sub-{i}_T1w.nii.gz")
+    return folder

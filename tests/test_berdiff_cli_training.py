@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 
-import nibabel as nib
 import numpy as np
 import pytest
 
@@ -18,31 +17,9 @@ from napari_disyre.cli import main  # noqa: E402
 from napari_disyre.detection.pipeline import detect  # noqa: E402
 from napari_disyre.scans.nifti import load_scan  # noqa: E402
 
-from .conftest import run_torchrun, synthetic_brain  # noqa: E402
+from .conftest import BERDIFF_FAST, run_torchrun  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-FAST = [
-    "--method",
-    "berdiff",
-    "--preset",
-    "small",
-    "--batch-size",
-    "2",
-    "--ae-steps",
-    "2",
-    "--noise-level",
-    "3",
-]
-
-
-@pytest.fixture(scope="module")
-def healthy(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("healthy")
-    for i in range(3):
-        data, _ = synthetic_brain(shape=(40, 44, 12), seed=i, lesion=False)
-        nib.save(nib.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), folder / f"sub-{i}_T1w.nii.gz")
-    return folder
 
 
 def weights(folder):
@@ -53,9 +30,9 @@ def weights(folder):
     )
 
 
-def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path, healthy, capsys):
+def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path, healthy_t1_scans, capsys):
     out = tmp_path / "bd"
-    args = ["train", str(healthy), *FAST, "--val-count", "1", "--save-every", "1"]
+    args = ["train", str(healthy_t1_scans), *BERDIFF_FAST, "--val-count", "1", "--save-every", "1"]
     assert main([*args, "--diffusion-steps", "3", "--out", str(out)]) == 0
     assert "masked Bernoulli diffusion" in capsys.readouterr().out
     model = load_checkpoint(out)
@@ -78,7 +55,7 @@ def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path
         ("diffusion", 2),
         ("diffusion", 3),
     ]
-    scan = load_scan(healthy / "sub-2_T1w.nii.gz")
+    scan = load_scan(healthy_t1_scans / "sub-2_T1w.nii.gz")
     first, again = detect(scan, model), detect(scan, load_checkpoint(out))
     assert np.array_equal(first.anomaly_map, again.anomaly_map) and first.anomaly_map.max() > 0
     assert np.array_equal(first.flip_mask, again.flip_mask)
@@ -101,15 +78,25 @@ def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path
         (["--resume"], "nothing to resume"),
     ],
 )
-def test_bad_berdiff_training_input_stops_before_training(tmp_path, healthy, capsys, extra, message):
+def test_bad_berdiff_training_input_stops_before_training(tmp_path, healthy_t1_scans, capsys, extra, message):
     out = tmp_path / "bd"
-    assert main(["train", str(healthy), "--method", "berdiff", "--out", str(out), *extra]) == 2
+    assert main(["train", str(healthy_t1_scans), "--method", "berdiff", "--out", str(out), *extra]) == 2
     assert message in capsys.readouterr().err and not out.exists()
 
 
-def test_resume_with_other_settings_is_refused(tmp_path, healthy, capsys):
+def test_resume_with_other_settings_is_refused(tmp_path, healthy_t1_scans, capsys):
     out = tmp_path / "bd"
-    args = ["train", str(healthy), *FAST, "--val-count", "0", "--diffusion-steps", "1", "--out", str(out)]
+    args = [
+        "train",
+        str(healthy_t1_scans),
+        *BERDIFF_FAST,
+        "--val-count",
+        "0",
+        "--diffusion-steps",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert main([*args, "--resume", "--seed", "3"]) == 2
     assert "other settings than the run it continues (seed)" in capsys.readouterr().err
@@ -120,22 +107,22 @@ def test_resume_with_other_settings_is_refused(tmp_path, healthy, capsys):
     )
 
 
-def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy, capsys):
+def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy_t1_scans, capsys):
     from napari_disyre.training.state import write_state
 
     out = tmp_path / "run"
     write_state(out, {"step": 3, "unet": {}})  # a DISYRE state
-    assert main(["train", str(healthy), "--method", "berdiff", "--out", str(out), "--resume"]) == 2
+    assert main(["train", str(healthy_t1_scans), "--method", "berdiff", "--out", str(out), "--resume"]) == 2
     assert "the state of a --method disyre run; resume it with --method disyre" in capsys.readouterr().err
     write_state(out, {"stage_name": "autoencoder", "stage": None})
-    assert main(["train", str(healthy), "--out", str(out), "--resume", "--val-count", "0"]) == 2
+    assert main(["train", str(healthy_t1_scans), "--out", str(out), "--resume", "--val-count", "0"]) == 2
     assert "the state of a --method berdiff run; resume it with --method berdiff" in capsys.readouterr().err
 
 
-def test_torchrun_trains_on_two_ranks_with_averaged_gradients(tmp_path, healthy):
+def test_torchrun_trains_on_two_ranks_with_averaged_gradients(tmp_path, healthy_t1_scans):
     """Two CPU ranks (gloo): one checkpoint and one log written by rank 0, each step logged once, and
     weights that differ from a one-process run of the same seed (rank 1's batches count too)."""
-    args = ["train", str(healthy), *FAST, "--diffusion-steps", "2", "--val-count", "0"]
+    args = ["train", str(healthy_t1_scans), *BERDIFF_FAST, "--diffusion-steps", "2", "--val-count", "0"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     run_torchrun([*args, "--out", str(tmp_path / "two")])
     two = tmp_path / "two"

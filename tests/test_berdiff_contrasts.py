@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_disyre import load_checkpoint  # noqa: E402
-from napari_disyre.berdiff.run import square_slices  # noqa: E402
+from napari_disyre.berdiff.stage_data import square_slices  # noqa: E402
 from napari_disyre.cli import main  # noqa: E402
 from napari_disyre.detection.detectors import contrasts_of, read_contrasts  # noqa: E402
 from napari_disyre.errors import CheckpointError  # noqa: E402

@@ -22,7 +22,7 @@ from napari_disyre.berdiff.gates import (  # noqa: E402
 )
 from napari_disyre.cli import main  # noqa: E402
 
-from .test_berdiff_cli_training import FAST, healthy  # noqa: E402, F401
+from .conftest import BERDIFF_FAST  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -84,9 +84,21 @@ def test_the_autoencoder_error_counts_the_foreground_only():
     assert autoencoder_error(Grey(), images, torch.zeros(2, 1, 1, 1)) == pytest.approx(0.4)
 
 
-def test_a_training_run_records_its_gates_and_is_not_called_done_when_they_fail(tmp_path, healthy, capsys):  # noqa: F811
+def test_a_training_run_records_its_gates_and_is_not_called_done_when_they_fail(
+    tmp_path, healthy_t1_scans, capsys
+):
     out = tmp_path / "bd"
-    args = ["train", str(healthy), *FAST, "--val-count", "1", "--diffusion-steps", "2", "--out", str(out)]
+    args = [
+        "train",
+        str(healthy_t1_scans),
+        *BERDIFF_FAST,
+        "--val-count",
+        "1",
+        "--diffusion-steps",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert (
         "quality gates FAILED: not done, not shippable: latent UNet held-out loss" in capsys.readouterr().out

@@ -13,10 +13,10 @@ from pathlib import Path
 from ..errors import DisyreError, InputError, OutputExistsError
 from ..scans.nifti import strip_nifti_extension
 from .common import (
-    distinct_names,
     add_checkpoint_option,
     add_postprocessing_options,
     add_restoration_options,
+    distinct_names,
     open_checkpoint,
     postprocessing_options,
     progress_bar,

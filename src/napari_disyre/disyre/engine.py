@@ -41,7 +41,7 @@ from ..errors import DisyreError
 from ..restoration import Progress, Restoration
 from ..runtime.devices import auto_batch_size
 from ..runtime.sessions import LOADING_STAGE, choose_runtime
-from ..validation import RestoreArguments, RestorationOptions, check
+from ..validation import RestorationOptions, RestoreArguments, check
 from .acceleration import BatchRunner, Network, bytes_per_window
 from .methods import METHODS, Method
 from .restoration_maps import RestorationMaps

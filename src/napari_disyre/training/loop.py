@@ -31,6 +31,7 @@ from ..disyre.checkpoint import load_disyre_checkpoint
 from ..disyre.schedule import Schedule
 from ..disyre.unet import build_unet, with_channels
 from ..errors import DisyreError
+from ..outputs import replacing_folder
 from ..runtime.devices import training_autocast_dtype
 from ..scans.preprocessing import Preprocessing
 from .config import TrainingConfig
@@ -39,7 +40,6 @@ from .distributed import Distributed, auto_workers
 from .export import export_checkpoint
 from .held_out import validation_loss, validation_set
 from .resume import check_resume, run_record, save_record
-from ..outputs import replacing_folder
 from .state import (
     CONFIG_FILE,
     LOG_FILE,
