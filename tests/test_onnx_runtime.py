@@ -199,6 +199,7 @@ def test_the_session_uses_the_threads_torch_has():
     network = Network(make_unet(), CPU, None, runtime="onnxruntime")
     assert network.onnx.threads == torch.get_num_threads() == 1
     assert network.onnx.session.get_session_options().intra_op_num_threads == 1
+    assert not network.onnx.session.get_session_options().enable_mem_pattern  # it cost memory, no time
 
 
 def test_the_exported_group_norm_computes_group_norm():
