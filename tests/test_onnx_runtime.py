@@ -199,7 +199,9 @@ def test_the_session_uses_the_threads_torch_has():
     network = Network(make_unet(), CPU, None, runtime="onnxruntime")
     assert network.onnx.threads == torch.get_num_threads() == 1
     assert network.onnx.session.get_session_options().intra_op_num_threads == 1
-    assert not network.onnx.session.get_session_options().enable_mem_pattern  # it cost memory, no time
+    options = network.onnx.session.get_session_options()
+    assert not options.enable_mem_pattern  # it cost memory, no time
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # cores are shared
 
 
 def test_the_exported_group_norm_computes_group_norm():
