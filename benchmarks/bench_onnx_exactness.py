@@ -15,7 +15,7 @@ zero background). Each evaluator runs the engine's real code path (``restore``, 
 Per evaluator: one call on four windows of the slice at the S = 4 timesteps (largest difference
 over the largest |output|), and the maps of exact mode (S = 4, mean-single-step) and fast mode
 (largest difference over the map's maximum). Exports go to a temporary cache folder. Prints a
-Markdown table (about 5 minutes on one core of an idle 2-core CPU):
+Markdown table (10 minutes on one core of the 2-core CPU shared with other jobs; float64 is most of it):
 
     OMP_NUM_THREADS=1 python benchmarks/bench_onnx_exactness.py
 """
