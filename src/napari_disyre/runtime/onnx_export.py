@@ -6,8 +6,14 @@ official-size DISYRE UNet: 47 s on a loaded 2-core CPU, a 101 MiB file), so each
 under ``user_cache_dir("onnx")`` and reused. Its name is a content key: the network's weights (hashed as the checkpoint fingerprint hashes
 them, so changed weights never reuse a stale file), what it computes (``role``, e.g. "disyre-unet"),
 the input and output names, the shapes of one example but its batch size (the batch axis is dynamic:
-one file serves every batch), the opset and the torch version that traced it. Files are written
-atomically: a crashed or concurrent export never leaves a half-written network to be loaded.
+one file serves every batch), the opset, the torch version that traced it and :data:`GRAPH_VERSION`.
+Files are written atomically: a crashed or concurrent export never leaves a half-written network to
+be loaded.
+
+GroupNorm is exported as blocked means (see :func:`_blocked_group_norm`), not as the exporter's
+InstanceNormalization: ONNX Runtime sums the 16 384 values of a group in float32 less accurately than
+torch does, and on the official-size UNet that one operator put the output 2.4e-4 from a float64
+reference where torch is 1.7e-5 from it (docs/onnx-runtime.md, benchmarks/bench_onnx_exactness.py).
 
 The exporter is torch's TorchScript one (``dynamo=False``): it needs only the ``onnx`` package and
 exported a tiny UNet in 2 s where the torch.export-based one (which also needs ``onnxscript``) took
@@ -16,8 +22,10 @@ exported a tiny UNet in 2 s where the torch.export-based one (which also needs `
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +40,9 @@ if TYPE_CHECKING:
 #: ONNX opset 18: the newest the TorchScript exporter of torch 2.13 writes, and read by ONNX Runtime
 #: 1.16 and later.
 OPSET = 18
+#: What the exported graph computes beyond the weights; part of the cache key, so a file exported by
+#: an older napari-disyre (GroupNorm as InstanceNormalization) is never reused. 2: blocked GroupNorm.
+GRAPH_VERSION = 2
 
 
 def cached_onnx_path(
@@ -44,7 +55,7 @@ def cached_onnx_path(
     import torch
 
     shapes = [(str(a.dtype), list(a.shape[1:])) for a in examples]
-    settings = [role, list(input_names), shapes, OPSET, torch.__version__]
+    settings = [role, list(input_names), shapes, OPSET, torch.__version__, GRAPH_VERSION]
     return user_cache_dir("onnx") / f"{role}-{content_fingerprint(settings, {'': network})}.onnx"
 
 
@@ -93,7 +104,12 @@ def _trace(
     network.to("cpu").eval()
     axes = {name: {0: "batch"} for name in [*input_names, "output"]}
     try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        with (
+            torch.inference_mode(False),
+            torch.no_grad(),
+            warnings.catch_warnings(),
+            _blocked_group_norms(network),
+        ):
             # the tracer warns about every Python branch on a shape; the batch-size branches of
             # diffusers (>= 64 windows: make a tensor contiguous) change no value
             warnings.simplefilter("ignore")
@@ -110,3 +126,41 @@ def _trace(
             )
     finally:
         network.to(device).train(was_training)
+
+
+def _blocked_group_norm(norm: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` with each group's mean and variance taken as a mean of row means, for the export.
+
+    A group of (N, C, H, W) is viewed as rows of W values: ONNX Runtime then averages W values, then
+    C/G x H row means, instead of summing all C/G x H x W values at once. Measured on the official
+    UNet's first GroupNorm (groups of 128 x 128 values): 6e-6 of its largest output from float64 as
+    InstanceNormalization, 1.7e-7 blocked, torch 1e-7. Two passes (the variance of the centred
+    values), so a mean large against the spread does not cancel either.
+    """
+    import torch
+
+    last = x.shape[-1] if x.dim() > 2 else 1
+    rows = x.reshape(x.shape[0], norm.num_groups, -1, last)
+    centred = rows - rows.mean(-1, keepdim=True).mean(-2, keepdim=True)
+    variance = (centred * centred).mean(-1, keepdim=True).mean(-2, keepdim=True)
+    y = (centred / torch.sqrt(variance + norm.eps)).reshape(x.shape)
+    if not norm.affine:
+        return y
+    per_channel = (1, -1) + (1,) * (x.dim() - 2)
+    return y * norm.weight.reshape(per_channel) + norm.bias.reshape(per_channel)
+
+
+@contextlib.contextmanager
+def _blocked_group_norms(network: torch.nn.Module) -> Iterator[None]:
+    """Every GroupNorm of ``network`` computed by :func:`_blocked_group_norm` while it is traced; the
+    modules are given back unchanged (only their instances are touched, never the class)."""
+    import torch
+
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.GroupNorm)]
+    for norm in norms:
+        norm.forward = functools.partial(_blocked_group_norm, norm)
+    try:
+        yield
+    finally:
+        for norm in norms:
+            del norm.forward
