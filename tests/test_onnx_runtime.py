@@ -201,7 +201,6 @@ def test_the_session_uses_the_threads_torch_has():
     assert network.onnx.session.get_session_options().intra_op_num_threads == 1
     options = network.onnx.session.get_session_options()
     assert not options.enable_mem_pattern  # it cost memory, no time
-    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"  # cores are shared
 
 
 def test_the_exported_group_norm_computes_group_norm():

@@ -105,9 +105,11 @@ class OnnxNetwork:
 
     The memory pattern (one block planned for a whole run's activations) is off: on the official
     UNet at batch 4 it held 220 MiB of activations where ONNX Runtime without it peaks at 65 MiB, and
-    it was no faster (0.996x the time per call, one thread; docs/onnx-runtime.md). Idle threads sleep
-    instead of spinning: on the 2-core CPU shared with other jobs (load average 3), 2 spinning threads
-    took 352 ms a window, 2 sleeping ones 268 and one thread 242 (batch 4, best of 3 alternated runs).
+    it was no faster (0.996x the time per call, one thread; docs/onnx-runtime.md). Idle threads spin
+    (ONNX Runtime's default): on the quiet 2-core CPU 2 spinning threads took 124 ms a window and 2
+    sleeping ones 191 (batch 4, best of 4 alternated calls); beside other jobs sleeping is better (268
+    against 352 ms), but there the advice is one thread (``OMP_NUM_THREADS=1``: 242 ms), with which
+    spinning has nothing to wait for.
     """
 
     def __init__(self, path: os.PathLike | str, threads: int):
@@ -117,7 +119,6 @@ class OnnxNetwork:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.enable_mem_pattern = False
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.threads = threads
