@@ -42,13 +42,23 @@ def test_detect_writes_the_combined_map_and_one_per_contrast(tmp_path, model):
         np.testing.assert_allclose(written, expected.channel_maps[contrast], atol=1e-6)
 
 
-def test_detect_a_cohort_by_name_patterns(tmp_path, model):
+def patient_folders(root: Path, file_name: str = "{contrast}.nii.gz") -> dict[str, np.ndarray]:
+    """Patient folders P1 and P2 under ``root``: flair and t2 named by ``file_name`` (``{case}`` and
+    ``{contrast}`` filled in) and the lesion label seg.nii.gz; the lesion masks by case."""
+    lesions = {}
     for case in ("P1", "P2"):
-        folder = tmp_path / "cohort" / case
+        folder = root / case
         folder.mkdir(parents=True)
-        paths, _ = two_contrasts(folder)
+        paths, lesions[case] = two_contrasts(folder)
         for contrast, path in paths.items():
-            path.rename(folder / f"{case}_{contrast}.nii.gz")
+            path.rename(folder / file_name.format(case=case, contrast=contrast))
+        label = nib.Nifti1Image(lesions[case].astype(np.uint8), nib.load(next(folder.iterdir())).affine)
+        nib.save(label, folder / "seg.nii.gz")
+    return lesions
+
+
+def test_detect_a_cohort_by_name_patterns(tmp_path, model):
+    patient_folders(tmp_path / "cohort", "{case}_{contrast}.nii.gz")
     out = tmp_path / "out"
     argv = ["detect", "--scans", str(tmp_path / "cohort"), "--scan-name", "flair=*_flair.nii.gz",
             "--scan-name", "t2=*_t2.nii.gz", "-c", str(model), "--steps", "1", "--out-dir", str(out), "-q"]  # fmt: skip
@@ -136,29 +146,13 @@ def checkpoint_one(tmp_path, tiny_checkpoint):
     return save_checkpoint(tmp_path / "one", tiny_checkpoint.with_info(contrast="t1"))
 
 
-def patient_folders(tmp_path, lesion_of: dict) -> Path:
-    """Two BraTS-like patient folders (flair.nii.gz, t2.nii.gz, seg.nii.gz each)."""
-    for case in ("p1", "p2"):
-        folder = tmp_path / "cohort" / case
-        folder.mkdir(parents=True)
-        paths, lesion = two_contrasts(folder)
-        for contrast, path in paths.items():
-            path.rename(folder / f"{contrast}.nii.gz")
-        nib.save(
-            nib.Nifti1Image(lesion.astype(np.uint8), nib.load(folder / "flair.nii.gz").affine),
-            folder / "seg.nii.gz",
-        )
-        lesion_of[case] = lesion
-    return tmp_path / "cohort"
-
-
 def test_evaluate_patient_folders_with_a_file_name_per_contrast_equals_the_pairs_csv(tmp_path, model):
     """``--scans DIR --scan-name flair=flair.nii.gz --scan-name t2=t2.nii.gz`` scores each patient's
     two contrasts together: the same pooled AP as the library's maps of both patients."""
     from napari_disyre.evaluation.metrics import voxel_metrics
 
-    lesions: dict = {}
-    cohort = patient_folders(tmp_path, lesions)
+    cohort = tmp_path / "cohort"
+    lesions = patient_folders(cohort)
     report = tmp_path / "report"
     argv = ["evaluate", "--scans", str(cohort), "--scan-name", "flair=flair.nii.gz", "--scan-name", "t2=t2.nii.gz",
             "--label-name", "seg.nii.gz", "-c", str(model), "--steps", "1", "--baselines", "none",
@@ -166,7 +160,7 @@ def test_evaluate_patient_folders_with_a_file_name_per_contrast_equals_the_pairs
     assert main(argv) == 0
     metrics = json.loads((report / "metrics.json").read_text())
     maps, labels, regions = [], [], []
-    for case in ("p1", "p2"):
+    for case in ("P1", "P2"):
         paths = {c: cohort / case / f"{c}.nii.gz" for c in ("flair", "t2")}
         result = detect(load_contrasts(paths), load_checkpoint(model), RestorationSettings(steps=1))
         maps.append(result.anomaly_map[result.foreground])
@@ -177,11 +171,12 @@ def test_evaluate_patient_folders_with_a_file_name_per_contrast_equals_the_pairs
 
 
 def test_evaluate_refuses_a_patient_folder_missing_one_contrast(tmp_path, model, capsys):
-    cohort = patient_folders(tmp_path, {})
-    (cohort / "p2" / "t2.nii.gz").unlink()
+    cohort = tmp_path / "cohort"
+    patient_folders(cohort)
+    (cohort / "P2" / "t2.nii.gz").unlink()
     out = tmp_path / "report"
     argv = ["evaluate", "--scans", str(cohort), "--scan-name", "flair=flair.nii.gz", "--scan-name", "t2=t2.nii.gz",
             "--label-name", "seg.nii.gz", "-c", str(model), "--out", str(out)]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "p2: no t2.nii.gz here, though other contrasts are" in err and not out.exists()
+    assert "P2: no t2.nii.gz here, though other contrasts are" in err and not out.exists()
