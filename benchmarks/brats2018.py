@@ -225,13 +225,8 @@ def is_finished(model: Path) -> bool:
     return int(row.get("step", 0)) >= STEPS
 
 
-def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold, steps: int = STEPS) -> None:
-    """Train one fold model unless it is finished; continue it with ``--resume`` if interrupted
-    (``steps`` other than STEPS: a smoke run, started afresh)."""
-    model = model_path(work, contrast, start, fold)
-    if steps == STEPS and is_finished(model):
-        print(f"finished earlier: {model}", flush=True)
-        return
+def training_command(work: Path, brats: Path, contrast: str, start: str, fold: Fold, model: Path, steps: int = STEPS) -> list[str]:  # fmt: skip
+    """The ``napari-disyre train`` arguments of one fold model written to ``model`` (no resume flag)."""
     data = training_folder(work, brats, contrast, start, fold)
     patients = f"tumour-free slices of {' + '.join(fold.train)} (fold {fold.name}; validation {fold.validation}; test {' + '.join(fold.test)})"  # fmt: skip
     if contrast in MULTI:  # one file per contrast in each patient folder, in the channel order
@@ -246,17 +241,28 @@ def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold, steps:
         "--exclude-label-name", "seg.nii.gz", *held_out, "--save-every", str(SAVE_EVERY),
     ]  # fmt: skip
     if start == BERDIFF:  # the amendment: the preset's own step counts, no other option
-        command += ["--method", BERDIFF, "--description", f"masked Bernoulli diffusion, BraTS 2018 {contrast}, {patients}"]  # fmt: skip
-    else:
-        command += ["--steps", str(steps), "--ema", "--description", f"BraTS 2018 {contrast}, {patients}; {start}"]  # fmt: skip
-        command += ["--init", str(HEALTHY_T1)] if start == "t1init" else []
-    if steps != STEPS:
-        command.append("--overwrite")
-    elif (model / "training" / "state.pt").exists():
-        command.append("--resume")
-    elif model.exists():
-        command.append("--overwrite")  # stopped before its first saved state: nothing to continue
-    run_cli(command)
+        return command + ["--method", BERDIFF, "--description", f"masked Bernoulli diffusion, BraTS 2018 {contrast}, {patients}"]  # fmt: skip
+    command += ["--steps", str(steps), "--ema", "--description", f"BraTS 2018 {contrast}, {patients}; {start}"]  # fmt: skip
+    return command + (["--init", str(HEALTHY_T1)] if start == "t1init" else [])
+
+
+def continue_or_start(model: Path) -> list[str]:
+    """``--resume`` when the run saved a state, else ``--overwrite`` of whatever it left (nothing to
+    continue), else nothing."""
+    if (model / "training" / "state.pt").exists():
+        return ["--resume"]
+    return ["--overwrite"] if model.exists() else []
+
+
+def train(work: Path, brats: Path, contrast: str, start: str, fold: Fold, steps: int = STEPS) -> None:
+    """Train one fold model unless it is finished; continue it with ``--resume`` if interrupted
+    (``steps`` other than STEPS: a smoke run, started afresh)."""
+    model = model_path(work, contrast, start, fold)
+    if steps == STEPS and is_finished(model):
+        print(f"finished earlier: {model}", flush=True)
+        return
+    command = training_command(work, brats, contrast, start, fold, model, steps)
+    run_cli(command + (["--overwrite"] if steps != STEPS else continue_or_start(model)))
 
 
 def model_record(model: Path) -> str:

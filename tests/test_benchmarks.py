@@ -345,3 +345,46 @@ def test_brats2018_four_contrast_bernoulli_diffusion_is_scored_beside_disyre(tmp
     assert rows["DISYRE nested"] == rows["DISYRE t1init"] == ["1.000", "1.000", "1.000"]
     assert out.count("nested choice: t1init, post-processing: none") == 3
     assert f"{contrast}_berdiff_fold3: 2 min on cpu (?)" in out
+
+
+def test_berdiff_variants_copy_and_continue_the_fold_model_or_start_afresh_with_one_change(
+    tmp_path, monkeypatch
+):
+    """The pre-registered fold-1 variants (issue 29): ``longer`` continues a copy of the fold-1 model
+    (which stays as it is) to 8000 diffusion steps; ``code128`` and ``symmetric`` start afresh with
+    one option added to the fold-1 command; finished variants are skipped."""
+    spec = importlib.util.spec_from_file_location("berdiff_variants", SCRIPT.parent / "berdiff_variants.py")
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    script, contrast = variants.b, variants.CONTRAST
+    brats, work = tmp_path / "brats", tmp_path / "work"
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    for patient in patients:
+        for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
+            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    fold = script.make_folds(patients)[0]
+    commands = []
+    monkeypatch.setattr(script, "run_cli", commands.append)
+    base = work / "models" / f"{contrast}_berdiff_fold1"
+    (base / "training").mkdir(parents=True)
+    (base / "training" / "log.csv").write_text("stage,step,loss,elapsed_s\ndiffusion,4000,0.6,60\n")
+    (base / "berdiff.json").write_text(json.dumps({"training": {"diffusion_steps": 4000}}))
+    for variant in ("longer", "code128", "symmetric"):
+        variants.train_variant(work, brats, fold, variant)
+    longer, code128, symmetric = commands
+    fold_command = script.training_command(work, brats, contrast, script.BERDIFF, fold, base)
+    out = longer.index("--out") + 1
+    assert longer[out] == str(base.with_name(f"{base.name}_longer")) and longer[-3:] == ["--diffusion-steps", "8000", "--resume"]  # fmt: skip
+    assert (base.with_name(f"{base.name}_longer") / "berdiff.json").exists()  # the copy continues
+    assert code128[-2:] == ["--code-size", "128"] and symmetric[-2:] == ["--forward-process", "symmetric"]
+    for command, variant in zip(commands, ("longer", "code128", "symmetric"), strict=True):
+        same = [
+            a for i, a in enumerate(command[: len(fold_command)]) if i not in (out, len(fold_command) - 1)
+        ]
+        assert same == [a for i, a in enumerate(fold_command) if i not in (out, len(fold_command) - 1)]
+        assert command[len(fold_command) - 1].endswith(f"; variant {variant} ({' '.join(variants.VARIANTS[variant][0])})")  # fmt: skip
+    longer_model = base.with_name(f"{base.name}_longer")
+    (longer_model / "training" / "log.csv").write_text("stage,step,loss,elapsed_s\ndiffusion,8000,0.6,60\n")
+    (longer_model / "berdiff.json").write_text(json.dumps({"training": {"diffusion_steps": 8000}}))
+    variants.train_variant(work, brats, fold, "longer")
+    assert len(commands) == 3  # trained: skipped

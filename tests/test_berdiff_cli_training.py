@@ -75,6 +75,7 @@ def test_train_small_preset_save_reload_identical_maps_and_exact_resume(tmp_path
         (["--init", "x"], "--init apply to --method disyre only"),
         (["--steps", "5"], "--steps apply to --method disyre only"),
         (["--ae-steps", "0"], "--ae-steps: value 0: input should be greater than or equal to 1"),
+        (["--code-size", "0"], "--code-size: value 0: input should be greater than or equal to 1"),
         (["--resume"], "nothing to resume"),
     ],
 )
@@ -100,11 +101,34 @@ def test_resume_with_other_settings_is_refused(tmp_path, healthy_t1_scans, capsy
     assert main(args) == 0
     assert main([*args, "--resume", "--seed", "3"]) == 2
     assert "other settings than the run it continues (seed)" in capsys.readouterr().err
+    assert main([*args, "--resume", "--code-size", "16"]) == 2
+    assert "other settings than the run it continues (code_size)" in capsys.readouterr().err
     assert main(args) == 2  # finished: the message says so, and how to train it further
     assert (
         "a finished training run: train it further with --resume and more --diffusion-steps"
         in capsys.readouterr().err
     )
+
+
+def test_code_size_sets_the_bits_of_the_code_and_of_the_latent_unet(tmp_path, healthy_t1_scans):
+    """``--code-size 8``: an 8-bit code (the small preset's is 32), the latent UNet taking and giving
+    8 channels; recorded in berdiff.json and used by detection."""
+    out = tmp_path / "bd8"
+    args = [*BERDIFF_FAST, "--val-count", "0", "--diffusion-steps", "1", "--code-size", "8"]
+    assert main(["train", str(healthy_t1_scans), *args, "--out", str(out)]) == 0
+    meta = json.loads((out / "berdiff.json").read_text())
+    assert meta["autoencoder"]["codebook_bits"] == 8 and meta["latent_unet"]["bits"] == 8
+    unet, _ = weights(out)
+    assert unet["conv_in.weight"].shape[1] == 8 and unet["conv_out.weight"].shape[0] == 8
+    scan = load_scan(healthy_t1_scans / "sub-2_T1w.nii.gz")
+    assert detect(scan, load_checkpoint(out)).anomaly_map.shape == scan.data.shape
+
+
+def test_options_of_the_other_method_are_refused(tmp_path, healthy_t1_scans, capsys):
+    out = tmp_path / "d"
+    assert main(["train", str(healthy_t1_scans), "--out", str(out), "--code-size", "8", "--ae-steps", "3"]) == 2
+    assert "--ae-steps, --code-size apply to --method berdiff only" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_resuming_a_run_of_the_other_method_names_it(tmp_path, healthy_t1_scans, capsys):

@@ -53,6 +53,7 @@ MAX_TRAINING_STEPS = 10_000_000
 MAX_RESTORATION_STEPS = 1000
 MAX_BATCH = 65_536
 MAX_BERDIFF_CHANNELS = 4  # contrasts of a Bernoulli diffusion autoencoder (the authors' BraTS models: 4)
+MAX_CODE_BITS = 1024  # bits per latent position of a trained autoencoder (the paper: 128)
 #: A 3D median of 15^3 voxels already blurs away any lesion a map could show; larger ones only cost
 #: memory and hours (the issue's --median 1000 reached 9.3 GB).
 MAX_MEDIAN = 15
@@ -91,6 +92,7 @@ Crop = Annotated[Count, Field(ge=16, le=1024, multiple_of=8)]
 RestorationSteps = Annotated[Count, Field(le=MAX_RESTORATION_STEPS)]
 #: Bernoulli diffusion's noise level L: reverse steps, fewer than the schedule's 1000.
 NoiseLevel = Annotated[Count, Field(le=999)]
+CodeBits = Annotated[Count, Field(le=MAX_CODE_BITS)]  # bits per latent position of a binary code
 Median = Annotated[Size, Field(le=MAX_MEDIAN)]
 
 
@@ -207,6 +209,7 @@ class BerDiffOptions(Declared):
     save_every: Count = 250
     seed: Seed = 0
     contrasts: Annotated[ContrastNames, Field(max_length=MAX_BERDIFF_CHANNELS)] = []
+    code_size: CodeBits | None = None
 
 
 class RestorationOptions(Declared):

@@ -87,6 +87,7 @@ class BerDiffRunConfig:
     description: str = ""
     progress: bool = True
     forward: str = "code"  # the forward process: "code" (the official code's) or "symmetric" (the paper's)
+    code_size: int | None = None  # bits per latent position (None: the preset's; the paper's is 128)
     gate_unet_margin: float = 0.01  # bits the latent UNet must beat the per-channel trivial guess by
     gate_ae_error: float = 0.05  # bound on the autoencoder's held-out foreground error
 
@@ -106,8 +107,16 @@ class BerDiffRunConfig:
         )
 
     def network_preset(self) -> BerDiffPreset:
-        """The preset's networks, the autoencoder taking one channel per contrast."""
-        return get_berdiff_preset(self.preset, max(1, len(self.contrasts)))
+        """The preset's networks, the autoencoder taking one channel per contrast and, with
+        ``code_size``, that many bits per latent position (the latent UNet's channels follow)."""
+        preset = get_berdiff_preset(self.preset, max(1, len(self.contrasts)))
+        if self.code_size is None:
+            return preset
+        return dataclasses.replace(
+            preset,
+            autoencoder=dataclasses.replace(preset.autoencoder, codebook_bits=self.code_size),
+            unet=dataclasses.replace(preset.unet, bits=self.code_size),
+        )
 
     def preprocessing(self):
         from ..training.presets import PRESETS
@@ -295,6 +304,7 @@ def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
     recorded = {
         "forward": "code",
         "contrasts": [],
+        "code_size": None,
         **json.loads((output / STATE_DIR / CONFIG_FILE).read_text()),
     }
     asked = json.loads(json.dumps(dataclasses.asdict(config)))
@@ -308,6 +318,7 @@ def _check_same_config(output: Path, config: BerDiffRunConfig) -> None:
             "diffusion_batch_size",
             "forward",
             "contrasts",
+            "code_size",
         )
         if recorded.get(k) != asked.get(k)
     )

@@ -14,6 +14,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     from ..runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
     from ..training.presets import PRESETS
     from ..validation import (
+        CodeBits,
         Count,
         Crop,
         GridMm,
@@ -162,6 +163,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "abar_t x_0 + (1 - abar_t)/2, the paper's process, which its posterior assumes (default: code)",
     )
     bd.add_argument(
+        "--code-size",
+        type=cli_type(CodeBits),
+        default=None,
+        help="bits per latent position of the autoencoder's binary code (default: the preset's; small "
+        "32, official 128, the paper's)",
+    )
+    bd.add_argument(
         "--gate-unet-margin",
         type=float,
         default=0.01,
@@ -179,6 +187,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 DISYRE_ONLY = {"steps": "--steps", "lr": "--lr", "init": "--init", "crop": "--crop", "workers": "--workers"}
+BERDIFF_ONLY = {"ae_steps": "--ae-steps", "diffusion_steps": "--diffusion-steps", "code_size": "--code-size"}
+
+
+def refuse_options_of_other_method(args: argparse.Namespace, others: dict[str, str], hint: str) -> None:
+    """Options of the other method given: refused (silently ignoring them would train something else
+    than was asked)."""
+    given = [flag for name, flag in others.items() if getattr(args, name) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)} apply to --method {hint}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,11 +249,9 @@ def contrast_names(args: argparse.Namespace) -> tuple[str, ...]:
 def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
     from ..berdiff.run import BerDiffRunConfig, train_berdiff
 
-    given = [flag for name, flag in DISYRE_ONLY.items() if getattr(args, name) is not None]
-    if given:
-        raise InputError(
-            f"{', '.join(given)} apply to --method disyre only; for berdiff use --ae-steps/--diffusion-steps."
-        )
+    refuse_options_of_other_method(
+        args, DISYRE_ONLY, "disyre only; for berdiff use --ae-steps/--diffusion-steps."
+    )
     config = BerDiffRunConfig(
         preset=args.preset,
         ae_steps=args.ae_steps,
@@ -254,6 +269,7 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
         contrasts=contrast_names(args),
         description=args.description,
         forward=args.forward_process,
+        code_size=args.code_size,
         gate_unet_margin=args.gate_unet_margin,
         gate_ae_error=args.gate_ae_error,
     )
@@ -275,6 +291,7 @@ def run_berdiff(args: argparse.Namespace, scans, validation, contrast) -> int:
 def run_disyre(args: argparse.Namespace, scans, validation, contrast) -> int:
     from ..training.loop import TrainingConfig, train
 
+    refuse_options_of_other_method(args, BERDIFF_ONLY, "berdiff only; for disyre use --steps.")
     config = TrainingConfig(
         preset=args.preset,
         steps=args.steps,

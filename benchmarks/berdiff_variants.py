@@ -1,0 +1,126 @@
+"""Masked Bernoulli diffusion variants on BraTS 2018 fold 1 (issue 29): longer latent training, the
+paper's code size, the paper's symmetric forward process, each one change from the fold-1 model of
+``brats2018.py --contrasts FLAIR+T1+T1ce+T2 --starts berdiff``.
+
+Pre-registered in benchmarks/brats2018_PREREGISTERED.md (2026-12-04 03:26 UTC) before any variant was
+trained. Fold 1 only (one variant is one to one and a half hours of a CPU core); scored on fold 1's
+four test patients beside the fold-1 model and z-scored FLAIR intensity; reported, never selected.
+
+- ``longer``: the fold-1 model copied and continued with ``--resume --diffusion-steps 8000`` (the
+  autoencoder, so the code, unchanged; the latent UNet trained twice as long);
+- ``code128``: trained afresh with ``--code-size 128`` (the small preset has 32 bits per position);
+- ``symmetric``: trained afresh with ``--forward-process symmetric``.
+
+Resumable like ``brats2018.py``: a rerun skips finished variants and continues interrupted ones.
+Run from the repository root::
+
+    OMP_NUM_THREADS=1 nice -n 19 python benchmarks/berdiff_variants.py --train-only
+    python benchmarks/berdiff_variants.py --evaluate-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import brats2018 as b  # noqa: E402  (the folds, data folders, commands and tables of the main benchmark)
+
+CONTRAST = "FLAIR+T1+T1ce+T2"
+LONGER_STEPS = 8000
+# variant: (the options it adds to the fold-1 command, whether it continues the fold-1 model)
+VARIANTS: dict[str, tuple[list[str], bool]] = {
+    "longer": (["--diffusion-steps", str(LONGER_STEPS)], True),
+    "code128": (["--code-size", "128"], False),
+    "symmetric": (["--forward-process", "symmetric"], False),
+}
+
+
+def variant_path(work: Path, fold: b.Fold, variant: str) -> Path:
+    base = b.model_path(work, CONTRAST, b.BERDIFF, fold)
+    return base.with_name(f"{base.name}_{variant}")
+
+
+def is_trained(model: Path, variant: str) -> bool:
+    """Finished, and (``longer``) after its own step count rather than the copied model's."""
+    if not b.is_finished(model):
+        return False
+    steps = json.loads(b.metadata_file(model).read_text())["training"]["diffusion_steps"]
+    return variant != "longer" or int(steps) >= LONGER_STEPS
+
+
+def train_variant(work: Path, brats: Path, fold: b.Fold, variant: str) -> None:
+    """Train (or continue) one variant unless it is trained."""
+    model = variant_path(work, fold, variant)
+    if is_trained(model, variant):
+        print(f"finished earlier: {model}", flush=True)
+        return
+    extra, continues = VARIANTS[variant]
+    base = b.model_path(work, CONTRAST, b.BERDIFF, fold)
+    if continues and not model.exists():
+        if not b.is_finished(base):
+            raise SystemExit(
+                f"{variant}: the fold-{fold.name} model {base} is not trained yet; train it first."
+            )
+        shutil.copytree(base, model)  # the copy continues; the pre-registered model stays as it is
+    command = b.training_command(work, brats, CONTRAST, b.BERDIFF, fold, model)
+    description = command.index("--description") + 1
+    command[description] = f"{command[description]}; variant {variant} ({' '.join(extra)})"
+    resume = ["--resume"] if continues else b.continue_or_start(model)
+    b.run_cli(command + extra + resume)
+
+
+def report(args, fold: b.Fold) -> None:
+    """Fold 1's test patients: the fold-1 model, each trained variant, z-scored FLAIR intensity."""
+    models = b.Models()
+    items = []
+    runs = [("Bernoulli diffusion (fold-1 model)", b.model_path(args.work, CONTRAST, b.BERDIFF, fold))]
+    runs += [(f"variant {v}", variant_path(args.work, fold, v)) for v in args.variants]
+    runs = [(name, model) for name, model in runs if b.is_finished(model)]
+    for patient in fold.test:
+        item = b.load_patient(args.brats, patient, CONTRAST)
+        for name, model in runs:
+            models.score(item, name, model, args.work / "maps" / model.name)
+        items.append(item)
+    print(b.table(f"{CONTRAST} Bernoulli diffusion variants, fold {fold.name} test patients", items))
+    for name, model in runs:
+        gates = json.loads(b.metadata_file(model).read_text())["training"].get("quality_gates", {})
+        print(f"- {name}: {b.model_record(model)}; gates {'passed' if gates.get('passed') else 'FAILED'}: "
+              f"autoencoder held-out error {gates.get('ae_error', float('nan')):.4f}, latent UNet "
+              f"{gates.get('unet_bits', float('nan')):.4f} vs trivial {gates.get('trivial_bits', float('nan')):.4f} bits")  # fmt: skip
+    missing = [v for v in args.variants if not is_trained(variant_path(args.work, fold, v), v)]
+    if missing:
+        print(f"- not trained yet: {', '.join(missing)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=b.WORK, help="as brats2018.py (default: %(default)s)")
+    parser.add_argument("--brats", type=Path, default=b.BRATS, help="the BraTS 2018 folder")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--train-only", action="store_true", help="train the variants, print no table")
+    parser.add_argument("--evaluate-only", action="store_true", help="train nothing; score what is trained")
+    args = parser.parse_args()
+    if not args.brats.is_dir():
+        print(f"skipped: {args.brats} is absent (the BraTS scans live in ../shared, never in the repository)")
+        return 0
+    fold = b.make_folds(b.patients_in(args.brats))[0]
+    if not args.evaluate_only:
+        for variant in args.variants:
+            started = time.time()
+            train_variant(args.work, args.brats, fold, variant)
+            print(f"variant {variant}: {time.time() - started:.0f} s", flush=True)
+    if not args.train_only:
+        report(args, fold)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
