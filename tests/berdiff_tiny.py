@@ -50,3 +50,22 @@ def smooth_slices(n: int, size: int = 16, seed: int = 0):
         cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
         out[i] = np.clip(1.2 - np.hypot(yy - cy, xx - cx) / (size * 0.3), 0, 1)
     return out
+
+
+def tiny_berdiff(**inference):
+    """A tiny :class:`~napari_disyre.berdiff.checkpoint.BerDiffModel` (50-step schedule, L = 12,
+    P = 0.55 unless ``inference`` says otherwise)."""
+    from napari_disyre.berdiff.bernoulli import BernoulliSchedule
+    from napari_disyre.berdiff.checkpoint import BerDiffModel
+    from napari_disyre.berdiff.inference import InferenceSettings
+
+    ae, unet = tiny_networks()
+    return BerDiffModel(
+        autoencoder=ae,
+        unet=unet,
+        unet_config=TINY_UNET,
+        schedule=BernoulliSchedule(steps=50),
+        inference=InferenceSettings(**{"noise_level": 12, "threshold": 0.55, "seed": 1, **inference}),
+        preprocessing={"percentile_region": "foreground"},
+        healthy_score_quantiles={"0.999": 0.2},
+    )

@@ -11,10 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_disyre import load_checkpoint  # noqa: E402
-from napari_disyre.berdiff.bernoulli import BernoulliSchedule  # noqa: E402
-from napari_disyre.berdiff.checkpoint import BerDiffModel, save_berdiff  # noqa: E402
+from napari_disyre.berdiff.checkpoint import save_berdiff  # noqa: E402
 from napari_disyre.berdiff.detector import pad_slices, padded_size, size_multiple  # noqa: E402
-from napari_disyre.berdiff.inference import InferenceSettings, restore_slices  # noqa: E402
+from napari_disyre.berdiff.inference import restore_slices  # noqa: E402
 from napari_disyre.berdiff.layout import METADATA_FILE  # noqa: E402
 from napari_disyre.detection.detectors import checkpoint_kind, default_settings  # noqa: E402
 from napari_disyre.detection.pipeline import detect  # noqa: E402
@@ -23,21 +22,8 @@ from napari_disyre.restoration import run_to_end  # noqa: E402
 from napari_disyre.scans.nifti import Volume  # noqa: E402
 from napari_disyre.scans.preprocessing import foreground_bbox, prepare_scan  # noqa: E402
 
-from .berdiff_tiny import TINY_UNET, tiny_networks  # noqa: E402
+from .berdiff_tiny import tiny_berdiff  # noqa: E402
 from .conftest import synthetic_brain  # noqa: E402
-
-
-def tiny_berdiff(**inference) -> BerDiffModel:
-    ae, unet = tiny_networks()
-    return BerDiffModel(
-        autoencoder=ae,
-        unet=unet,
-        unet_config=TINY_UNET,
-        schedule=BernoulliSchedule(steps=50),
-        inference=InferenceSettings(**{"noise_level": 12, "threshold": 0.55, "seed": 1, **inference}),
-        preprocessing={"percentile_region": "foreground"},
-        healthy_score_quantiles={"0.999": 0.2},
-    )
 
 
 def test_load_checkpoint_tells_the_methods_apart(tmp_path, tiny_checkpoint):
@@ -278,7 +264,12 @@ def test_a_multi_contrast_model_restores_n_c_h_w_stacks_and_sums_the_map_over_co
     slices = np.random.default_rng(0).uniform(0, 1, (3, 2, 13, 11)).astype(np.float32)
     run = lambda s: run_to_end(  # noqa: E731
         restore_for_detection(
-            model, s, model.inference, device=torch.device("cpu"), autocast=None, batch_size=2,
+            model,
+            s,
+            model.inference,
+            device=torch.device("cpu"),
+            autocast=None,
+            batch_size=2,
             keep_restorations=True,
         )  # fmt: skip
     )
@@ -299,7 +290,12 @@ def test_a_one_contrast_model_gives_the_same_result_for_n_h_w_and_n_1_h_w():
     results = [
         run_to_end(
             restore_for_detection(
-                model, s, model.inference, device=torch.device("cpu"), autocast=None, batch_size=2,
+                model,
+                s,
+                model.inference,
+                device=torch.device("cpu"),
+                autocast=None,
+                batch_size=2,
                 keep_restorations=False,
             )  # fmt: skip
         )

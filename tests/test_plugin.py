@@ -346,7 +346,7 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
 ):
     from napari_disyre.berdiff.checkpoint import save_berdiff
 
-    from .test_berdiff_detection import tiny_berdiff
+    from .berdiff_tiny import tiny_berdiff
 
     berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff(noise_level=7, threshold=0.5))
     widget.checkpoint.value = berdiff
