@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,7 +71,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # this checkout's napari_disyre, as for the train commands below
 from napari_disyre import load_checkpoint  # noqa: E402
-from napari_disyre.detection.detectors import checkpoint_kind  # noqa: E402
+from napari_disyre.detection.detectors import checkpoint_kind, default_settings  # noqa: E402
 from napari_disyre.detection.postprocess import MapPostprocessing, record_postprocessing  # noqa: E402
 from napari_disyre.evaluation.metrics import average_precision  # noqa: E402
 from napari_disyre.evaluation.scoring import (  # noqa: E402
@@ -337,6 +338,49 @@ class Models:
         item.seconds[key] = full.seconds[key]
 
 
+def channel_maps(item: Patient, model: Path, maps: Path, models: Models) -> dict[str, np.ndarray]:
+    """The per-contrast maps of a several-contrast DISYRE model (S = EVAL_STEPS, no post-processing),
+    cropped to the item's box; computed once, then read from ``maps``."""
+    cache = maps / f"{item.case.id}_S{EVAL_STEPS}_channel_maps.npz"
+    if not cache.exists():
+        from napari_disyre.detection.pipeline import detect
+
+        checkpoint = models.loaded.setdefault(model, load_checkpoint(model))
+        inputs = ScoredCase(item.case, item.scan, item.full, item.full, inputs=item.inputs).detection_input
+        detection = detect(inputs, checkpoint, default_settings(checkpoint, steps=EVAL_STEPS), keep_restorations=False)  # fmt: skip
+        maps.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(cache, **detection.channel_maps)
+    with np.load(cache) as saved:
+        return {name: saved[name][item.box] for name in saved.files}
+
+
+def channel_diagnostic(args, contrast: str, folds: list[Fold], models: Models) -> None:
+    """Post hoc (written after the pooled four-contrast figure was seen; never selected): how each
+    contrast's map of the t1init fold models scores alone, beside their mean (the combined map the
+    pre-registered rows score) and that contrast's z-scored intensity. Checks that the mean of the
+    channel maps is the saved combined map."""
+    items, worst = [], 0.0
+    for fold in folds:
+        model = model_path(args.work, contrast, "t1init", fold)
+        for patient in fold.test:
+            item = load_patient(args.brats, patient, contrast)
+            models.score(
+                item, "DISYRE t1init (mean of the channel maps)", model, args.work / "maps" / model.name
+            )
+            per_channel = channel_maps(item, model, args.work / "maps" / model.name, models)
+            mean = np.mean(list(per_channel.values()), axis=0)
+            worst = max(
+                worst, float(np.abs(mean - item.scores["DISYRE t1init (mean of the channel maps)"]).max())
+            )
+            for name, score in per_channel.items():
+                item.scores[f"DISYRE t1init, {name} channel map"] = score
+                item.seconds[f"DISYRE t1init, {name} channel map"] = math.nan
+            items.append(item)
+    print(table(f"{contrast}, diagnostic (post hoc, never selected): each channel map of the t1init models alone, "
+                f"no post-processing; {len(items)} patients, each by its own fold's model", items))  # fmt: skip
+    print(f"- mean of the channel maps vs the saved combined map: max |difference| {worst:.2e}")
+
+
 def candidates(starts: tuple[str, ...]) -> list[tuple[str, object]]:
     """The nested candidates of ``starts``, simplest first (PREREGISTERED.md)."""
     posts = [
@@ -459,6 +503,8 @@ def report(args, folds: list[Fold]) -> None:
         for start in args.starts:
             for fold in folds:
                 print("-", model_record(model_path(args.work, contrast, start, fold)))
+        if args.channel_maps and contrast in MULTI:
+            channel_diagnostic(args, contrast, folds, models)
         print()
 
 
@@ -486,6 +532,11 @@ def main() -> int:
     parser.add_argument("--evaluate-only", action="store_true", help="train nothing; score what is finished")
     parser.add_argument(
         "--extra-test", type=Path, help="more patients in the same layout, scored by every fold"
+    )
+    parser.add_argument(
+        "--channel-maps",
+        action="store_true",
+        help="also score each contrast's map of the several-contrast t1init models alone (a post-hoc diagnostic)",
     )
     parser.add_argument(
         "--smoke-steps",
