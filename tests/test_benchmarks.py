@@ -156,7 +156,7 @@ def _fake_brats2018_run(tmp_path, contrast: str, right_start: str, starts: tuple
             _save(work / "maps" / berdiff.name / f"{patient}_berdiff_anomaly_map.nii.gz",
                   (lesion if patient in fold.test else ~lesion & brain).astype(np.float32))  # fmt: skip
     args = argparse.Namespace(
-        work=work, brats=brats, contrasts=[contrast], starts=list(starts), extra_test=None
+        work=work, brats=brats, contrasts=[contrast], starts=list(starts), extra_test=None, channel_maps=False
     )
     return script, args, folds
 
@@ -345,6 +345,35 @@ def test_brats2018_four_contrast_bernoulli_diffusion_is_scored_beside_disyre(tmp
     assert rows["DISYRE nested"] == rows["DISYRE t1init"] == ["1.000", "1.000", "1.000"]
     assert out.count("nested choice: t1init, post-processing: none") == 3
     assert f"{contrast}_berdiff_fold3: 2 min on cpu (?)" in out
+
+
+def test_brats2018_channel_maps_score_each_contrast_alone_and_check_their_mean(tmp_path, capsys):
+    """``--channel-maps``: each contrast's map of the t1init fold models scored alone (saved maps
+    standing in: the FLAIR channel finds the tumour, the T2 channel is flat, so their mean is the
+    saved combined map), and the mean checked against the saved combined map."""
+    contrast = "FLAIR+T2"
+    script, args, folds = _fake_brats2018_run(tmp_path, contrast, "t1init", ("t1init",))
+    lesion = np.zeros((8, 8, 8), np.float32)
+    lesion[3:5, 3:5, 3:5] = 1
+    for fold in folds:
+        maps = args.work / "maps" / script.model_path(args.work, contrast, "t1init", fold).name
+        for patient in fold.test:
+            np.savez(maps / f"{patient}_S4_channel_maps.npz", flair=2 * lesion, t2=np.zeros_like(lesion))
+    args.channel_maps = True
+
+    script.report(args, folds)
+
+    out = capsys.readouterr().out
+    diagnostic = out[out.index(f"**{contrast}, diagnostic") :]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[1] for line in diagnostic.splitlines()[4:9]}
+    assert (
+        rows["DISYRE t1init (mean of the channel maps)"]
+        == rows["DISYRE t1init, flair channel map"]
+        == "1.000"
+    )
+    prevalence = 8 / 6**3  # a flat map's AP: the tumour's share of the region
+    assert rows["DISYRE t1init, t2 channel map"] == f"{prevalence:.3f}"
+    assert "mean of the channel maps vs the saved combined map: max |difference| 0.00e+00" in diagnostic
 
 
 def test_berdiff_variants_copy_and_continue_the_fold_model_or_start_afresh_with_one_change(
