@@ -75,24 +75,47 @@ def train_variant(work: Path, brats: Path, fold: b.Fold, variant: str) -> None:
     b.run_cli(command + extra + resume)
 
 
+def training_gates(model: Path, data: Path) -> dict:
+    """The quality gates measured on (up to 256 of) the run's own training slices, with the same
+    fixed noise as on the held-out ones: the autoencoder's error there says whether it underfits
+    (high on both) or does not generalise (low here, high held out)."""
+    from napari_disyre.berdiff.checkpoint import load_berdiff
+    from napari_disyre.berdiff.gates import QualityGates, judge_run
+    from napari_disyre.berdiff.run import BerDiffRunConfig
+    from napari_disyre.berdiff.stage_data import square_slices
+    from napari_disyre.cli.train import find_contrast_scans
+    from napari_disyre.training.dataset import SliceBank
+
+    trained = load_berdiff(model)
+    patterns = {b.SUFFIX[c]: f"{b.SUFFIX[c]}.nii.gz" for c in b.channels(CONTRAST)}
+    scans = find_contrast_scans(data, patterns, None, "seg.nii.gz")
+    bank = SliceBank.from_scans(scans, BerDiffRunConfig(preset=b.PRESET).preprocessing())
+    images = square_slices(bank.slices, trained.autoencoder.config.image_size)
+    return judge_run(trained, images, QualityGates()).to_dict()
+
+
 def report(args, fold: b.Fold) -> None:
     """Fold 1's test patients: the fold-1 model, each trained variant, z-scored FLAIR intensity."""
     models = b.Models()
     items = []
-    runs = [("Bernoulli diffusion (fold-1 model)", b.model_path(args.work, CONTRAST, b.BERDIFF, fold))]
-    runs += [(f"variant {v}", variant_path(args.work, fold, v)) for v in args.variants]
-    runs = [(name, model) for name, model in runs if b.is_finished(model)]
+    base = b.model_path(args.work, CONTRAST, b.BERDIFF, fold)
+    runs = [("Bernoulli diffusion (fold-1 model)", base)] if b.is_finished(base) else []
+    runs += [(f"variant {v}", variant_path(args.work, fold, v)) for v in args.variants if is_trained(variant_path(args.work, fold, v), v)]  # fmt: skip
     for patient in fold.test:
         item = b.load_patient(args.brats, patient, CONTRAST)
         for name, model in runs:
             models.score(item, name, model, args.work / "maps" / model.name)
         items.append(item)
     print(b.table(f"{CONTRAST} Bernoulli diffusion variants, fold {fold.name} test patients", items))
+    data = b.training_folder(args.work, args.brats, CONTRAST, b.BERDIFF, fold)
     for name, model in runs:
         gates = json.loads(b.metadata_file(model).read_text())["training"].get("quality_gates", {})
+        own = training_gates(model, data)
         print(f"- {name}: {b.model_record(model)}; gates {'passed' if gates.get('passed') else 'FAILED'}: "
-              f"autoencoder held-out error {gates.get('ae_error', float('nan')):.4f}, latent UNet "
-              f"{gates.get('unet_bits', float('nan')):.4f} vs trivial {gates.get('trivial_bits', float('nan')):.4f} bits")  # fmt: skip
+              f"autoencoder error held out {gates.get('ae_error', float('nan')):.4f} / on its training slices "
+              f"{own['ae_error']:.4f}; latent UNet held out {gates.get('unet_bits', float('nan')):.4f} vs trivial "
+              f"{gates.get('trivial_bits', float('nan')):.4f} bits / on its training slices {own['unet_bits']:.4f} "
+              f"vs {own['trivial_bits']:.4f}")  # fmt: skip
     missing = [v for v in args.variants if not is_trained(variant_path(args.work, fold, v), v)]
     if missing:
         print(f"- not trained yet: {', '.join(missing)}")
