@@ -87,8 +87,7 @@ def training_gates(model: Path, data: Path) -> dict:
     from napari_disyre.training.dataset import SliceBank
 
     trained = load_berdiff(model)
-    patterns = {b.SUFFIX[c]: f"{b.SUFFIX[c]}.nii.gz" for c in b.channels(CONTRAST)}
-    scans = find_contrast_scans(data, patterns, None, "seg.nii.gz")
+    scans = find_contrast_scans(data, b.channel_files(CONTRAST), None, "seg.nii.gz")
     bank = SliceBank.from_scans(scans, BerDiffRunConfig(preset=b.PRESET).preprocessing())
     images = square_slices(bank.slices, trained.autoencoder.config.image_size)
     return judge_run(trained, images, QualityGates()).to_dict()
@@ -100,7 +99,8 @@ def report(args, fold: b.Fold) -> None:
     items = []
     base = b.model_path(args.work, CONTRAST, b.BERDIFF, fold)
     runs = [("Bernoulli diffusion (fold-1 model)", base)] if b.is_finished(base) else []
-    runs += [(f"variant {v}", variant_path(args.work, fold, v)) for v in args.variants if is_trained(variant_path(args.work, fold, v), v)]  # fmt: skip
+    trained = {v: is_trained(variant_path(args.work, fold, v), v) for v in args.variants}
+    runs += [(f"variant {v}", variant_path(args.work, fold, v)) for v in args.variants if trained[v]]
     for patient in fold.test:
         item = b.load_patient(args.brats, patient, CONTRAST)
         for name, model in runs:
@@ -116,7 +116,7 @@ def report(args, fold: b.Fold) -> None:
               f"{own['ae_error']:.4f}; latent UNet held out {gates.get('unet_bits', float('nan')):.4f} vs trivial "
               f"{gates.get('trivial_bits', float('nan')):.4f} bits / on its training slices {own['unet_bits']:.4f} "
               f"vs {own['trivial_bits']:.4f}")  # fmt: skip
-    missing = [v for v in args.variants if not is_trained(variant_path(args.work, fold, v), v)]
+    missing = [v for v in args.variants if not trained[v]]
     if missing:
         print(f"- not trained yet: {', '.join(missing)}")
 

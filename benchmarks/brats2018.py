@@ -143,6 +143,11 @@ def channels(contrast: str) -> tuple[str, ...]:
     return MULTI.get(contrast, (contrast,))
 
 
+def channel_files(contrast: str) -> dict[str, str]:
+    """Each channel's file name in a patient folder of :func:`link_patients`, in channel order."""
+    return {SUFFIX[c]: f"{SUFFIX[c]}.nii.gz" for c in channels(contrast)}
+
+
 def scan_path(folder: Path, patient: str, contrast: str) -> Path:
     return folder / patient / f"{patient}_{SUFFIX[contrast]}.nii.gz"
 
@@ -231,7 +236,7 @@ def training_command(work: Path, brats: Path, contrast: str, start: str, fold: F
     data = training_folder(work, brats, contrast, start, fold)
     patients = f"tumour-free slices of {' + '.join(fold.train)} (fold {fold.name}; validation {fold.validation}; test {' + '.join(fold.test)})"  # fmt: skip
     if contrast in MULTI:  # one file per contrast in each patient folder, in the channel order
-        selection = [f"--scan-name={SUFFIX[c]}={SUFFIX[c]}.nii.gz" for c in channels(contrast)]
+        selection = [f"--scan-name={name}={file}" for name, file in channel_files(contrast).items()]
     else:
         selection = ["--pattern", f"*/{SUFFIX[contrast]}.nii.gz", "--contrast", contrast]
     held_out = ["--val-count", "0"]
@@ -345,7 +350,9 @@ def channel_maps(item: Patient, model: Path, maps: Path, models: Models) -> dict
     if not cache.exists():
         from napari_disyre.detection.pipeline import detect
 
-        checkpoint = models.loaded.setdefault(model, load_checkpoint(model))
+        if model not in models.loaded:
+            models.loaded[model] = load_checkpoint(model)
+        checkpoint = models.loaded[model]
         inputs = ScoredCase(item.case, item.scan, item.full, item.full, inputs=item.inputs).detection_input
         detection = detect(inputs, checkpoint, default_settings(checkpoint, steps=EVAL_STEPS), keep_restorations=False)  # fmt: skip
         maps.mkdir(parents=True, exist_ok=True)
@@ -359,19 +366,15 @@ def channel_diagnostic(args, contrast: str, folds: list[Fold], models: Models) -
     contrast's map of the t1init fold models scores alone, beside their mean (the combined map the
     pre-registered rows score) and that contrast's z-scored intensity. Checks that the mean of the
     channel maps is the saved combined map."""
-    items, worst = [], 0.0
+    items, worst, combined = [], 0.0, "DISYRE t1init (mean of the channel maps)"
     for fold in folds:
         model = model_path(args.work, contrast, "t1init", fold)
         for patient in fold.test:
-            item = load_patient(args.brats, patient, contrast)
-            models.score(
-                item, "DISYRE t1init (mean of the channel maps)", model, args.work / "maps" / model.name
-            )
-            per_channel = channel_maps(item, model, args.work / "maps" / model.name, models)
+            item, maps = load_patient(args.brats, patient, contrast), args.work / "maps" / model.name
+            models.score(item, combined, model, maps)
+            per_channel = channel_maps(item, model, maps, models)
             mean = np.mean(list(per_channel.values()), axis=0)
-            worst = max(
-                worst, float(np.abs(mean - item.scores["DISYRE t1init (mean of the channel maps)"]).max())
-            )
+            worst = max(worst, float(np.abs(mean - item.scores[combined]).max()))
             for name, score in per_channel.items():
                 item.scores[f"DISYRE t1init, {name} channel map"] = score
                 item.seconds[f"DISYRE t1init, {name} channel map"] = math.nan

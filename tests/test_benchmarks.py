@@ -29,6 +29,15 @@ def _save(path: Path, array: np.ndarray) -> None:
     nib.save(nib.Nifti1Image(array, np.eye(4)), path)
 
 
+def _empty_brats(brats: Path, suffixes: tuple[str, ...]) -> list[str]:
+    """Twelve BraTS-named patient folders of empty 2^3 files, one per suffix; their names."""
+    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
+    for patient in patients:
+        for suffix in suffixes:
+            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    return patients
+
+
 @pytest.mark.parametrize("core", [False, True])
 def test_pooled_over_folds_scores_each_patient_with_its_held_out_fold_map(tmp_path: Path, core: bool) -> None:
     script = _load_script()
@@ -98,10 +107,7 @@ def test_brats2018_folds_never_test_a_training_patient_and_test_each_patient_onc
 def test_brats2018_training_folder_links_exactly_the_training_patients(tmp_path):
     script = _load_brats2018()
     brats = tmp_path / "brats"
-    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
-    for patient in patients:
-        for suffix in ("t2", "seg"):
-            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    patients = _empty_brats(brats, ("t2", "seg"))
     assert script.patients_in(brats) == patients
     fold = script.make_folds(patients)[1]
     folder = script.training_folder(tmp_path / "work", brats, "T2", "scratch", fold)
@@ -225,10 +231,7 @@ def test_brats2018_bernoulli_diffusion_fold_model_trains_at_the_preset_and_resum
     with none of DISYRE's step count or EMA, resumed while unfinished, skipped once finished."""
     script = _load_brats2018()
     brats, work = tmp_path / "brats", tmp_path / "work"
-    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
-    for patient in patients:
-        for suffix in ("t2", "seg"):
-            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    patients = _empty_brats(brats, ("t2", "seg"))
     fold = script.make_folds(patients)[0]
     commands = []
     monkeypatch.setattr(script, "run_cli", commands.append)
@@ -268,10 +271,7 @@ def test_brats2018_multi_contrast_folds_link_every_channel_and_train_with_a_patt
     train command names the channels in order, widens the healthy T1 model, and only t1init exists."""
     script = _load_brats2018()
     brats = tmp_path / "brats"
-    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
-    for patient in patients:
-        for suffix in ("flair", "t2", "seg"):
-            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    patients = _empty_brats(brats, ("flair", "t2", "seg"))
     fold = script.make_folds(patients)[0]
     commands = []
     monkeypatch.setattr(script, "run_cli", commands.append)
@@ -297,10 +297,7 @@ def test_brats2018_four_contrast_bernoulli_diffusion_trains_with_the_validation_
     script = _load_brats2018()
     contrast = "FLAIR+T1+T1ce+T2"
     brats, work = tmp_path / "brats", tmp_path / "work"
-    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
-    for patient in patients:
-        for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
-            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    patients = _empty_brats(brats, ("flair", "t1", "t1ce", "t2", "seg"))
     fold = script.make_folds(patients)[1]
     commands = []
     monkeypatch.setattr(script, "run_cli", commands.append)
@@ -387,10 +384,7 @@ def test_berdiff_variants_copy_and_continue_the_fold_model_or_start_afresh_with_
     spec.loader.exec_module(variants)
     script, contrast = variants.b, variants.CONTRAST
     brats, work = tmp_path / "brats", tmp_path / "work"
-    patients = [f"Brats18_P{i:02d}_1" for i in range(12)]
-    for patient in patients:
-        for suffix in ("flair", "t1", "t1ce", "t2", "seg"):
-            _save(brats / patient / f"{patient}_{suffix}.nii.gz", np.zeros((2, 2, 2), np.float32))
+    patients = _empty_brats(brats, ("flair", "t1", "t1ce", "t2", "seg"))
     fold = script.make_folds(patients)[0]
     commands = []
     monkeypatch.setattr(script, "run_cli", commands.append)
