@@ -329,15 +329,15 @@ class Models:
     def __init__(self) -> None:
         self.loaded: dict[Path, object] = {}
 
-    def score(self, item: Patient, key: str, model: Path, maps: Path, post=None) -> None:
+    def score(self, item: Patient, key: str, model: Path, maps: Path, post=None, reference: str = "input") -> None:  # fmt: skip
         """Add ``model``'s map of ``item`` as ``key`` (DISYRE at S = EVAL_STEPS; Bernoulli diffusion at
-        its defaults), post-processed by ``post``."""
+        its defaults, its map against ``reference``), post-processed by ``post``."""
         disyre = checkpoint_kind(model) == "disyre"
-        tag = f"S{EVAL_STEPS}" if disyre else BERDIFF
+        tag = f"S{EVAL_STEPS}" if disyre else BERDIFF if reference == "input" else f"{BERDIFF}_recon"
         if not (maps / f"{item.case.id}_{tag}_anomaly_map.nii.gz").exists() and model not in self.loaded:
             self.loaded[model] = load_checkpoint(model)
         full = ScoredCase(item.case, item.scan, item.full, item.full, inputs=item.inputs)  # no label needed
-        overrides = {"steps": EVAL_STEPS} if disyre else {}
+        overrides = {"steps": EVAL_STEPS} if disyre else {} if reference == "input" else {"reference": reference}
         score_detection(full, self.loaded.get(model), None, key, tag, maps, postprocessing=post, **overrides)
         item.scores[key] = full.scores[key][item.box]
         item.seconds[key] = full.seconds[key]

@@ -64,6 +64,8 @@ def test_settings_of_the_other_method_are_refused(tiny_checkpoint):
         default_settings(model, steps=3)
     with pytest.raises(DisyreError, match="--noise-level does not apply to a DISYRE"):
         default_settings(tiny_checkpoint, noise_level=3)
+    with pytest.raises(DisyreError, match="--map-reference does not apply to a DISYRE"):
+        default_settings(tiny_checkpoint, reference="reconstruction")
 
 
 def test_detect_runs_berdiff_on_the_scans_grid():
@@ -163,6 +165,12 @@ def test_detect_cli_writes_the_berdiff_map_and_flip_mask(tmp_path, tiny_checkpoi
     expected = detect(load_scan(tmp_path / "scan.nii.gz"), model, default_settings(model, threshold=0.5))
     np.testing.assert_allclose(nib.load(tmp_path / "map.nii.gz").get_fdata(), expected.anomaly_map, atol=1e-6)
     np.testing.assert_allclose(nib.load(tmp_path / "flip.nii.gz").get_fdata(), expected.flip_mask, atol=1e-6)
+    against = ["--out-map", str(tmp_path / "recon.nii.gz"), "--map-reference", "reconstruction", "-q"]
+    assert main(["detect", str(tmp_path / "scan.nii.gz"), "-c", str(berdiff), "-P", "0.5", *against]) == 0
+    settings = default_settings(model, threshold=0.5, reference="reconstruction")
+    recon = detect(load_scan(tmp_path / "scan.nii.gz"), model, settings).anomaly_map
+    np.testing.assert_allclose(nib.load(tmp_path / "recon.nii.gz").get_fdata(), recon, atol=1e-6)
+    assert not np.allclose(recon, expected.anomaly_map)
     disyre = save_checkpoint(tmp_path / "ds", tiny_checkpoint)
     capsys.readouterr()
     assert (

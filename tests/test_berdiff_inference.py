@@ -186,3 +186,24 @@ def test_bad_slices_are_refused():
         run(np.zeros((1, 15, 16), np.float32), ae, unet, InferenceSettings(noise_level=2))
     with pytest.raises(InputError, match="channel|expected slices"):
         run(np.zeros((1, 3, 16, 16), np.float32), ae, unet, InferenceSettings(noise_level=2))
+
+
+def test_the_map_against_the_reconstruction_cancels_the_autoencoders_own_error():
+    """reference="reconstruction": the same draws and restoration as the official map, compared with
+    the decoded code the restoration started from (the slice's first draw of its own generator)."""
+    ae, unet = tiny_networks()
+    slices = smooth_slices(3)
+    official, _ = run(slices, ae, unet, InferenceSettings(noise_level=4, seed=2), batch_size=2)
+    settings = InferenceSettings(noise_level=4, seed=2, reference="reconstruction")
+    against, _ = run(slices, ae, unet, settings, batch_size=2)
+    assert np.array_equal(against.restoration, official.restoration)
+    with torch.no_grad():
+        p = ae.bit_probabilities(torch.from_numpy(slices[:, None]))
+        code = SliceNoise(2, 3).bernoulli(p)  # each slice's first draw: its code
+        reconstruction = ae.decode(code).clamp(0, 1).numpy()
+    expected = ((against.restoration - reconstruction) ** 2).sum(axis=1)
+    np.testing.assert_allclose(against.anomaly_map, expected, rtol=1e-4, atol=1e-6)  # batched-conv rounding
+    assert np.allclose(official.anomaly_map, ((official.restoration - slices[:, None]) ** 2).sum(axis=1))
+    assert not np.allclose(against.anomaly_map, official.anomaly_map)
+    with pytest.raises(DisyreError, match="reference"):
+        InferenceSettings(reference="recon")

@@ -351,16 +351,25 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     berdiff = save_berdiff(tmp_path / "bd", tiny_berdiff(noise_level=7, threshold=0.5))
     widget.checkpoint.value = berdiff
     shown = {w.label: not w.native.isHidden() for w in (widget.steps, widget.method, *widget.berdiff.widgets)}
-    assert shown == {"steps": False, "method": False, "noise level L": True, "flip threshold P": True}
+    assert shown == {
+        "steps": False,
+        "method": False,
+        "noise level L": True,
+        "flip threshold P": True,
+        "map against": True,
+    }
     assert (widget.berdiff.noise_level.value, widget.berdiff.flip_threshold.value) == (7, 0.5)
     assert "defaults L = 7, P = 0.5" in widget.checkpoint_info.value
+    assert widget.berdiff.reference.value == "input"  # the official map unless asked
     widget.berdiff.noise_level.value = 11  # the run takes what the controls show
     click_detect(qtbot, widget)
     detection = widget.detection
-    assert (detection.method, detection.settings.noise_level, detection.settings.threshold) == (
+    settings = detection.settings
+    assert (detection.method, settings.noise_level, settings.threshold, settings.reference) == (
         "berdiff",
         11,
         0.5,
+        "input",
     )
     layers = {layer.name for layer in widget.viewer.layers}
     assert {"scan restorations", "scan anomaly map", "scan flip mask", "scan anomaly mask"} <= layers
@@ -375,6 +384,11 @@ def test_a_berdiff_checkpoint_shows_L_and_P_and_adds_the_flip_mask_layer(
     assert widget.table.rowCount() == len(widget.lesions) > 0
     written = widget.export("mask", str(tmp_path / "mask.nii.gz"))
     assert np.array_equal(nib.load(written).get_fdata() > 0, widget.current_mask())
+    widget.berdiff.reference.value = "reconstruction"  # the same draws, another map
+    click_detect(qtbot, widget)
+    assert widget.detection.settings.reference == "reconstruction"
+    assert np.array_equal(widget.detection.flip_mask, detection.flip_mask)
+    assert not np.allclose(widget.detection.anomaly_map, detection.anomaly_map)
     # back to a DISYRE checkpoint: steps and method again, and no stale flip mask after its run
     widget.checkpoint.value = checkpoint_dir
     assert widget.controls.kind == "disyre" and not widget.steps.native.isHidden()

@@ -231,6 +231,7 @@ class InferenceOptions(Declared):
     threshold: Probability = 0.6
     sample_code: Flag = True
     seed: Seed = 0
+    reference: Literal["input", "reconstruction"] = "input"
 
 
 class MapOptions(Declared):

@@ -11,7 +11,10 @@ at index L itself, the official off-by-one):
 * x_{t-1} ~ Bernoulli(posterior(x0_mixed, x_t, t)).
 
 At t = 0 the result is the real-valued, unmasked x0 = |x_1 - flip(x_1, 0)|, decoded and clamped to
-[0, 1]; the anomaly map is the squared difference summed over channels.
+[0, 1]; the anomaly map is the squared difference summed over channels: with the input (the official
+map, ``reference="input"``), or with the decoded code the restoration started from
+(``reference="reconstruction"``), where the autoencoder's own reconstruction error cancels and only
+what the latent diffusion changed remains (an autoencoder trained briefly is the map otherwise).
 
 Departures from the official script, on purpose: the mask is built for every slice of a batch from
 its own flip probabilities (the official code thresholds batch element 0 and applies that mask to
@@ -55,6 +58,7 @@ class InferenceSettings:
     threshold: float = 0.6
     sample_code: bool = True  # the official code samples the AE code at test time too
     seed: int = 0
+    reference: str = "input"  # what the restoration is compared with: "input" or "reconstruction"
 
     def __post_init__(self) -> None:
         check(InferenceOptions, asdict(self), "Bernoulli diffusion settings")
@@ -154,7 +158,7 @@ class BerDiffProgress:
 class BerDiffResult:
     """What a masked restoration of a slice stack (N, C, H, W) produced."""
 
-    anomaly_map: np.ndarray  # (N, H, W) sum over channels of (restoration - input)^2
+    anomaly_map: np.ndarray  # (N, H, W) sum over channels of (restoration - reference)^2
     restoration: np.ndarray  # (N, C, H, W) decoded final x0, clamped to [0, 1]
     flip_mask: np.ndarray  # (N, H, W) fraction of latent bits in the final mask, per image pixel
     restorations: list[np.ndarray] = field(default_factory=list)  # kept steps, decoded
@@ -240,7 +244,10 @@ def restore_slices(
         result.restoration = result.restorations[-1]
         for state, (a, b) in zip(states, batches, strict=True):
             result.flip_mask[a:b] = _mask_in_image_space(state.mask, ae.config.downsampling)
-    result.anomaly_map = ((result.restoration - stack) ** 2).sum(axis=1)
+        reference = stack
+        if settings.reference == "reconstruction":
+            reference = np.concatenate([_decode(decode, state.code) for state in states])
+    result.anomaly_map = ((result.restoration - reference) ** 2).sum(axis=1)
     result.seconds = time.perf_counter() - started
     return result
 

@@ -89,6 +89,13 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="flip-probability threshold P of the growing mask (default: the checkpoint's)",
     )
+    bd.add_argument(
+        "--map-reference",
+        choices=("input", "reconstruction"),
+        default=None,
+        help="compare the restoration with the input (the official map, default) or with the "
+        "autoencoder's reconstruction of it (its own error cancels; see docs/berdiff-official.md)",
+    )
 
 
 def add_postprocessing_options(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +132,7 @@ def restoration_overrides(args: argparse.Namespace) -> dict:
         fast=True if args.fast else None,
         noise_level=args.noise_level,
         threshold=args.flip_threshold,
+        reference=args.map_reference,
     )
 
 

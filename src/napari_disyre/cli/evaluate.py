@@ -302,7 +302,8 @@ def _model_runs(args: argparse.Namespace) -> list[ModelRun]:
                     checkpoint,
                     settings,
                     name,
-                    f"{tag}berdiff_L{settings.noise_level}_P{settings.threshold:g}",
+                    f"{tag}berdiff_L{settings.noise_level}_P{settings.threshold:g}"
+                    + ("_recon" if settings.reference == "reconstruction" else ""),
                     options,
                     post,
                 )

@@ -58,7 +58,12 @@ OPTIONS = {
         "weight_foreground": "--no-weight-foreground",
         "fast": "--fast",
     },
-    "berdiff": {"noise_level": "--noise-level", "threshold": "--flip-threshold", "seed": "--seed"},
+    "berdiff": {
+        "noise_level": "--noise-level",
+        "threshold": "--flip-threshold",
+        "seed": "--seed",
+        "reference": "--map-reference",
+    },
 }
 
 
@@ -182,7 +187,8 @@ def default_settings(detector: Detector, **overrides: Any) -> Settings:
 def describe_settings(settings: Settings) -> str:
     """``S=4 mean-single-step`` or ``L=100, P=0.6``: for progress lines and reports."""
     if hasattr(settings, "noise_level"):
-        return f"L={settings.noise_level}, P={settings.threshold:g}"
+        against = ", against the reconstruction" if settings.reference == "reconstruction" else ""
+        return f"L={settings.noise_level}, P={settings.threshold:g}{against}"
     return f"S={settings.steps} {settings.method}" + (" (fast)" if settings.fast else "")
 
 

@@ -40,9 +40,12 @@ def map_record(
         kept = {k: v for k, v in options.items() if k not in ("batch_size", "device", "runtime")}
         precision = autocast_dtype(resolve_device(options.get("device", "auto")), options.get("precision"))
         kept["precision"] = str(precision or "float32")
+        written = dataclasses.asdict(settings)
+        if written.get("reference") == "input":
+            del written["reference"]  # the official map, recorded as before the option existed
         record |= {
             "checkpoint": checkpoint.fingerprint(),
-            "settings": dataclasses.asdict(settings),
+            "settings": written,
             "options": kept,
         }
     return json.loads(json.dumps(record, sort_keys=True, default=str))  # as it reads back from disk

@@ -1,7 +1,8 @@
 """The widget's controls for a masked Bernoulli diffusion checkpoint, and its flip-mask layer.
 
 A berdiff checkpoint is restored with a noise level L and a flip-probability threshold P, not with a
-step count and a restoration method; :class:`BerDiffControls` holds the two inputs, takes their
+step count and a restoration method, and its map compares the restoration with the input (official)
+or with the autoencoder's reconstruction; :class:`BerDiffControls` holds the three inputs, takes L and P
 defaults from ``berdiff.json`` (torch-free, when the checkpoint is chosen) and says what the run
 asks. Kept apart from ``widget.py`` so the DISYRE form stays as it is.
 """
@@ -12,32 +13,45 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import FloatSpinBox, SpinBox
+from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
 
 from ..berdiff.layout import read_berdiff_metadata
 
 
 class BerDiffControls:
-    """L and P; hidden until a berdiff checkpoint is chosen."""
+    """L, P and the map's reference; hidden until a berdiff checkpoint is chosen."""
 
     def __init__(self) -> None:
         self.noise_level = SpinBox(label="noise level L", min=1, max=999, value=100, visible=False)
         self.flip_threshold = FloatSpinBox(
             label="flip threshold P", min=0.0, max=1.0, step=0.01, value=0.6, visible=False
         )
-        self.widgets = [self.noise_level, self.flip_threshold]
+        self.reference = ComboBox(
+            label="map against", choices=["input", "reconstruction"], value="input", visible=False
+        )
+        self.reference.tooltip = (
+            "input: the official map; reconstruction: the autoencoder's own error cancels, only what "
+            "the latent diffusion changed remains"
+        )
+        self.widgets = [self.noise_level, self.flip_threshold, self.reference]
 
     def take_defaults(self, path: str | Path) -> str:
-        """Set L and P to the checkpoint's; returns the line the widget shows about it."""
+        """Set L and P to the checkpoint's and the map to the official one; returns the line the
+        widget shows about it."""
         meta = read_berdiff_metadata(path)
         inference = meta.get("inference", {})
         self.noise_level.value = int(inference.get("noise_level", 100))
         self.flip_threshold.value = float(inference.get("threshold", 0.6))
+        self.reference.value = "input"
         described = meta.get("description") or "masked Bernoulli diffusion model"
         return f"{described}; defaults L = {self.noise_level.value}, P = {self.flip_threshold.value:g}"
 
     def overrides(self) -> dict[str, Any]:
-        return {"noise_level": self.noise_level.value, "threshold": self.flip_threshold.value}
+        return {
+            "noise_level": self.noise_level.value,
+            "threshold": self.flip_threshold.value,
+            "reference": self.reference.value,
+        }
 
 
 def flip_mask_kwargs(derived: dict[str, Any], flip_mask: np.ndarray) -> dict[str, Any]:
