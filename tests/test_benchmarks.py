@@ -411,3 +411,39 @@ def test_berdiff_variants_copy_and_continue_the_fold_model_or_start_afresh_with_
     (longer_model / "berdiff.json").write_text(json.dumps({"training": {"diffusion_steps": 8000}}))
     variants.train_variant(work, brats, fold, "longer")
     assert len(commands) == 3  # trained: skipped
+
+
+def test_berdiff_map_reference_chooses_on_the_validation_patient_and_scores_the_test_patients_with_it(
+    tmp_path, monkeypatch
+):
+    """The pre-registered nested choice (issue 29): the reference with the higher validation AP (the
+    official one on a tie) gives the nested row of the fold's test patients; both rows are kept."""
+    spec = importlib.util.spec_from_file_location("berdiff_map_reference", SCRIPT.parent / "berdiff_map_reference.py")  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.choose_reference({"input": 0.2, "reconstruction": 0.3}) == "reconstruction"
+    assert module.choose_reference({"input": 0.3, "reconstruction": 0.3}) == "input"
+    script = module.b
+    fold = script.make_folds([f"Brats18_P{i:02d}_1" for i in range(12)])[0]
+    label = np.array([True, False, False, True])
+
+    def patient(folder, name, contrast):
+        return argparse.Namespace(case=name, label=label, region=np.ones(4, bool), scores={}, seconds={})
+
+    def score(self, item, key, model, maps, post=None, reference="input"):
+        good = label.astype(np.float32) + 0.1 * np.arange(4)
+        # the validation patient favours the reconstruction map; the test patients would favour input
+        favoured = "reconstruction" if item.case == fold.validation else "input"
+        item.scores[key] = good if reference == favoured else 1 - good
+        item.seconds[key] = {"input": 1.0, "reconstruction": 2.0}[reference]
+
+    monkeypatch.setattr(script, "load_patient", patient)
+    monkeypatch.setattr(script.Models, "score", score)
+    args = argparse.Namespace(work=tmp_path, brats=tmp_path)
+    items, chosen, aps = module.fold_rows(args, fold, script.Models())
+    assert chosen == "reconstruction" and aps == {"input": pytest.approx(5 / 12), "reconstruction": 1.0}  # (1/3 + 2/4) / 2
+    assert [item.case for item in items] == list(fold.test)
+    for item in items:
+        assert np.array_equal(item.scores[module.NESTED], item.scores[module.NAMES["reconstruction"]])
+        assert item.seconds[module.NESTED] == 2.0
+        assert set(item.scores) == {module.NESTED, *module.NAMES.values()}
