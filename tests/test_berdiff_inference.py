@@ -207,3 +207,10 @@ def test_the_map_against_the_reconstruction_cancels_the_autoencoders_own_error()
     assert not np.allclose(against.anomaly_map, official.anomaly_map)
     with pytest.raises(DisyreError, match="reference"):
         InferenceSettings(reference="recon")
+
+
+def test_fingerprints_and_saved_map_records_of_the_official_map_are_as_before_the_option():
+    """A model's fingerprint and a saved map's record hold the settings without the official map's
+    reference, so maps saved before ``--map-reference`` existed are still reused, not refused."""
+    assert InferenceSettings().record() == {"noise_level": 100, "threshold": 0.6, "sample_code": True, "seed": 0}
+    assert InferenceSettings(reference="reconstruction").record()["reference"] == "reconstruction"

@@ -108,7 +108,7 @@ class BerDiffModel:
             self.autoencoder.config.to_dict(),
             self.unet_config.to_dict(),
             dataclasses.asdict(self.schedule),
-            dataclasses.asdict(self.inference),
+            self.inference.record(),
             self.preprocessing,
         ]
         return content_fingerprint(parts, {"autoencoder.": self.autoencoder, "unet.": self.unet})

@@ -63,6 +63,14 @@ class InferenceSettings:
     def __post_init__(self) -> None:
         check(InferenceOptions, asdict(self), "Bernoulli diffusion settings")
 
+    def record(self) -> dict:
+        """The settings as fingerprints and saved-map records hold them: the official map's
+        reference is left out, so those written before the option existed stay valid."""
+        written = asdict(self)
+        if written["reference"] == "input":
+            del written["reference"]
+        return written
+
     def check(self, schedule: BernoulliSchedule) -> None:
         if not 1 <= self.noise_level < schedule.steps:
             raise DisyreError(

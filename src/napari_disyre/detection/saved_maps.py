@@ -40,9 +40,8 @@ def map_record(
         kept = {k: v for k, v in options.items() if k not in ("batch_size", "device", "runtime")}
         precision = autocast_dtype(resolve_device(options.get("device", "auto")), options.get("precision"))
         kept["precision"] = str(precision or "float32")
-        written = dataclasses.asdict(settings)
-        if written.get("reference") == "input":
-            del written["reference"]  # the official map, recorded as before the option existed
+        # Bernoulli diffusion settings leave the official map's reference out (InferenceSettings.record)
+        written = settings.record() if hasattr(settings, "record") else dataclasses.asdict(settings)
         record |= {
             "checkpoint": checkpoint.fingerprint(),
             "settings": written,
