@@ -1,6 +1,6 @@
 """Masked Bernoulli diffusion variants on BraTS 2018 fold 1 (issue 29): longer latent training, the
-paper's code size, the paper's symmetric forward process, each one change from the fold-1 model of
-``brats2018.py --contrasts FLAIR+T1+T1ce+T2 --starts berdiff``.
+paper's code size, the paper's symmetric forward process, a longer-trained autoencoder, each one
+change from the fold-1 model of ``brats2018.py --contrasts FLAIR+T1+T1ce+T2 --starts berdiff``.
 
 Pre-registered in benchmarks/brats2018_PREREGISTERED.md (2026-12-04 03:26 UTC) before any variant was
 trained. Fold 1 only (one variant is one to one and a half hours of a CPU core); scored on fold 1's
@@ -9,7 +9,9 @@ four test patients beside the fold-1 model and z-scored FLAIR intensity; reporte
 - ``longer``: the fold-1 model copied and continued with ``--resume --diffusion-steps 8000`` (the
   autoencoder, so the code, unchanged; the latent UNet trained twice as long);
 - ``code128``: trained afresh with ``--code-size 128`` (the small preset has 32 bits per position);
-- ``symmetric``: trained afresh with ``--forward-process symmetric``.
+- ``symmetric``: trained afresh with ``--forward-process symmetric``;
+- ``ae8000``: trained afresh with ``--ae-steps 8000`` (four times the preset's autoencoder steps;
+  pre-registered later, 2026-12-04 09:36 UTC, after the autoencoder was found to underfit).
 
 Resumable like ``brats2018.py``: a rerun skips finished variants and continues interrupted ones.
 Run from the repository root::
@@ -38,6 +40,7 @@ VARIANTS: dict[str, tuple[list[str], bool]] = {
     "longer": (["--diffusion-steps", str(LONGER_STEPS)], True),
     "code128": (["--code-size", "128"], False),
     "symmetric": (["--forward-process", "symmetric"], False),
+    "ae8000": (["--ae-steps", "8000"], False),
 }
 
 
