@@ -142,6 +142,12 @@ def test_evaluate_scores_two_checkpoints_of_both_methods_in_one_report(tmp_path,
     pooled = next(r for r in rows if r["method"] == names[2] and r["volume"] == "pooled")
     assert float(pooled["ap"]) == pytest.approx(expected, abs=1e-4)
     assert len(list((tmp_path / "maps").glob("*.nii.gz"))) == 4  # two models x two cases, cached
+    # the map against the reconstruction: its own row and its own cached maps, beside the official ones
+    assert main([*args, "--map-reference", "reconstruction", "--out", str(tmp_path / "report2")]) == 0
+    rows = list(csv.DictReader((tmp_path / "report2" / "metrics.csv").open()))
+    assert {r["method"] for r in rows} == {*names[:2], "bd: BerDiff L=6, P=0.55, against the reconstruction"}
+    assert len(list((tmp_path / "maps").glob("*berdiff_L6_P0.55_recon_anomaly_map.nii.gz"))) == 2
+    assert len(list((tmp_path / "maps").glob("*.nii.gz"))) == 6
     capsys.readouterr()
     only_berdiff = ["evaluate", "--checkpoint", str(berdiff), "--scans", str(tmp_path / "scans"),
                     "--labels", str(tmp_path / "labels"), "--steps", "2", "-q"]  # fmt: skip
