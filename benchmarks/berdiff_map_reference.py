@@ -29,8 +29,9 @@ import berdiff_variants as v  # noqa: E402  (the fold-1 variants and their model
 import brats2018 as b  # noqa: E402  (the folds, data folders, scoring and tables of the main benchmark)
 
 from napari_disyre.evaluation.metrics import average_precision  # noqa: E402
+from napari_disyre.validation import MAP_REFERENCES  # noqa: E402
 
-REFERENCES = ("input", "reconstruction")  # the official map first: it wins ties
+REFERENCES = MAP_REFERENCES  # the official map first
 NAMES = {"input": "Bernoulli diffusion, map vs input (official)", "reconstruction": "Bernoulli diffusion, map vs reconstruction"}  # fmt: skip
 NESTED = "Bernoulli diffusion, nested reference"
 

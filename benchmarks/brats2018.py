@@ -333,11 +333,12 @@ class Models:
         """Add ``model``'s map of ``item`` as ``key`` (DISYRE at S = EVAL_STEPS; Bernoulli diffusion at
         its defaults, its map against ``reference``), post-processed by ``post``."""
         disyre = checkpoint_kind(model) == "disyre"
-        tag = f"S{EVAL_STEPS}" if disyre else BERDIFF if reference == "input" else f"{BERDIFF}_recon"
+        tag = f"S{EVAL_STEPS}" if disyre else BERDIFF + ("_recon" if reference == "reconstruction" else "")
         if not (maps / f"{item.case.id}_{tag}_anomaly_map.nii.gz").exists() and model not in self.loaded:
             self.loaded[model] = load_checkpoint(model)
         full = ScoredCase(item.case, item.scan, item.full, item.full, inputs=item.inputs)  # no label needed
-        overrides = {"steps": EVAL_STEPS} if disyre else {} if reference == "input" else {"reference": reference}
+        # the official reference is left out of the map record, so its cached maps stay valid
+        overrides = {"steps": EVAL_STEPS} if disyre else {"reference": reference}
         score_detection(full, self.loaded.get(model), None, key, tag, maps, postprocessing=post, **overrides)
         item.scores[key] = full.scores[key][item.box]
         item.seconds[key] = full.seconds[key]

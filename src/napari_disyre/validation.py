@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from pydantic import (
@@ -57,6 +57,9 @@ MAX_CODE_BITS = 1024  # bits per latent position of a trained autoencoder (the p
 #: A 3D median of 15^3 voxels already blurs away any lesion a map could show; larger ones only cost
 #: memory and hours (the issue's --median 1000 reached 9.3 GB).
 MAX_MEDIAN = 15
+# what a Bernoulli diffusion restoration is compared with: the input (the official map) or the decoded code
+MapReference = Literal["input", "reconstruction"]
+MAP_REFERENCES: tuple[str, ...] = get_args(MapReference)
 
 Whole = Annotated[int, BeforeValidator(_whole)]
 Count = Annotated[Whole, Field(ge=1)]  # steps, batch sizes: at least one
@@ -231,7 +234,7 @@ class InferenceOptions(Declared):
     threshold: Probability = 0.6
     sample_code: Flag = True
     seed: Seed = 0
-    reference: Literal["input", "reconstruction"] = "input"
+    reference: MapReference = "input"
 
 
 class MapOptions(Declared):

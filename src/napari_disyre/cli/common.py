@@ -26,7 +26,7 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     from ..disyre.methods import METHODS
     from ..runtime.devices import DEVICE_CHOICES, PRECISION_CHOICES
     from ..runtime.sessions import INSTALL_COMMAND, RUNTIME_CHOICES
-    from ..validation import Count, NoiseLevel, Probability, RestorationSteps, cli_type
+    from ..validation import MAP_REFERENCES, Count, NoiseLevel, Probability, RestorationSteps, cli_type
 
     group = parser.add_argument_group("restoration (DISYRE checkpoints)")
     group.add_argument(
@@ -91,7 +91,7 @@ def add_restoration_options(parser: argparse.ArgumentParser) -> None:
     )
     bd.add_argument(
         "--map-reference",
-        choices=("input", "reconstruction"),
+        choices=MAP_REFERENCES,
         default=None,
         help="compare the restoration with the input (the official map, default) or with the "
         "autoencoder's reconstruction of it (its own error cancels; see docs/berdiff-official.md)",

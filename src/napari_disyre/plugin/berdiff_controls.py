@@ -16,6 +16,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
 
 from ..berdiff.layout import read_berdiff_metadata
+from ..validation import MAP_REFERENCES
 
 
 class BerDiffControls:
@@ -27,7 +28,7 @@ class BerDiffControls:
             label="flip threshold P", min=0.0, max=1.0, step=0.01, value=0.6, visible=False
         )
         self.reference = ComboBox(
-            label="map against", choices=["input", "reconstruction"], value="input", visible=False
+            label="map against", choices=list(MAP_REFERENCES), value="input", visible=False
         )
         self.reference.tooltip = (
             "input: the official map; reconstruction: the autoencoder's own error cancels, only what "
